@@ -1,0 +1,220 @@
+//! The CPU device: the ops' fast CPU paths on host vectors. Also the fallback for small runs.
+
+use super::{Block, Device};
+use crate::ops::{
+    self, conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom,
+    sgd::SgdStep, spatial_norm::SpatialNormGeom,
+};
+use anyhow::Result;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuDevice;
+
+impl Device for CpuDevice {
+    type Buf = Vec<f32>;
+
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn copy_2d(
+        &self,
+        src: &Vec<f32>,
+        from: Block,
+        dst: &mut Vec<f32>,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()> {
+        for r in 0..rows {
+            let s = from.offset + r * from.pitch;
+            let d = to.offset + r * to.pitch;
+            dst[d..d + width].copy_from_slice(&src[s..s + width]);
+        }
+        Ok(())
+    }
+    fn add_assign(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
+        assert_eq!(dst.len(), src.len(), "add_assign: lengths differ");
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        Ok(())
+    }
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn conv_forward(
+        &self,
+        g: &ConvGeom,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::conv::forward(g, x, w, b, y);
+        Ok(())
+    }
+    fn conv_backward_data(
+        &self,
+        g: &ConvGeom,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::conv::backward_data(g, dy, w, dx);
+        Ok(())
+    }
+    fn conv_backward_filter(
+        &self,
+        g: &ConvGeom,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::conv::backward_filter(g, x, dy, dw, db);
+        Ok(())
+    }
+    fn fc_forward(
+        &self,
+        g: &FcGeom,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::fc::forward(g, x, w, b, y);
+        Ok(())
+    }
+    fn fc_backward_data(
+        &self,
+        g: &FcGeom,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::fc::backward_data(g, dy, w, dx);
+        Ok(())
+    }
+    fn fc_backward_filter(
+        &self,
+        g: &FcGeom,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::fc::backward_filter(g, x, dy, dw, db);
+        Ok(())
+    }
+    fn relu_forward(&self, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        ops::activation::relu_forward(x, y);
+        Ok(())
+    }
+    fn relu_backward(&self, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+        ops::activation::relu_backward(y, dy, dx);
+        Ok(())
+    }
+    fn tanh_forward(&self, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        ops::activation::tanh_forward(x, y);
+        Ok(())
+    }
+    fn tanh_backward(&self, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+        ops::activation::tanh_backward(y, dy, dx);
+        Ok(())
+    }
+    fn lrn_forward(&self, g: &LrnGeom, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        ops::lrn::forward(g, x, y);
+        Ok(())
+    }
+    fn lrn_backward(
+        &self,
+        g: &LrnGeom,
+        x: &Vec<f32>,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::lrn::backward(g, x, y, dy, dx);
+        Ok(())
+    }
+    fn spatial_norm_forward(
+        &self,
+        g: &SpatialNormGeom,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::spatial_norm::forward(g, x, y);
+        Ok(())
+    }
+    fn spatial_norm_backward(
+        &self,
+        g: &SpatialNormGeom,
+        x: &Vec<f32>,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::spatial_norm::backward(g, x, y, dy, dx);
+        Ok(())
+    }
+    fn max_pool_forward(&self, g: &PoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        ops::pool::forward(g, x, y);
+        Ok(())
+    }
+    fn max_pool_backward(
+        &self,
+        g: &PoolGeom,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::pool::backward(g, x, dy, dx);
+        Ok(())
+    }
+    fn dropout_forward_train(&self, g: &DropoutGeom, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        ops::dropout::forward_train(g, x, y);
+        Ok(())
+    }
+    fn dropout_backward(&self, g: &DropoutGeom, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+        ops::dropout::backward(g, dy, dx);
+        Ok(())
+    }
+    fn dropout_forward_test(&self, p: f32, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        ops::dropout::forward_test(p, x, y);
+        Ok(())
+    }
+    fn softmax_xent(
+        &self,
+        n: usize,
+        classes: usize,
+        logits: &Vec<f32>,
+        labels: &[u32],
+        probs: &mut Vec<f32>,
+        dlogits: &mut Vec<f32>,
+    ) -> Result<f64> {
+        Ok(ops::softmax::xent_naive(
+            n, classes, logits, labels, probs, dlogits,
+        ))
+    }
+    fn sgd_update(
+        &self,
+        step: &SgdStep,
+        w: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        grad: &Vec<f32>,
+    ) -> Result<()> {
+        ops::sgd::update_naive(step, w, v, grad);
+        Ok(())
+    }
+}

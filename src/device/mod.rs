@@ -1,0 +1,168 @@
+//! The device abstraction the two-tower network is written against. A tower lives on one
+//! `Device`; the network code never knows whether that is the CPU reference (`cpu`), the real
+//! CUDA kernels run on the CPU by the host executor (`emu`), or a GPU (`cuda`).
+//!
+//! Every op writes its output buffer whole; buffers hold `f32` in the crate's layout
+//! (`crate::tensor`).
+
+pub mod cpu;
+
+use crate::ops::{
+    conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,
+    spatial_norm::SpatialNormGeom,
+};
+use anyhow::Result;
+
+/// A strided block of a buffer: `rows` runs of `width` elements, `pitch` apart, from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub offset: usize,
+    pub pitch: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub trait Device {
+    type Buf;
+
+    /// A one-line description for logs (`cpu`, `emu`, `cuda:0 NVIDIA H200`, ...).
+    fn describe(&self) -> String;
+
+    /// A zero-filled buffer of `len` elements.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    fn len(&self, buf: &Self::Buf) -> usize;
+
+    /// Copies `rows` runs of `width` elements from `src` to `dst` (this device's buffer). `src`
+    /// may live on another device of the same kind: this is the towers' exchange.
+    fn copy_2d(
+        &self,
+        src: &Self::Buf,
+        from: Block,
+        dst: &mut Self::Buf,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()>;
+
+    /// `dst += src`, elementwise over whole buffers of equal length.
+    fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
+
+    /// Waits for everything queued on this device.
+    fn synchronize(&self) -> Result<()>;
+
+    fn conv_forward(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    fn conv_backward_data(
+        &self,
+        g: &ConvGeom,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+    fn conv_backward_filter(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+    ) -> Result<()>;
+
+    fn fc_forward(
+        &self,
+        g: &FcGeom,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    fn fc_backward_data(
+        &self,
+        g: &FcGeom,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+    fn fc_backward_filter(
+        &self,
+        g: &FcGeom,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+    ) -> Result<()>;
+
+    fn relu_forward(&self, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    fn relu_backward(&self, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    fn tanh_forward(&self, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    fn tanh_backward(&self, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+
+    fn lrn_forward(&self, g: &LrnGeom, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    fn lrn_backward(
+        &self,
+        g: &LrnGeom,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+    fn spatial_norm_forward(
+        &self,
+        g: &SpatialNormGeom,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    fn spatial_norm_backward(
+        &self,
+        g: &SpatialNormGeom,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+
+    fn max_pool_forward(&self, g: &PoolGeom, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    fn max_pool_backward(
+        &self,
+        g: &PoolGeom,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+
+    fn dropout_forward_train(
+        &self,
+        g: &DropoutGeom,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    fn dropout_backward(&self, g: &DropoutGeom, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    fn dropout_forward_test(&self, p: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+
+    /// Softmax of `logits` (`[n, classes]`) into `probs`, the gradient of the mean cross-entropy
+    /// into `dlogits`; returns the mean loss.
+    fn softmax_xent(
+        &self,
+        n: usize,
+        classes: usize,
+        logits: &Self::Buf,
+        labels: &[u32],
+        probs: &mut Self::Buf,
+        dlogits: &mut Self::Buf,
+    ) -> Result<f64>;
+
+    fn sgd_update(
+        &self,
+        step: &SgdStep,
+        w: &mut Self::Buf,
+        v: &mut Self::Buf,
+        grad: &Self::Buf,
+    ) -> Result<()>;
+}

@@ -1,0 +1,8 @@
+//! alexnet: Krizhevsky, Sutskever & Hinton's 2012 ImageNet network, trained the way the paper ran
+//! it: two towers, one per device, exchanging activations only at the paper's cross connections.
+//! See DESIGN.md for the model, the recipe, the crate layout and the test pyramid.
+
+pub mod device;
+pub mod model;
+pub mod ops;
+pub mod tensor;

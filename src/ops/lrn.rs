@@ -1,0 +1,109 @@
+//! Local response normalisation across channels (paper §3.3):
+//! `y[c] = x[c] / (k + α'·Σ_{j ∈ W(c)} x[j]²)^β` with `W(c) = [c - size/2, c + size/2]` clipped to
+//! the channel group of `c`, and `α' = α / size` when `alpha_over_n` (cuda-convnet, Caffe) or `α`
+//! (the paper's text). Groups keep the window inside one tower when a single grouped tensor holds
+//! both towers; a tower's own tensor uses `groups = 1`.
+
+use crate::tensor::Real;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrnGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub groups: usize,
+    pub size: usize,
+    pub k: f32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub alpha_over_n: bool,
+}
+
+impl LrnGeom {
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The α actually multiplying the sum of squares.
+    pub fn effective_alpha(&self) -> f64 {
+        if self.alpha_over_n {
+            self.alpha as f64 / self.size as f64
+        } else {
+            self.alpha as f64
+        }
+    }
+    /// The channels `[lo, hi)` in the window of channel `c`.
+    pub fn window(&self, c: usize) -> (usize, usize) {
+        let cg = self.c / self.groups;
+        let g0 = (c / cg) * cg;
+        let half = self.size / 2;
+        (c.saturating_sub(half).max(g0), (c + half + 1).min(g0 + cg))
+    }
+    fn check(&self, lens: &[usize]) {
+        assert!(
+            self.groups > 0 && self.c % self.groups == 0,
+            "lrn: {self:?}"
+        );
+        assert!(self.size % 2 == 1, "lrn: window size must be odd: {self:?}");
+        for &l in lens {
+            assert_eq!(l, self.len(), "lrn: buffer length for {self:?}");
+        }
+    }
+}
+
+/// The denominator base `k + α'·Σ x²` for channel `c` at pixel offset `p` of sample `n`.
+fn scale<T: Real>(g: &LrnGeom, x: &[T], n: usize, c: usize, p: usize) -> T {
+    let hw = g.h * g.w;
+    let (lo, hi) = g.window(c);
+    let sum: T = (lo..hi).map(|j| x[(n * g.c + j) * hw + p].powi(2)).sum();
+    T::from_f64_lossy(g.k as f64) + T::from_f64_lossy(g.effective_alpha()) * sum
+}
+
+pub fn forward_naive<T: Real>(g: &LrnGeom, x: &[T], y: &mut [T]) {
+    g.check(&[x.len(), y.len()]);
+    let hw = g.h * g.w;
+    let beta = T::from_f64_lossy(g.beta as f64);
+    for n in 0..g.n {
+        for c in 0..g.c {
+            for p in 0..hw {
+                let i = (n * g.c + c) * hw + p;
+                y[i] = x[i] * scale(g, x, n, c, p).powf(-beta);
+            }
+        }
+    }
+}
+
+/// `dx[j] = dy[j]·s[j]^-β − 2α'β·x[j]·Σ_{c: j ∈ W(c)} dy[c]·y[c] / s[c]`.
+pub fn backward_naive<T: Real>(g: &LrnGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
+    g.check(&[x.len(), y.len(), dy.len(), dx.len()]);
+    let hw = g.h * g.w;
+    let beta = T::from_f64_lossy(g.beta as f64);
+    let two_ab = T::from_f64_lossy(2.0 * g.effective_alpha() * g.beta as f64);
+    for n in 0..g.n {
+        for j in 0..g.c {
+            for p in 0..hw {
+                let i = (n * g.c + j) * hw + p;
+                let mut acc = T::zero();
+                for c in 0..g.c {
+                    let (lo, hi) = g.window(c);
+                    if (lo..hi).contains(&j) {
+                        let ic = (n * g.c + c) * hw + p;
+                        acc = acc + dy[ic] * y[ic] / scale(g, x, n, c, p);
+                    }
+                }
+                dx[i] = dy[i] * scale(g, x, n, j, p).powf(-beta) - two_ab * x[i] * acc;
+            }
+        }
+    }
+}
+
+// Fast CPU paths. Placeholders that defer to the naive loops until written.
+pub fn forward(g: &LrnGeom, x: &[f32], y: &mut [f32]) {
+    forward_naive(g, x, y)
+}
+pub fn backward(g: &LrnGeom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    backward_naive(g, x, y, dy, dx)
+}

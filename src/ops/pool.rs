@@ -1,0 +1,90 @@
+//! Max pooling, overlapping when `stride < size` (paper §3.4: z = 3, s = 2).
+//!
+//! Output size is `(h - size) / stride + 1` (no padding; the paper's 55 → 27 → 13 → 6 chain).
+//! The gradient of a window goes to its *first* maximum in row-major order. After a ReLU, ties
+//! (runs of zeros) are common, so this rule is part of the op's definition and every
+//! implementation, CPU or GPU, follows it exactly.
+
+use crate::tensor::Real;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub size: usize,
+    pub stride: usize,
+}
+
+impl PoolGeom {
+    pub fn out_h(&self) -> usize {
+        (self.h - self.size) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.w - self.size) / self.stride + 1
+    }
+    pub fn x_len(&self) -> usize {
+        self.n * self.c * self.h * self.w
+    }
+    pub fn y_len(&self) -> usize {
+        self.n * self.c * self.out_h() * self.out_w()
+    }
+    fn check(&self, x: usize, y: usize) {
+        assert!(self.size > 0 && self.stride > 0 && self.size <= self.h && self.size <= self.w);
+        assert_eq!(x, self.x_len(), "pool: input length for {self:?}");
+        assert_eq!(y, self.y_len(), "pool: output length for {self:?}");
+    }
+}
+
+/// Index within the map of the first maximum of window `(oy, ox)`.
+pub fn argmax_in_window<T: Real>(g: &PoolGeom, map: &[T], oy: usize, ox: usize) -> usize {
+    let mut best = (oy * g.stride) * g.w + ox * g.stride;
+    for ky in 0..g.size {
+        for kx in 0..g.size {
+            let i = (oy * g.stride + ky) * g.w + ox * g.stride + kx;
+            if map[i] > map[best] {
+                best = i;
+            }
+        }
+    }
+    best
+}
+
+pub fn forward_naive<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+    g.check(x.len(), y.len());
+    let (hw, ohw) = (g.h * g.w, g.out_h() * g.out_w());
+    for m in 0..g.n * g.c {
+        let map = &x[m * hw..(m + 1) * hw];
+        for oy in 0..g.out_h() {
+            for ox in 0..g.out_w() {
+                y[m * ohw + oy * g.out_w() + ox] = map[argmax_in_window(g, map, oy, ox)];
+            }
+        }
+    }
+}
+
+/// Routes each window's gradient to its first maximum, summing where windows overlap.
+pub fn backward_naive<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
+    g.check(x.len(), dy.len());
+    assert_eq!(dx.len(), x.len());
+    let (hw, ohw) = (g.h * g.w, g.out_h() * g.out_w());
+    dx.fill(T::zero());
+    for m in 0..g.n * g.c {
+        let map = &x[m * hw..(m + 1) * hw];
+        for oy in 0..g.out_h() {
+            for ox in 0..g.out_w() {
+                let i = m * hw + argmax_in_window(g, map, oy, ox);
+                dx[i] = dx[i] + dy[m * ohw + oy * g.out_w() + ox];
+            }
+        }
+    }
+}
+
+// Fast CPU paths. Placeholders that defer to the naive loops until written.
+pub fn forward(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
+    forward_naive(g, x, y)
+}
+pub fn backward(g: &PoolGeom, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    backward_naive(g, x, dy, dx)
+}
