@@ -6,6 +6,7 @@
 //! (`crate::tensor`).
 
 pub mod cpu;
+pub mod launch;
 
 use crate::ops::{
     conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,

@@ -1,0 +1,46 @@
+//! The one interface every kernel launch goes through, shaped like `cuLaunchKernel`: a kernel
+//! named by its module (`cuda/<module>.cu`) and function, a grid, a block, dynamic shared bytes
+//! and an array of pointers to the arguments. Two implementations: cudarc on a GPU
+//! (`crate::cuda`), and the host executor that runs the same `.cu` sources on the CPU
+//! (`crate::emu`). Everything above it (launch configurations, argument order, buffer sizes,
+//! the order of exchanges) is the same code for both, in `device::kernels`.
+
+use super::Block;
+use anyhow::Result;
+use std::ffi::c_void;
+
+/// A kernel: the `.cu` file it lives in (without extension) and its `extern "C"` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub module: &'static str,
+    pub name: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+}
+
+/// Memory and launches of one device that runs the `.cu` kernels.
+pub trait Launcher {
+    /// A buffer of `f32` in this device's memory.
+    type Buf;
+
+    fn describe(&self) -> String;
+    /// A zero-filled buffer of `len` elements.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// The address kernels see for the buffer's first element.
+    fn device_ptr(&self, buf: &Self::Buf) -> u64;
+    /// A strided copy into `dst`; `src` may belong to another launcher of the same kind
+    /// (a peer copy between GPUs).
+    fn copy_2d(&self, src: &Self::Buf, from: Block, dst: &mut Self::Buf, to: Block, width: usize, rows: usize) -> Result<()>;
+    /// Launches `kernel`; `args[i]` points to the i-th kernel parameter's value (pointers are
+    /// passed as `u64` device addresses).
+    fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &[*mut c_void]) -> Result<()>;
+    fn synchronize(&self) -> Result<()>;
+}
