@@ -5,4 +5,5 @@
 pub mod device;
 pub mod model;
 pub mod ops;
+pub mod parallel;
 pub mod tensor;

@@ -66,7 +66,12 @@ impl LayerPlan {
     /// Per-tower weight tensor shape (`[c_out, c_in, k, k]` or `[outputs, inputs]`), if any.
     pub fn weight_shape(&self) -> Option<Vec<usize>> {
         match &self.layer {
-            Layer::Conv(c) => Some(vec![self.output.c, self.input.c, c.kernel, c.kernel]),
+            Layer::Conv(c) => Some(vec![
+                self.output.c,
+                self.input.c / c.groups,
+                c.kernel,
+                c.kernel,
+            ]),
             Layer::Fc(_) => Some(vec![self.output.c, self.input.len()]),
             _ => None,
         }
@@ -167,9 +172,17 @@ impl Plan {
                             input.w
                         );
                     }
+                    if c.groups == 0 || input.c % c.groups != 0 || per_tower % c.groups != 0 {
+                        bail!(
+                            "{}: {} input channels and {per_tower} filters per tower do not split into {} groups",
+                            at("groups"),
+                            input.c,
+                            c.groups
+                        );
+                    }
                     let oh = (input.h + c.pad + pad_end - c.kernel) / c.stride + 1;
                     let ow = (input.w + c.pad + pad_end - c.kernel) / c.stride + 1;
-                    let taps = input.c * c.kernel * c.kernel;
+                    let taps = input.c / c.groups * c.kernel * c.kernel;
                     LayerPlan {
                         index: i,
                         layer: layer.clone(),

@@ -84,6 +84,7 @@ fn conv(
         pad,
         pad_end: None,
         input,
+        groups: 1,
         init,
     })
 }
@@ -106,6 +107,7 @@ fn lrn(name: &str, alpha_over_n: bool) -> Layer {
         alpha: 1e-4,
         beta: 0.75,
         alpha_over_n,
+        groups: 1,
     })
 }
 
@@ -193,6 +195,7 @@ fn net145(ab: &Ablations) -> NetSpec {
         pad: 0,
         pad_end: Some(3),
         input: Connect::Own,
+        groups: 1,
         init: init(0.01, 0.0),
     })];
     // conv1 → LRN → pool → ReLU: no non-linearity before the first normalisation.

@@ -108,6 +108,10 @@ pub struct Conv {
     pub pad_end: Option<usize>,
     #[serde(default)]
     pub input: Connect,
+    /// Filter groups within one tower: group g sees only the g-th slice of the input channels.
+    /// A one-tower net with `groups = 2` computes what two towers reading their own halves do.
+    #[serde(default = "one_usize", skip_serializing_if = "is_one")]
+    pub groups: usize,
     #[serde(default)]
     pub init: Init,
 }
@@ -137,6 +141,9 @@ pub struct Lrn {
     /// Divide α by `size` (cuda-convnet, Caffe) instead of using it as the paper's text does.
     #[serde(default)]
     pub alpha_over_n: bool,
+    /// Channel groups the window may not cross (a one-tower net holding two towers' maps).
+    #[serde(default = "one_usize", skip_serializing_if = "is_one")]
+    pub groups: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,6 +210,9 @@ fn one() -> f32 {
 }
 fn one_usize() -> usize {
     1
+}
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 fn yes() -> bool {
     true

@@ -1,0 +1,702 @@
+//! The towers and their exchanges (paper §3.2): tower `t` of every layer lives on `devices[t]`;
+//! activations cross between devices only where the plan says a layer reads all towers
+//! (conv3, fc6, fc7, fc8 in `paper`). Forward, each tower gathers every tower's previous output
+//! into one input (its own half plus a copy of the other's); backward, the gradient of each
+//! half goes back to its owner and is added to the owner's own.
+//!
+//! Written against `Device` only, so the same code runs the towers on the CPU reference, on the
+//! host executor, or on one or two GPUs.
+
+use crate::device::{Block, Device};
+use crate::model::init::NetParams;
+use crate::model::spec::Layer;
+use crate::model::{LayerPlan, Plan};
+use crate::ops::{
+    conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,
+    spatial_norm::SpatialNormGeom,
+};
+use crate::tensor::Tensor;
+use anyhow::{Context, Result, bail, ensure};
+
+/// One tower's weights of a layer, with their gradients and momentum.
+struct Weights<B> {
+    w: B,
+    b: B,
+    grad_w: B,
+    grad_b: B,
+    vel_w: B,
+    vel_b: B,
+}
+
+/// What a layer holds on each of its active towers.
+struct LayerState<B> {
+    weights: Vec<Weights<B>>,
+    /// Output activations, `[n, output]` per tower.
+    out: Vec<B>,
+    /// Gradient of the loss with respect to `out`.
+    grad: Vec<B>,
+    /// At an exchange: every tower's previous output gathered into this tower's input, its
+    /// gradient, and a landing buffer on each *source* tower for the gradient coming back.
+    gathered: Vec<B>,
+    grad_gathered: Vec<B>,
+    returned: Vec<B>,
+}
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    pub loss: f64,
+    /// Samples of the batch whose label was not the top-scoring class.
+    pub top1_errors: usize,
+    pub top5_errors: usize,
+}
+
+/// Philox stream names: disjoint ranges for initialisation (see `model::init`) and dropout.
+const DROPOUT_STREAMS: u64 = 2 << 56;
+
+fn dropout_stream(step: u64, layer: usize) -> u64 {
+    DROPOUT_STREAMS | (step << 16) | layer as u64
+}
+
+pub struct Network<D: Device> {
+    plan: Plan,
+    devices: Vec<D>,
+    layers: Vec<LayerState<D::Buf>>,
+    /// The batch size the activation buffers are allocated for (0: none yet).
+    batch: usize,
+    /// The image, replicated on every tower.
+    images: Vec<D::Buf>,
+    /// Logits of the whole net, probabilities and their gradient, on tower 0.
+    logits: Option<D::Buf>,
+    probs: Option<D::Buf>,
+    grad_logits: Option<D::Buf>,
+    seed: u64,
+}
+
+impl<D: Device> Network<D> {
+    /// Places `params` (`params[layer][tower]`) on `devices` (one per tower).
+    pub fn new(plan: &Plan, devices: Vec<D>, params: &NetParams, seed: u64) -> Result<Self> {
+        ensure!(
+            devices.len() == plan.spec.towers,
+            "the network has {} towers but {} devices were given",
+            plan.spec.towers,
+            devices.len()
+        );
+        ensure!(
+            params.len() == plan.layers.len(),
+            "parameters are for another network: {} layers, not {}",
+            params.len(),
+            plan.layers.len()
+        );
+        let mut layers = Vec::with_capacity(plan.layers.len());
+        for (lp, lparams) in plan.layers.iter().zip(params) {
+            let mut weights = Vec::new();
+            if let Some(shape) = lp.weight_shape() {
+                ensure!(
+                    lparams.len() == lp.active_towers,
+                    "{}: parameters for {} towers, the layer has {}",
+                    lp.name(),
+                    lparams.len(),
+                    lp.active_towers
+                );
+                for (t, p) in lparams.iter().enumerate() {
+                    ensure!(
+                        p.weight.shape == shape && p.bias.shape == [shape[0]],
+                        "{} tower {t}: weight {:?} and bias {:?} do not fit the layer's {:?}",
+                        lp.name(),
+                        p.weight.shape,
+                        p.bias.shape,
+                        shape
+                    );
+                    let dev = &devices[t];
+                    weights.push(Weights {
+                        w: dev.upload(&p.weight.data)?,
+                        b: dev.upload(&p.bias.data)?,
+                        grad_w: dev.alloc(p.weight.len())?,
+                        grad_b: dev.alloc(p.bias.len())?,
+                        vel_w: dev.alloc(p.weight.len())?,
+                        vel_b: dev.alloc(p.bias.len())?,
+                    });
+                }
+            }
+            layers.push(LayerState {
+                weights,
+                out: Vec::new(),
+                grad: Vec::new(),
+                gathered: Vec::new(),
+                grad_gathered: Vec::new(),
+                returned: Vec::new(),
+            });
+        }
+        Ok(Network {
+            plan: plan.clone(),
+            devices,
+            layers,
+            batch: 0,
+            images: Vec::new(),
+            logits: None,
+            probs: None,
+            grad_logits: None,
+            seed,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn devices(&self) -> &[D] {
+        &self.devices
+    }
+
+    /// Allocates the activation buffers for batches of `n` (once per batch size).
+    fn ensure_batch(&mut self, n: usize) -> Result<()> {
+        if self.batch == n {
+            return Ok(());
+        }
+        let input_len =
+            self.plan.spec.input.channels * self.plan.spec.input.size * self.plan.spec.input.size;
+        self.images = self
+            .devices
+            .iter()
+            .map(|d| d.alloc(n * input_len))
+            .collect::<Result<_>>()?;
+        for (l, lp) in self.plan.layers.iter().enumerate() {
+            let prev_active = if l == 0 {
+                self.devices.len()
+            } else {
+                self.plan.layers[l - 1].active_towers
+            };
+            let st = &mut self.layers[l];
+            let on = |t: usize, len: usize| self.devices[t].alloc(n * len);
+            st.out = (0..lp.active_towers)
+                .map(|t| on(t, lp.output.len()))
+                .collect::<Result<_>>()?;
+            st.grad = (0..lp.active_towers)
+                .map(|t| on(t, lp.output.len()))
+                .collect::<Result<_>>()?;
+            if lp.exchange {
+                st.gathered = (0..lp.active_towers)
+                    .map(|t| on(t, lp.input.len()))
+                    .collect::<Result<_>>()?;
+                st.grad_gathered = (0..lp.active_towers)
+                    .map(|t| on(t, lp.input.len()))
+                    .collect::<Result<_>>()?;
+                let prev_len = self.plan.layers[l - 1].output.len();
+                st.returned = (0..prev_active)
+                    .map(|s| on(s, prev_len))
+                    .collect::<Result<_>>()?;
+            }
+        }
+        let classes = self.plan.classes;
+        self.logits = Some(self.devices[0].alloc(n * classes)?);
+        self.probs = Some(self.devices[0].alloc(n * classes)?);
+        self.grad_logits = Some(self.devices[0].alloc(n * classes)?);
+        self.batch = n;
+        Ok(())
+    }
+
+    /// Runs the forward pass on `images` (`[n, c, size, size]`), leaving the logits of the whole
+    /// net on tower 0. `step` names the dropout masks in training; `train: false` applies the
+    /// paper's test-time dropout scaling instead.
+    pub fn forward(&mut self, images: &[f32], n: usize, train: bool, step: u64) -> Result<()> {
+        let input = self.plan.spec.input;
+        ensure!(
+            n > 0 && images.len() == n * input.channels * input.size * input.size,
+            "expected {n} images of {}x{}x{}, got {} values",
+            input.size,
+            input.size,
+            input.channels,
+            images.len()
+        );
+        self.ensure_batch(n)?;
+        for (dev, buf) in self.devices.iter().zip(&mut self.images) {
+            *buf = dev.upload(images)?;
+        }
+        for l in 0..self.plan.layers.len() {
+            self.forward_layer(l, n, train, step)
+                .with_context(|| format!("forward {}", self.plan.layers[l].name()))?;
+        }
+        // Gather the classifier's slices into the logits on tower 0.
+        let last = self.plan.layers.last().expect("plans have layers");
+        let (units, classes) = (last.output.len(), self.plan.classes);
+        let logits = self.logits.as_mut().expect("allocated with the batch");
+        for (t, out) in self
+            .layers
+            .last()
+            .expect("plans have layers")
+            .out
+            .iter()
+            .enumerate()
+        {
+            self.devices[0].copy_2d(
+                out,
+                Block {
+                    offset: 0,
+                    pitch: units,
+                },
+                logits,
+                Block {
+                    offset: t * units,
+                    pitch: classes,
+                },
+                units,
+                n,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn forward_layer(&mut self, l: usize, n: usize, train: bool, step: u64) -> Result<()> {
+        let lp = &self.plan.layers[l];
+        let (before, rest) = self.layers.split_at_mut(l);
+        let st = &mut rest[0];
+        let prev_out: &[D::Buf] = if l == 0 {
+            &self.images
+        } else {
+            &before[l - 1].out
+        };
+        if lp.exchange {
+            // Every tower's previous output, side by side, on every active tower.
+            let prev_len = self.plan.layers[l - 1].output.len();
+            for (t, gathered) in st.gathered.iter_mut().enumerate() {
+                for (s, src) in prev_out.iter().enumerate() {
+                    self.devices[t].copy_2d(
+                        src,
+                        Block {
+                            offset: 0,
+                            pitch: prev_len,
+                        },
+                        gathered,
+                        Block {
+                            offset: s * prev_len,
+                            pitch: lp.input.len(),
+                        },
+                        prev_len,
+                        n,
+                    )?;
+                }
+            }
+        }
+        for t in 0..lp.active_towers {
+            let dev = &self.devices[t];
+            let x = if lp.exchange {
+                &st.gathered[t]
+            } else {
+                &prev_out[t]
+            };
+            let y = &mut st.out[t];
+            match &lp.layer {
+                Layer::Conv(c) => {
+                    let wt = &st.weights[t];
+                    dev.conv_forward(&conv_geom(lp, c.groups, n), x, &wt.w, &wt.b, y)?;
+                }
+                Layer::Fc(_) => {
+                    let wt = &st.weights[t];
+                    dev.fc_forward(&fc_geom(lp, n), x, &wt.w, &wt.b, y)?;
+                }
+                Layer::Relu(_) => dev.relu_forward(x, y)?,
+                Layer::Tanh(_) => dev.tanh_forward(x, y)?,
+                Layer::Lrn(_) => dev.lrn_forward(&lrn_geom(lp, n), x, y)?,
+                Layer::SpatialNorm(_) => {
+                    dev.spatial_norm_forward(&spatial_norm_geom(lp, n), x, y)?
+                }
+                Layer::MaxPool(_) => dev.max_pool_forward(&pool_geom(lp, n), x, y)?,
+                Layer::Dropout(_) if train => {
+                    dev.dropout_forward_train(&dropout_geom(lp, t, n, self.seed, step), x, y)?
+                }
+                Layer::Dropout(d) => dev.dropout_forward_test(d.p, x, y)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward, loss and backward for one batch; leaves the gradients in place (see
+    /// `gradients`) without updating the weights.
+    pub fn forward_backward(
+        &mut self,
+        images: &[f32],
+        labels: &[u32],
+        step: u64,
+    ) -> Result<StepStats> {
+        let n = labels.len();
+        if let Some(&bad) = labels.iter().find(|&&c| c as usize >= self.plan.classes) {
+            bail!(
+                "label {bad} is out of range for {} classes",
+                self.plan.classes
+            );
+        }
+        self.forward(images, n, true, step)?;
+        let classes = self.plan.classes;
+        let loss = {
+            let (logits, probs, grad) = (
+                self.logits.as_ref().unwrap(),
+                self.probs.as_mut().unwrap(),
+                self.grad_logits.as_mut().unwrap(),
+            );
+            self.devices[0].softmax_xent(n, classes, logits, labels, probs, grad)?
+        };
+        let probs = self.devices[0].download(self.probs.as_ref().unwrap())?;
+        let (top1_errors, top5_errors) = (
+            crate::ops::softmax::top_k_errors(n, classes, &probs, labels, 1),
+            crate::ops::softmax::top_k_errors(n, classes, &probs, labels, 5.min(classes)),
+        );
+        // The gradient of each classifier slice goes back to its tower.
+        let last = self.plan.layers.len() - 1;
+        let units = self.plan.layers[last].output.len();
+        for (t, grad) in self.layers[last].grad.iter_mut().enumerate() {
+            let src = self.grad_logits.as_ref().unwrap();
+            self.devices[t].copy_2d(
+                src,
+                Block {
+                    offset: t * units,
+                    pitch: classes,
+                },
+                grad,
+                Block {
+                    offset: 0,
+                    pitch: units,
+                },
+                units,
+                n,
+            )?;
+        }
+        for l in (0..self.plan.layers.len()).rev() {
+            self.backward_layer(l, n, step)
+                .with_context(|| format!("backward {}", self.plan.layers[l].name()))?;
+        }
+        Ok(StepStats {
+            loss,
+            top1_errors,
+            top5_errors,
+        })
+    }
+
+    fn backward_layer(&mut self, l: usize, n: usize, step: u64) -> Result<()> {
+        let lp = &self.plan.layers[l];
+        let (before, rest) = self.layers.split_at_mut(l);
+        let st = &mut rest[0];
+        let first = l == 0;
+        let (prev_out, mut prev_grad): (&[D::Buf], Option<&mut Vec<D::Buf>>) = if first {
+            (&self.images, None)
+        } else {
+            let p = &mut before[l - 1];
+            (&p.out, Some(&mut p.grad))
+        };
+        for t in 0..lp.active_towers {
+            let dev = &self.devices[t];
+            let x = if lp.exchange {
+                &st.gathered[t]
+            } else {
+                &prev_out[t]
+            };
+            let (y, dy) = (&st.out[t], &st.grad[t]);
+            // Where this tower's input gradient goes: its own slot of the previous layer, or at
+            // an exchange the gathered buffer that is split between the owners below.
+            let dx = match (lp.exchange, prev_grad.as_deref_mut()) {
+                (true, _) => Some(&mut st.grad_gathered[t]),
+                (false, Some(g)) => Some(&mut g[t]),
+                (false, None) => None,
+            };
+            match &lp.layer {
+                Layer::Conv(c) => {
+                    let g = conv_geom(lp, c.groups, n);
+                    let wt = &mut st.weights[t];
+                    dev.conv_backward_filter(&g, x, dy, &mut wt.grad_w, &mut wt.grad_b)?;
+                    if let Some(dx) = dx {
+                        dev.conv_backward_data(&g, dy, &wt.w, dx)?;
+                    }
+                }
+                Layer::Fc(_) => {
+                    let g = fc_geom(lp, n);
+                    let wt = &mut st.weights[t];
+                    dev.fc_backward_filter(&g, x, dy, &mut wt.grad_w, &mut wt.grad_b)?;
+                    if let Some(dx) = dx {
+                        dev.fc_backward_data(&g, dy, &wt.w, dx)?;
+                    }
+                }
+                // Unweighted layers have no use for the image's gradient.
+                _ if dx.is_none() => {}
+                Layer::Relu(_) => dev.relu_backward(y, dy, dx.unwrap())?,
+                Layer::Tanh(_) => dev.tanh_backward(y, dy, dx.unwrap())?,
+                Layer::Lrn(_) => dev.lrn_backward(&lrn_geom(lp, n), x, y, dy, dx.unwrap())?,
+                Layer::SpatialNorm(_) => {
+                    dev.spatial_norm_backward(&spatial_norm_geom(lp, n), x, y, dy, dx.unwrap())?
+                }
+                Layer::MaxPool(_) => {
+                    dev.max_pool_backward(&pool_geom(lp, n), x, dy, dx.unwrap())?
+                }
+                Layer::Dropout(_) => {
+                    dev.dropout_backward(&dropout_geom(lp, t, n, self.seed, step), dy, dx.unwrap())?
+                }
+            }
+        }
+        if let (true, Some(prev_grad)) = (lp.exchange, prev_grad) {
+            // Each owner's half of every tower's input gradient comes home: its own first, then
+            // the others' in tower order, added up.
+            let prev_len = self.plan.layers[l - 1].output.len();
+            let from = |s: usize| Block {
+                offset: s * prev_len,
+                pitch: lp.input.len(),
+            };
+            let whole = Block {
+                offset: 0,
+                pitch: prev_len,
+            };
+            for (s, owner_grad) in prev_grad.iter_mut().enumerate() {
+                let dev = &self.devices[s];
+                let mut sources = (0..lp.active_towers).filter(|&t| t != s);
+                let first_source = if s < lp.active_towers {
+                    s
+                } else {
+                    sources.next().expect("an active tower")
+                };
+                dev.copy_2d(
+                    &st.grad_gathered[first_source],
+                    from(s),
+                    owner_grad,
+                    whole,
+                    prev_len,
+                    n,
+                )?;
+                for t in sources.filter(|&t| t != first_source) {
+                    dev.copy_2d(
+                        &st.grad_gathered[t],
+                        from(s),
+                        &mut st.returned[s],
+                        whole,
+                        prev_len,
+                        n,
+                    )?;
+                    dev.add_assign(owner_grad, &st.returned[s])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one SGD step with base learning rate `lr` (the spec's multipliers and decay
+    /// switches applied per parameter).
+    pub fn update(&mut self, lr: f32) -> Result<()> {
+        let optim = self.plan.spec.optim;
+        for (lp, st) in self.plan.layers.iter().zip(&mut self.layers) {
+            let lr_mult = match &lp.layer {
+                Layer::Conv(c) => c.init.lr_mult,
+                Layer::Fc(f) => f.init.lr_mult,
+                _ => continue,
+            };
+            let weight_step = SgdStep {
+                lr: lr * lr_mult,
+                momentum: optim.momentum,
+                weight_decay: optim.weight_decay,
+            };
+            let bias_step = SgdStep {
+                lr: lr * lr_mult * optim.bias_lr_mult,
+                momentum: optim.momentum,
+                weight_decay: if optim.bias_decay {
+                    optim.weight_decay
+                } else {
+                    0.0
+                },
+            };
+            for (t, wt) in st.weights.iter_mut().enumerate() {
+                let dev = &self.devices[t];
+                dev.sgd_update(&weight_step, &mut wt.w, &mut wt.vel_w, &wt.grad_w)?;
+                dev.sgd_update(&bias_step, &mut wt.b, &mut wt.vel_b, &wt.grad_b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One training step: forward, backward, update.
+    pub fn train_step(
+        &mut self,
+        images: &[f32],
+        labels: &[u32],
+        lr: f32,
+        step: u64,
+    ) -> Result<StepStats> {
+        let stats = self.forward_backward(images, labels, step)?;
+        self.update(lr)?;
+        Ok(stats)
+    }
+
+    /// Class probabilities (`[n, classes]`) for `images`, with test-time dropout scaling.
+    pub fn predict(&mut self, images: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.forward(images, n, false, 0)?;
+        let classes = self.plan.classes;
+        // Labels are irrelevant for the probabilities; zeros keep the softmax kernel's checks happy.
+        let labels = vec![0u32; n];
+        let (logits, probs, grad) = (
+            self.logits.as_ref().unwrap(),
+            self.probs.as_mut().unwrap(),
+            self.grad_logits.as_mut().unwrap(),
+        );
+        self.devices[0].softmax_xent(n, classes, logits, &labels, probs, grad)?;
+        self.devices[0].download(probs)
+    }
+
+    /// The logits of the last forward pass (`[n, classes]`).
+    pub fn logits(&self) -> Result<Vec<f32>> {
+        match &self.logits {
+            Some(l) => self.devices[0].download(l),
+            None => bail!("no forward pass has run yet"),
+        }
+    }
+
+    /// Current weights and biases, `[layer][tower]`.
+    pub fn params(&self) -> Result<NetParams> {
+        self.collect(|w| (&w.w, &w.b))
+    }
+
+    /// Gradients of the last backward pass, `[layer][tower]`.
+    pub fn gradients(&self) -> Result<NetParams> {
+        self.collect(|w| (&w.grad_w, &w.grad_b))
+    }
+
+    /// Momentum buffers, `[layer][tower]`.
+    pub fn velocities(&self) -> Result<NetParams> {
+        self.collect(|w| (&w.vel_w, &w.vel_b))
+    }
+
+    /// Replaces the momentum buffers (resuming from a checkpoint).
+    pub fn set_velocities(&mut self, vel: &NetParams) -> Result<()> {
+        ensure!(
+            vel.len() == self.layers.len(),
+            "momentum is for another network"
+        );
+        for (l, (st, lv)) in self.layers.iter_mut().zip(vel).enumerate() {
+            ensure!(
+                lv.len() == st.weights.len(),
+                "momentum for layer {l} has the wrong tower count"
+            );
+            for (t, (wt, v)) in st.weights.iter_mut().zip(lv).enumerate() {
+                let dev = &self.devices[t];
+                ensure!(
+                    dev.len(&wt.vel_w) == v.weight.len() && dev.len(&wt.vel_b) == v.bias.len(),
+                    "momentum for layer {l} has the wrong size"
+                );
+                wt.vel_w = dev.upload(&v.weight.data)?;
+                wt.vel_b = dev.upload(&v.bias.data)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn collect(&self, pick: impl Fn(&Weights<D::Buf>) -> (&D::Buf, &D::Buf)) -> Result<NetParams> {
+        self.plan
+            .layers
+            .iter()
+            .zip(&self.layers)
+            .map(|(lp, st)| {
+                st.weights
+                    .iter()
+                    .enumerate()
+                    .map(|(t, wt)| {
+                        let (w, b) = pick(wt);
+                        let shape = lp.weight_shape().expect("weighted layer");
+                        Ok(crate::model::init::TowerParams {
+                            weight: Tensor::from_vec(&shape, self.devices[t].download(w)?),
+                            bias: Tensor::from_vec(&[shape[0]], self.devices[t].download(b)?),
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Dropout over tower `tower`'s slice, indexed by each unit's place in the whole layer so the
+/// masks do not depend on how the layer is split.
+fn dropout_geom(lp: &LayerPlan, tower: usize, n: usize, seed: u64, step: u64) -> DropoutGeom {
+    let Layer::Dropout(d) = &lp.layer else {
+        unreachable!("dropout geometry of a {} layer", lp.layer.kind())
+    };
+    let units = lp.output.len();
+    DropoutGeom {
+        n,
+        units,
+        units_total: units * lp.active_towers,
+        unit_offset: tower * units,
+        p: d.p,
+        seed,
+        stream: dropout_stream(step, lp.index),
+    }
+}
+
+fn conv_geom(lp: &LayerPlan, groups: usize, n: usize) -> ConvGeom {
+    let Layer::Conv(c) = &lp.layer else {
+        unreachable!()
+    };
+    ConvGeom {
+        n,
+        c_in: lp.input.c,
+        h: lp.input.h,
+        w: lp.input.w,
+        c_out: lp.output.c,
+        k: c.kernel,
+        stride: c.stride,
+        pad: c.pad,
+        pad_end: c.pad_end.unwrap_or(c.pad),
+        groups,
+    }
+}
+
+fn fc_geom(lp: &LayerPlan, n: usize) -> FcGeom {
+    FcGeom {
+        n,
+        inputs: lp.input.len(),
+        outputs: lp.output.c,
+    }
+}
+
+fn lrn_geom(lp: &LayerPlan, n: usize) -> LrnGeom {
+    let Layer::Lrn(l) = &lp.layer else {
+        unreachable!()
+    };
+    let s = lp.output;
+    LrnGeom {
+        n,
+        c: s.c,
+        h: s.h,
+        w: s.w,
+        groups: l.groups,
+        size: l.size,
+        k: l.k,
+        alpha: l.alpha,
+        beta: l.beta,
+        alpha_over_n: l.alpha_over_n,
+    }
+}
+
+fn spatial_norm_geom(lp: &LayerPlan, n: usize) -> SpatialNormGeom {
+    let Layer::SpatialNorm(l) = &lp.layer else {
+        unreachable!()
+    };
+    let s = lp.output;
+    SpatialNormGeom {
+        n,
+        c: s.c,
+        h: s.h,
+        w: s.w,
+        size: l.size,
+        k: l.k,
+        alpha: l.alpha,
+        beta: l.beta,
+        alpha_over_area: l.alpha_over_area,
+    }
+}
+
+fn pool_geom(lp: &LayerPlan, n: usize) -> PoolGeom {
+    let Layer::MaxPool(p) = &lp.layer else {
+        unreachable!()
+    };
+    PoolGeom {
+        n,
+        c: lp.input.c,
+        h: lp.input.h,
+        w: lp.input.w,
+        size: p.size,
+        stride: p.stride,
+    }
+}
