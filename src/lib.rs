@@ -7,3 +7,4 @@ pub mod model;
 pub mod ops;
 pub mod parallel;
 pub mod tensor;
+pub mod train;

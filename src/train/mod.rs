@@ -1,0 +1,4 @@
+//! Training: checkpoints, the learning-rate schedule, the metrics log and the loop.
+
+pub mod checkpoint;
+pub mod schedule;

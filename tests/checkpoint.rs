@@ -1,0 +1,94 @@
+//! Checkpoints round-trip, refuse what is not theirs, and resume bit-exactly.
+
+mod common;
+
+use alexnet::device::cpu::CpuDevice;
+use alexnet::model::Plan;
+use alexnet::model::init::init_params;
+use alexnet::parallel::Network;
+use alexnet::train::checkpoint::{self, TrainState};
+use common::{batch, flatten, tiny_spec};
+
+#[test]
+fn resuming_from_a_checkpoint_continues_bit_exactly() {
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    let (images, labels) = batch(&plan, 4, 8);
+    let fresh =
+        || Network::new(&plan, vec![CpuDevice, CpuDevice], &init_params(&plan, 2), 5).unwrap();
+
+    let mut straight = fresh();
+    for step in 0..4 {
+        straight.train_step(&images, &labels, 0.05, step).unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run/checkpoint.safetensors");
+    let mut first_half = fresh();
+    for step in 0..2 {
+        first_half.train_step(&images, &labels, 0.05, step).unwrap();
+    }
+    let state = TrainState {
+        step: 2,
+        lr: 0.05,
+        seed: 5,
+        ..TrainState::default()
+    };
+    checkpoint::save(
+        &path,
+        &plan,
+        &state,
+        &first_half.params().unwrap(),
+        &first_half.velocities().unwrap(),
+    )
+    .unwrap();
+    drop(first_half);
+
+    let ck = checkpoint::load(&path).unwrap();
+    ck.check_model(&plan).unwrap();
+    assert_eq!(ck.state, state);
+    let mut resumed =
+        Network::new(&plan, vec![CpuDevice, CpuDevice], &ck.params, ck.state.seed).unwrap();
+    resumed.set_velocities(&ck.momentum).unwrap();
+    for step in 2..4 {
+        resumed.train_step(&images, &labels, 0.05, step).unwrap();
+    }
+    assert_eq!(
+        flatten(&resumed.params().unwrap()),
+        flatten(&straight.params().unwrap())
+    );
+    assert_eq!(
+        flatten(&resumed.velocities().unwrap()),
+        flatten(&straight.velocities().unwrap())
+    );
+}
+
+#[test]
+fn checkpoints_of_other_models_and_other_files_are_refused() {
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    let other = Plan::new(&tiny_spec(true, false)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.safetensors");
+    let p = init_params(&other, 1);
+    checkpoint::save(&path, &other, &TrainState::default(), &p, &p).unwrap();
+    let err = checkpoint::load(&path)
+        .unwrap()
+        .check_model(&plan)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fc5"), "{err}");
+
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not a checkpoint").unwrap();
+    let err = format!("{:#}", checkpoint::load(&junk).err().unwrap());
+    assert!(err.contains("not a safetensors file"), "{err}");
+
+    let missing = dir.path().join("missing.safetensors");
+    let err = format!("{:#}", checkpoint::load(&missing).err().unwrap());
+    assert!(err.contains("reading checkpoint"), "{err}");
+
+    // A truncated checkpoint (a crash mid-copy elsewhere) is refused, not half-loaded.
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(checkpoint::load(&cut).is_err());
+}
