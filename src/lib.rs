@@ -8,3 +8,4 @@ pub mod ops;
 pub mod parallel;
 pub mod tensor;
 pub mod train;
+pub mod viz;
