@@ -57,7 +57,7 @@ mod tests {
         let img = filter_grid(&w, 2, 2, 2, 3);
         assert_eq!((img.width(), img.height()), (2 * 7 + 1, 7 + 1));
         assert_eq!(img.get_pixel(1, 1), &Rgb([0, 0, 0])); // first filter, (0, 0): its minimum
-        assert_eq!(img.get_pixel(1 + 3 + 3, 1 + 3 + 3)[0], 255); // its maximum (1, 1) in red
-        assert_eq!(img.get_pixel(8 + 3 + 3, 1 + 3 + 3), &Rgb([0, 255, 255])); // -5 in red: the minimum
+        assert_eq!(img.get_pixel(1 + 3, 1 + 3), &Rgb([255, 0, 0])); // its maximum, (1, 1), in red only
+        assert_eq!(img.get_pixel(8 + 3, 1 + 3), &Rgb([0, 255, 255])); // -5 in red: the minimum
     }
 }
