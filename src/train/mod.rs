@@ -1,4 +1,5 @@
 //! Training: checkpoints, the learning-rate schedule, the metrics log and the loop.
 
 pub mod checkpoint;
+pub mod run;
 pub mod schedule;

@@ -1,0 +1,324 @@
+//! The training loop: batches in, steps, a progress bar, a JSON-lines metrics log, checkpoints
+//! every N steps, at the end of every epoch and on Ctrl-C, the learning-rate schedule, and
+//! evaluation after each epoch. A resumed run continues exactly where the checkpoint stopped.
+
+use super::checkpoint::{self, TrainState};
+use super::schedule::Schedule;
+use crate::device::Device;
+use crate::model::Plan;
+use crate::model::init::NetParams;
+use crate::ops::softmax::top_k_errors;
+use crate::parallel::Network;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// One batch: images `[n, c, size, size]` (preprocessed, ready for the network) and labels.
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+}
+
+/// Training batches in a deterministic order: batch `b` of epoch `e` is always the same, so a
+/// run can restart at any batch.
+pub trait TrainBatches {
+    fn batches_per_epoch(&self) -> usize;
+    /// Positions the source at batch `first_batch` of `epoch`.
+    fn start_epoch(&mut self, epoch: usize, first_batch: usize) -> Result<()>;
+    fn next_batch(&mut self) -> Result<Batch>;
+    /// The loader's own throughput so far, if it measures one.
+    fn loader_images_per_second(&self) -> Option<f64> {
+        None
+    }
+    /// Files that could not be read or decoded and were skipped.
+    fn skipped_files(&self) -> usize {
+        0
+    }
+}
+
+/// Evaluation batches: each image as `views` crops; scores are the softmax averaged over views.
+pub trait EvalBatches {
+    fn views(&self) -> usize;
+    fn restart(&mut self) -> Result<()>;
+    /// The next batch of `n * views` crops (image-major) and its `n` labels, or `None` at the end.
+    fn next_batch(&mut self) -> Result<Option<Batch>>;
+}
+
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub schedule: Schedule,
+    /// Where the checkpoint, metrics log and plot go.
+    pub out_dir: PathBuf,
+    /// Save a checkpoint every this many steps (0: only at epoch ends and on interruption).
+    pub checkpoint_every: u64,
+    /// Stop after this many steps in total (the synthetic demo's time box), if set.
+    pub max_steps: Option<u64>,
+    /// Show a progress bar (off in tests and when output is not a terminal).
+    pub progress: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EvalResult {
+    pub images: usize,
+    pub top1_error: f64,
+    pub top5_error: f64,
+    pub loss: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainOutcome {
+    pub state: TrainState,
+    pub interrupted: bool,
+    pub last_eval: Option<EvalResult>,
+    pub checkpoint: PathBuf,
+}
+
+/// Set by the Ctrl-C handler; the loop saves a checkpoint and stops at the next step boundary.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        // A second Ctrl-C while saving falls through to the default (the process ends; the
+        // previous checkpoint is intact because saves are atomic).
+        if let Err(e) = ctrlc::set_handler(move || {
+            if f.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to quit now)");
+        }) {
+            eprintln!("warning: cannot catch Ctrl-C ({e}); an interruption will lose the current epoch's progress since the last checkpoint");
+        }
+        flag
+    })
+    .clone()
+}
+
+pub fn checkpoint_path(out_dir: &Path) -> PathBuf {
+    out_dir.join("checkpoint.safetensors")
+}
+
+/// Scores every image of `data` and returns its top-1 and top-5 error.
+pub fn evaluate<D: Device>(net: &mut Network<D>, data: &mut dyn EvalBatches) -> Result<EvalResult> {
+    let classes = net.plan().classes;
+    let views = data.views();
+    data.restart()?;
+    let (mut images, mut top1, mut top5, mut loss) = (0usize, 0usize, 0usize, 0.0f64);
+    while let Some(batch) = data.next_batch()? {
+        let n = batch.labels.len();
+        let probs = net.predict(&batch.images, n * views)?;
+        let mut mean = vec![0.0f32; n * classes];
+        for (i, m) in mean.chunks_mut(classes).enumerate() {
+            for v in 0..views {
+                let p = &probs[(i * views + v) * classes..][..classes];
+                m.iter_mut()
+                    .zip(p)
+                    .for_each(|(m, p)| *m += p / views as f32);
+            }
+        }
+        top1 += top_k_errors(n, classes, &mean, &batch.labels, 1);
+        top5 += top_k_errors(n, classes, &mean, &batch.labels, 5.min(classes));
+        loss -= batch
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (mean[i * classes + l as usize].max(1e-30) as f64).ln())
+            .sum::<f64>();
+        images += n;
+    }
+    anyhow::ensure!(images > 0, "the evaluation set is empty");
+    Ok(EvalResult {
+        images,
+        top1_error: top1 as f64 / images as f64,
+        top5_error: top5 as f64 / images as f64,
+        loss: loss / images as f64,
+    })
+}
+
+/// Appends one JSON object per line to the metrics log.
+struct MetricsLog(std::fs::File);
+
+impl MetricsLog {
+    fn open(path: &Path) -> Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening metrics log {}", path.display()))?;
+        Ok(MetricsLog(f))
+    }
+    fn write(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.0, "{value}").context("writing the metrics log")
+    }
+}
+
+/// Trains `net` from `state` for `cfg.epochs` epochs in total.
+pub fn train<D: Device>(
+    net: &mut Network<D>,
+    mut state: TrainState,
+    data: &mut dyn TrainBatches,
+    mut val: Option<&mut dyn EvalBatches>,
+    cfg: &TrainConfig,
+) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(&cfg.out_dir)
+        .with_context(|| format!("creating {}", cfg.out_dir.display()))?;
+    let ckpt = checkpoint_path(&cfg.out_dir);
+    let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"))?;
+    let stop = interrupt_flag();
+    let plan = net.plan().clone();
+    let per_epoch = data.batches_per_epoch();
+    anyhow::ensure!(
+        per_epoch > 0,
+        "the training set has fewer images than one batch"
+    );
+    let save = |net: &Network<D>, state: &TrainState| -> Result<()> {
+        checkpoint::save(&ckpt, &plan, state, &net.params()?, &net.velocities()?)
+            .context("saving the checkpoint")
+    };
+    let bar = cfg.progress.then(|| {
+        let total = (cfg.epochs * per_epoch) as u64;
+        let bar = indicatif::ProgressBar::new(cfg.max_steps.map_or(total, |m| m.min(total)));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_position(state.step);
+        bar
+    });
+    let mut last_eval = None;
+    let (mut window_images, mut window_start) = (0usize, Instant::now());
+    let (mut interrupted, mut stopped_early) = (false, false);
+    'epochs: while state.epoch < cfg.epochs {
+        data.start_epoch(state.epoch, state.batch_in_epoch)?;
+        while state.batch_in_epoch < per_epoch {
+            if stop.load(Ordering::SeqCst) || cfg.max_steps.is_some_and(|m| state.step >= m) {
+                interrupted = stop.load(Ordering::SeqCst);
+                stopped_early = true;
+                break 'epochs;
+            }
+            let batch = data.next_batch()?;
+            let n = batch.labels.len();
+            let stats = net.train_step(&batch.images, &batch.labels, state.lr, state.step)?;
+            anyhow::ensure!(
+                stats.loss.is_finite(),
+                "the loss diverged (it is {}) at step {}; try a lower learning rate",
+                stats.loss,
+                state.step
+            );
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            window_images += n;
+            let secs = window_start.elapsed().as_secs_f64();
+            let images_per_s = window_images as f64 / secs.max(1e-9);
+            if secs > 5.0 {
+                (window_images, window_start) = (0, Instant::now());
+            }
+            log.write(serde_json::json!({
+                "step": state.step, "epoch": state.epoch as f64 + state.batch_in_epoch as f64 / per_epoch as f64,
+                "loss": stats.loss, "top1_error": stats.top1_errors as f64 / n as f64, "top5_error": stats.top5_errors as f64 / n as f64,
+                "lr": state.lr, "images_per_s": images_per_s, "loader_images_per_s": data.loader_images_per_second(),
+                "skipped_files": data.skipped_files(),
+            }))?;
+            if let Some(bar) = &bar {
+                bar.set_position(state.step);
+                bar.set_message(format!(
+                    "epoch {} loss {:.3} err {:.1}% {:.0} img/s",
+                    state.epoch + 1,
+                    stats.loss,
+                    100.0 * stats.top1_errors as f64 / n as f64,
+                    images_per_s
+                ));
+            }
+            if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
+                save(net, &state)?;
+            }
+        }
+        // The epoch is complete: evaluate, adjust the rate, save.
+        let eval = match val.as_deref_mut() {
+            Some(v) => Some(evaluate(net, v)?),
+            None => None,
+        };
+        let change = cfg
+            .schedule
+            .end_of_epoch(&mut state, eval.map(|e| e.top1_error));
+        let line = serde_json::json!({
+            "epoch_end": state.epoch + 1, "step": state.step,
+            "val_top1_error": eval.map(|e| e.top1_error), "val_top5_error": eval.map(|e| e.top5_error),
+            "val_loss": eval.map(|e| e.loss), "lr": state.lr,
+        });
+        log.write(line)?;
+        let summary = match eval {
+            Some(e) => format!(
+                "epoch {}: validation top-1 {:.2}% top-5 {:.2}% ({} images)",
+                state.epoch + 1,
+                100.0 * e.top1_error,
+                100.0 * e.top5_error,
+                e.images
+            ),
+            None => format!("epoch {} done", state.epoch + 1),
+        };
+        match &bar {
+            Some(bar) => bar.println(&summary),
+            None => eprintln!("{summary}"),
+        }
+        if let Some(msg) = change {
+            match &bar {
+                Some(bar) => bar.println(&msg),
+                None => eprintln!("{msg}"),
+            }
+        }
+        last_eval = eval.or(last_eval);
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        save(net, &state)?;
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if stopped_early {
+        save(net, &state)?;
+    }
+    Ok(TrainOutcome {
+        state,
+        interrupted,
+        last_eval,
+        checkpoint: ckpt,
+    })
+}
+
+/// Parameters and training state to start from: a checkpoint when resuming (after checking it
+/// is of this network), else a fresh initialisation.
+pub fn starting_point(
+    plan: &Plan,
+    resume: Option<&Path>,
+    seed: u64,
+    lr: f32,
+) -> Result<(NetParams, Option<NetParams>, TrainState)> {
+    match resume {
+        Some(path) => {
+            let path = if path.is_dir() {
+                checkpoint_path(path)
+            } else {
+                path.to_path_buf()
+            };
+            let ck = checkpoint::load(&path)?;
+            ck.check_model(plan)
+                .with_context(|| format!("cannot resume from {}", path.display()))?;
+            Ok((ck.params, Some(ck.momentum), ck.state))
+        }
+        None => Ok((
+            crate::model::init::init_params(plan, seed),
+            None,
+            TrainState {
+                lr,
+                seed,
+                ..TrainState::default()
+            },
+        )),
+    }
+}
