@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""The peer: the paper's two-tower network in PyTorch + cuDNN on the same GPU, timed the way
+`cargo bench --bench ops` and `--bench step` time ours.
+
+    python3 scripts/peer_bench.py [--batch 128] [--repeats 20] [--out DIR]
+
+The network matches `alexnet model --preset paper` layer for layer: grouped convolutions where a
+tower reads only its own maps (conv2, conv4, conv5), full ones where the towers exchange (conv3,
+fc6-fc8), LRN with the paper's constants (PyTorch's LocalResponseNorm divides alpha by n, so it is
+given alpha·n to compute the paper's alpha), overlapping 3/2 max pooling, dropout 0.5, SGD with
+momentum 0.9 and weight decay 0.0005. One difference is unavoidable and stated: LocalResponseNorm
+over the grouped 96/256 maps lets the window cross the tower boundary at one channel pair, which
+costs the same time.
+
+It prints and writes (DIR/peer.json) images/s of a full training step with TF32 off and on, and
+cuDNN's time per layer (forward and backward) for the same shapes, timed with CUDA events after
+warm-up.
+"""
+
+import argparse
+import json
+import os
+import statistics
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class PaperNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 96, 11, stride=4)
+        self.conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2)
+        self.conv3 = nn.Conv2d(256, 384, 3, padding=1)
+        self.conv4 = nn.Conv2d(384, 384, 3, padding=1, groups=2)
+        self.conv5 = nn.Conv2d(384, 256, 3, padding=1, groups=2)
+        self.fc6 = nn.Linear(9216, 4096)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.fc8 = nn.Linear(4096, 1000)
+        # The paper's alpha = 1e-4 over n = 5 maps, not divided by n.
+        self.lrn = nn.LocalResponseNorm(5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.lrn(F.relu(self.conv1(x))), 3, 2)
+        x = F.max_pool2d(self.lrn(F.relu(self.conv2(x))), 3, 2)
+        x = F.relu(self.conv3(x))
+        x = F.relu(self.conv4(x))
+        x = F.max_pool2d(F.relu(self.conv5(x)), 3, 2)
+        x = torch.flatten(x, 1)
+        x = F.dropout(F.relu(self.fc6(x)), 0.5, self.training)
+        x = F.dropout(F.relu(self.fc7(x)), 0.5, self.training)
+        return self.fc8(x)
+
+
+def time_ms(fn, repeats, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def summary(times):
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+
+
+def training_step_bench(batch, repeats, tf32):
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+    net = PaperNet().cuda().train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+    x = torch.randn(batch, 3, 227, 227, device="cuda")
+    y = torch.randint(0, 1000, (batch,), device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    t = summary(time_ms(step, repeats))
+    t["images_per_s"] = batch / t["median_ms"] * 1e3
+    return t
+
+
+def layer_bench(batch, repeats):
+    """cuDNN/cuBLAS time per layer at the same shapes, forward and backward (TF32 off)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    net = PaperNet().cuda()
+    shapes = {
+        "conv1": (net.conv1, (3, 227, 227)),
+        "conv2": (net.conv2, (96, 27, 27)),
+        "conv3": (net.conv3, (256, 13, 13)),
+        "conv4": (net.conv4, (384, 13, 13)),
+        "conv5": (net.conv5, (384, 13, 13)),
+        "fc6": (net.fc6, (9216,)),
+        "fc7": (net.fc7, (4096,)),
+        "fc8": (net.fc8, (4096,)),
+        "lrn1": (net.lrn, (96, 55, 55)),
+        "lrn2": (net.lrn, (256, 27, 27)),
+        "pool1": (lambda t: F.max_pool2d(t, 3, 2), (96, 55, 55)),
+        "pool2": (lambda t: F.max_pool2d(t, 3, 2), (256, 27, 27)),
+        "pool5": (lambda t: F.max_pool2d(t, 3, 2), (256, 13, 13)),
+    }
+    rows = {}
+    for name, (layer, shape) in shapes.items():
+        x = torch.randn(batch, *shape, device="cuda", requires_grad=True)
+        out = layer(x)
+        grad = torch.randn_like(out)
+        fwd = summary(time_ms(lambda: layer(x), repeats))
+        bwd = summary(time_ms(lambda: torch.autograd.grad(layer(x), [x] + [p for p in getattr(layer, "parameters", lambda: [])()], grad), repeats))
+        rows[name] = {"forward": fwd, "forward+backward": bwd}
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    result = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version(),
+        "batch": args.batch,
+        "step_tf32_off": training_step_bench(args.batch, args.repeats, False),
+        "step_tf32_on": training_step_bench(args.batch, args.repeats, True),
+        "layers_tf32_off": layer_bench(args.batch, args.repeats),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "peer.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"PyTorch {result['torch']} cuDNN {result['cudnn']} on {result['gpu']}, batch {args.batch}")
+    for key in ("step_tf32_off", "step_tf32_on"):
+        r = result[key]
+        print(f"{key:<16} {r['median_ms']:9.2f} ms  {r['images_per_s']:9.1f} images/s")
+    print(f"{'layer':<8} {'fwd ms':>9} {'fwd+bwd ms':>11}")
+    for name, r in result["layers_tf32_off"].items():
+        print(f"{name:<8} {r['forward']['median_ms']:9.3f} {r['forward+backward']['median_ms']:11.3f}")
+
+
+if __name__ == "__main__":
+    main()
