@@ -1,19 +1,36 @@
 #!/usr/bin/env python3
 """Golden fixtures for tests/golden.rs, computed by JAX in float64, independently of the engine.
 
-Regenerate (from the repository root):
-    python3 -m venv /tmp/jaxenv && /tmp/jaxenv/bin/pip install jax==0.10.2 numpy==2.4.6
+Regenerate (from the repository root; the output is byte-for-byte reproducible with these pins):
+    python3 -m venv /tmp/jaxenv
+    /tmp/jaxenv/bin/pip install jax==0.10.2 jaxlib==0.10.2 numpy==2.4.6
     /tmp/jaxenv/bin/python scripts/golden.py
+It rewrites tests/fixtures/golden_<case>.json for every case in CASES (CPU only, ~30 s).
 
 Each case is a small two-tower network written out here layer by layer from the paper's
 definitions (jax.lax convolutions and reduce_window, jax.grad for the gradients), not by reading
 the engine's code. Only the things that are conventions rather than mathematics are shared with
-the engine: the tensor layouts (NCHW, weights [out, in, k, k] and [out, in]), the naming of
-dropout's Philox stream, and the checkpoint-free JSON fixture format below.
+the engine: the tensor layouts (NCHW, weights [out, in, k, k] and [out, in]), the order in which a
+layer reading both towers sees them (tower 0's channels first), the naming and indexing of
+dropout's Philox stream, and the JSON fixture format below.
+
+Inputs (images and weights) are drawn in float64 and then rounded to float32, so the reference is
+exactly the function of the numbers the float32 engine receives; they are written as the shortest
+decimal that reads back (f64 parse, then f32 cast, as serde does) to that float32. Outputs are
+float64 at full precision.
+
+Each fixture holds two training steps (`step` and `step + 1`, so two different dropout masks): the
+gradients of the first, the weights after each update, and the loss of the second. With zero
+initial momentum the first update alone cannot show the momentum term; the second does. It also
+holds the test-time logits (dropout replaced by its (1 - p) scaling) at the initial weights.
 
 Max pooling: jax.grad routes a tied window's gradient by XLA's select rule, which need not be the
-engine's first-maximum rule, so the script asserts that no pooling window has a tied maximum
-(biases feeding the pools start at 1, which keeps ReLU outputs positive and distinct).
+engine's first-maximum rule. Rather than re-implement the backward rule, the script asserts (with
+`check_kinks`, at every forward pass it records) that in every pooling window the largest value
+beats the runner-up by a relative margin far above float32 rounding, so both implementations pick
+the same element and the tie rule never enters. The one tie allowed is a window of ReLU outputs
+that are all exactly zero: its gradient dies in the ReLU below whichever element gets it. Likewise
+no ReLU input lies near zero, so both sides agree on which units are active.
 """
 
 import json
@@ -44,7 +61,15 @@ def philox(ctr, key):
     return c
 
 
+# Known answers from Random123's kat_vectors (philox4x32_10).
 assert philox([0, 0, 0, 0], [0, 0]) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8], "Philox KAT"
+assert philox([MASK] * 4, [MASK] * 2) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD], "Philox KAT"
+assert philox([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344], [0xA4093822, 0x299F31D0]) == [
+    0xD16CFE09,
+    0x94FDCCEB,
+    0x5001E420,
+    0x24126EA1,
+], "Philox KAT"
 
 
 def philox_word(seed, stream, index):
@@ -60,6 +85,7 @@ def dropout_mask(seed, stream, n, units_total, p):
         for u in range(units_total):
             bits = philox_word(seed, stream, s * units_total + u)
             keep[s, u] = 1.0 if (bits >> 8) / 16777216.0 >= p else 0.0
+    assert 0.0 < keep.mean() < 1.0, "a dropout mask that keeps all or nothing tests nothing"
     return keep
 
 
@@ -96,18 +122,39 @@ def max_pool(x, size, stride):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, size, size), (1, 1, stride, stride), "VALID")
 
 
-def assert_no_pool_ties(x, size, stride, where):
+# Where the function has kinks, the float32 engine and this float64 reference must sit on the same
+# side of them, or their gradients differ by more than rounding. The engine's activations differ
+# from these by a few 1e-7 relative (observed: logits 2e-6 at most), so the margins below, 100x and
+# more above that, put every kink out of reach:
+# - a ReLU input must not lie within RELU_MARGIN * (the layer's largest |input|) of zero;
+# - the largest value of a pooling window must beat the runner-up by POOL_MARGIN of its magnitude.
+#   One tie is harmless and allowed: a window of ReLU outputs that are all exactly zero. Its
+#   gradient, wherever it is routed, meets a ReLU with a negative input and dies there.
+RELU_MARGIN = 1e-4
+POOL_MARGIN = 1e-4
+
+
+def assert_relu_clear_of_zero(x, where):
+    x = np.abs(np.asarray(x))
+    assert x.min() > RELU_MARGIN * x.max(), f"a ReLU input within {x.min():.2e} of zero at {where}"
+
+
+def assert_no_pool_ties(x, size, stride, after_relu, where):
     x = np.asarray(x)
     n, c, h, w = x.shape
     for i in range((h - size) // stride + 1):
         for j in range((w - size) // stride + 1):
             win = x[:, :, i * stride : i * stride + size, j * stride : j * stride + size].reshape(n, c, -1)
-            top = win.max(axis=2, keepdims=True)
-            assert ((win == top).sum(axis=2) == 1).all(), f"tied maximum in a pooling window at {where}"
+            top2 = np.sort(win, axis=2)[:, :, -2:]
+            top, gap = np.abs(top2[:, :, 1]), top2[:, :, 1] - top2[:, :, 0]
+            clear = gap > POOL_MARGIN * top
+            if after_relu:
+                clear |= top == 0.0
+            assert clear.all(), f"near-tied maximum in a pooling window at {where}: gaps {gap[~clear]}"
 
 
 # ---------------------------------------------------------------- the networks
-def forward(case, params, images, train, check_ties=False):
+def forward(case, params, images, train, check_kinks=False):
     """Runs the case's layer list over two towers; returns the logits [n, classes]."""
     spec = case["spec"]
     towers = spec["towers"]
@@ -135,6 +182,9 @@ def forward(case, params, images, train, check_ties=False):
                     outs.append(x.reshape(n, -1) @ w.T + b)
             xs = outs
         elif kind == "relu":
+            if check_kinks:
+                for t, x in enumerate(xs):
+                    assert_relu_clear_of_zero(x, f"{layer['name']} tower {t}")
             xs = [jnp.maximum(x, 0.0) for x in xs]
         elif kind == "tanh":
             xs = [jnp.tanh(x) for x in xs]
@@ -143,16 +193,19 @@ def forward(case, params, images, train, check_ties=False):
         elif kind == "spatial_norm":
             xs = [spatial_norm(x, layer["size"], layer["k"], layer["alpha"], layer["beta"], layer.get("alpha_over_area", False)) for x in xs]
         elif kind == "max_pool":
-            if check_ties:
+            if check_kinks:
+                after_relu = li > 0 and spec["layers"][li - 1]["type"] == "relu"
                 for t, x in enumerate(xs):
-                    assert_no_pool_ties(x, layer["size"], layer["stride"], f"{layer['name']} tower {t}")
+                    assert_no_pool_ties(x, layer["size"], layer["stride"], after_relu, f"{layer['name']} tower {t}")
             xs = [max_pool(x, layer["size"], layer["stride"]) for x in xs]
         elif kind == "dropout":
             p = layer["p"]
             if train:
                 units = xs[0].reshape(n, -1).shape[1]
                 keep = dropout_mask(case["seed"], dropout_stream(case["step"], li), n, units * len(xs), p)
-                xs = [x * keep[:, t * units : (t + 1) * units].reshape(x.shape) for t, x in enumerate(xs)]
+                # The mask in the activations' dtype, so a float32 run (float32_spread) stays float32.
+                masks = [jnp.asarray(keep[:, t * units : (t + 1) * units].reshape(x.shape), x.dtype) for t, x in enumerate(xs)]
+                xs = [x * m for x, m in zip(xs, masks)]
             else:
                 xs = [x * (1.0 - p) for x in xs]
         else:
@@ -203,24 +256,47 @@ def make_params(spec, rng):
     return params
 
 
-def sgd_step(spec, params, grads, lr):
-    """v = 0.9 v - wd*lr*w - lr*g from v = 0; w += v. Biases: the spec's multiplier and decay switch."""
+def sgd_step(spec, params, velocity, grads, lr):
+    """The paper's update, v = mu*v - wd*eps*w - eps*g; w = w + v, with eps the base rate times the
+    layer's lr_mult (and the spec's bias_lr_mult for biases; bias decay per the spec's switch).
+    Returns (weights, velocity) after the step."""
     optim = spec["optim"]
-    out = []
-    for layer, lp, lg in zip(spec["layers"], params, grads):
+    mu, wd = optim["momentum"], optim["weight_decay"]
+    new_params, new_velocity = [], []
+    for layer, lp, lv, lg in zip(spec["layers"], params, velocity, grads):
         mult = layer.get("init", {}).get("lr_mult", 1.0)
-        entry = []
-        for (w, b), (gw, gb) in zip(lp, lg):
-            lw = lr * mult
-            lb = lr * mult * optim["bias_lr_mult"]
-            wd_b = optim["weight_decay"] if optim["bias_decay"] else 0.0
-            entry.append((w - optim["weight_decay"] * lw * w - lw * gw, b - wd_b * lb * b - lb * gb))
-        out.append(entry)
+        eps_w = lr * mult
+        eps_b = lr * mult * optim["bias_lr_mult"]
+        wd_b = wd if optim["bias_decay"] else 0.0
+        pe, ve = [], []
+        for (w, b), (vw, vb), (gw, gb) in zip(lp, lv, lg):
+            vw = mu * vw - wd * eps_w * w - eps_w * np.asarray(gw)
+            vb = mu * vb - wd_b * eps_b * b - eps_b * np.asarray(gb)
+            pe.append((w + vw, b + vb))
+            ve.append((vw, vb))
+        new_params.append(pe)
+        new_velocity.append(ve)
+    return new_params, new_velocity
+
+
+def to_f32(a):
+    """The float32 value nearest to each element, held in float64."""
+    return np.asarray(a, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def f32_list(a):
+    """Float32-exact values as the shortest decimals that read back to the same float32 through an
+    f64 parse and an f32 cast (what the Rust test does)."""
+    out = []
+    for x in np.asarray(a).ravel():
+        d = float(str(np.float32(x)))
+        assert np.float32(d) == np.float32(x) and float(np.float32(x)) == x, "not float32-exact"
+        out.append(d)
     return out
 
 
-def flat(tree):
-    return [[{"weight": np.asarray(w).ravel().tolist(), "bias": np.asarray(b).ravel().tolist()} for (w, b) in layer] for layer in tree]
+def flat(tree, encode=lambda a: np.asarray(a).ravel().tolist()):
+    return [[{"weight": encode(w), "bias": encode(b)} for (w, b) in layer] for layer in tree]
 
 
 CASES = {
@@ -281,6 +357,30 @@ CASES = {
 }
 
 
+def float32_spread(case, params, images, labels, grads):
+    """How far the same JAX code run in float32 lands from the float64 gradients, on the measure
+    tests/golden.rs uses (per tensor, relative to max(|g|, 1e-2 * max |g| of the tensor)): the
+    size of pure float32 rounding, which the engine's own error should match. Printed only."""
+    p32 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
+    g32 = jax.grad(loss_fn)(p32, case, jnp.asarray(images, jnp.float32), jnp.asarray(labels))
+    worst = 0.0
+    for got, want in zip(jax.tree_util.tree_leaves(g32), jax.tree_util.tree_leaves(grads)):
+        assert got.dtype == jnp.float32
+        got, want = np.asarray(got, np.float64), np.asarray(want)
+        worst = max(worst, (np.abs(got - want) / np.maximum(np.abs(want), 1e-2 * np.abs(want).max())).max())
+    return worst
+
+
+def training_step(case, params, velocity, images, labels, step):
+    """Loss and gradients at `params` for dropout step `step`, then the SGD update."""
+    stepped = dict(case, step=step)
+    jp = jax.tree_util.tree_map(jnp.asarray, params)
+    forward(stepped, jp, jnp.asarray(images), train=True, check_kinks=True)
+    loss, grads = jax.value_and_grad(loss_fn)(jp, stepped, jnp.asarray(images), jnp.asarray(labels))
+    new_params, new_velocity = sgd_step(case["spec"], params, velocity, grads, case["lr"])
+    return float(loss), grads, new_params, new_velocity
+
+
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     for name, case in CASES.items():
@@ -288,33 +388,40 @@ def main():
         spec = case["spec"]
         n = case["batch"]
         size = spec["input"]["size"]
-        images = rng.uniform(-1.0, 1.0, (n, spec["input"]["channels"], size, size))
+        images = to_f32(rng.uniform(-1.0, 1.0, (n, spec["input"]["channels"], size, size)))
         classes = spec["layers"][-1]["units"]
         labels = rng.integers(0, classes, n)
-        params = make_params(spec, rng)
+        params = jax.tree_util.tree_map(to_f32, make_params(spec, rng))
+        zero = jax.tree_util.tree_map(np.zeros_like, params)
         jparams = jax.tree_util.tree_map(jnp.asarray, params)
-        forward(case, jparams, jnp.asarray(images), train=True, check_ties=True)
+
+        logits_test = forward(case, jparams, jnp.asarray(images), train=False, check_kinks=True)
         logits = forward(case, jparams, jnp.asarray(images), train=True)
-        loss, grads = jax.value_and_grad(loss_fn)(jparams, case, jnp.asarray(images), jnp.asarray(labels))
-        updated = sgd_step(spec, params, grads, case["lr"])
+        loss, grads, updated, velocity = training_step(case, params, zero, images, labels, case["step"])
+        loss2, _, updated2, _ = training_step(case, updated, velocity, images, labels, case["step"] + 1)
         fixture = {
-            "generator": "scripts/golden.py (JAX %s, float64)" % jax.__version__,
+            "generator": "scripts/golden.py (JAX %s, numpy %s, float64)" % (jax.__version__, np.__version__),
             "spec": spec,
             "seed": case["seed"],
             "step": case["step"],
             "lr": case["lr"],
-            "images": images.ravel().tolist(),
+            "images": f32_list(images),
             "labels": labels.tolist(),
-            "params": flat(params),
+            "params": flat(params, f32_list),
+            "logits_test": np.asarray(logits_test).ravel().tolist(),
             "logits": np.asarray(logits).ravel().tolist(),
-            "loss": float(loss),
+            "loss": loss,
             "grads": flat(grads),
             "updated": flat(updated),
+            "loss2": loss2,
+            "updated2": flat(updated2),
         }
         path = os.path.join(OUT_DIR, f"golden_{name}.json")
         with open(path, "w") as f:
             json.dump(fixture, f, separators=(",", ":"))
-        print(f"{os.path.relpath(path)}: loss {float(loss):.6f}, {os.path.getsize(path)} bytes")
+        spread = float32_spread(case, params, images, labels, grads)
+        print(f"{os.path.relpath(path)}: loss {loss:.6f} then {loss2:.6f}, {os.path.getsize(path)} bytes")
+        print(f"  the same gradients from JAX in float32: largest relative error {spread:.2e}")
 
 
 if __name__ == "__main__":
