@@ -38,7 +38,15 @@ pub trait Launcher {
     fn device_ptr(&self, buf: &Self::Buf) -> u64;
     /// A strided copy into `dst`; `src` may belong to another launcher of the same kind
     /// (a peer copy between GPUs).
-    fn copy_2d(&self, src: &Self::Buf, from: Block, dst: &mut Self::Buf, to: Block, width: usize, rows: usize) -> Result<()>;
+    fn copy_2d(
+        &self,
+        src: &Self::Buf,
+        from: Block,
+        dst: &mut Self::Buf,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()>;
     /// Launches `kernel`; `args[i]` points to the i-th kernel parameter's value (pointers are
     /// passed as `u64` device addresses).
     fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &[*mut c_void]) -> Result<()>;

@@ -5,6 +5,7 @@
 //! channels. Padding adds `pad` zeros before and `pad_end` zeros after each spatial axis.
 
 use crate::tensor::Real;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
@@ -51,7 +52,15 @@ impl ConvGeom {
             self.c_out,
             self.groups
         );
-        assert!(self.stride > 0 && self.k > 0 && self.k <= self.h + self.pad + self.pad_end);
+        assert!(
+            self.stride > 0
+                && self.k > 0
+                && self.k <= self.h + self.pad + self.pad_end
+                && self.k <= self.w + self.pad + self.pad_end,
+            "conv: the {}x{} window does not fit the padded input of {self:?}",
+            self.k,
+            self.k
+        );
         assert_eq!(x, self.x_len(), "conv: input length for {self:?}");
         assert_eq!(w, self.w_len(), "conv: weight length for {self:?}");
         assert_eq!(b, self.c_out, "conv: bias length for {self:?}");
@@ -154,13 +163,187 @@ pub fn backward_filter_naive<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut 
     }
 }
 
-// Fast CPU paths (im2col + GEMM). Placeholders that defer to the naive loops until written.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_naive(g, x, w, b, y)
+// Fast CPU paths: im2col + GEMM, parallel over the batch. A sample's "column" matrix holds, for
+// every filter tap `(ci, ky, kx)` (a row, ordered like the weights), the input value that tap reads
+// at each output pixel (a column), zero in the padding; group `grp` owns the rows of its input
+// channels. The convolution of one sample and group is then one GEMM with the group's weights.
+
+/// Rows of the column matrix per group: the taps one filter has.
+fn taps_per_group(g: &ConvGeom) -> usize {
+    g.cin_per_group() * g.k * g.k
 }
-pub fn backward_data(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    backward_data_naive(g, dy, w, dx)
+
+/// Output pixels `[lo, hi)` along an axis whose tap `t` lands inside the input `[0, len)`:
+/// `0 <= o * stride + t - pad < len`.
+fn valid_outputs(t: usize, len: usize, out: usize, stride: usize, pad: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(t).div_ceil(stride).min(out);
+    let hi = if len + pad > t {
+        ((len + pad - t - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
 }
-pub fn backward_filter(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
-    backward_filter_naive(g, x, dy, dw, db)
+
+/// Fills `col` (`c_in * k * k` rows of `oh * ow`) from one sample `xs` (`[c_in, h, w]`).
+fn im2col<T: Real>(g: &ConvGeom, xs: &[T], col: &mut [T]) {
+    let (oh, ow, s) = (g.out_h(), g.out_w(), g.stride);
+    for (row, col_row) in col.chunks_mut(oh * ow).enumerate() {
+        let (c, ky, kx) = (row / (g.k * g.k), row / g.k % g.k, row % g.k);
+        let map = &xs[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let (y0, y1) = valid_outputs(ky, g.h, oh, s, g.pad);
+        let (x0, x1) = valid_outputs(kx, g.w, ow, s, g.pad);
+        col_row.fill(T::zero());
+        for oy in y0..y1 {
+            let line = &map[(oy * s + ky - g.pad) * g.w..][..g.w];
+            let out = &mut col_row[oy * ow..(oy + 1) * ow];
+            for ox in x0..x1 {
+                out[ox] = line[ox * s + kx - g.pad];
+            }
+        }
+    }
+}
+
+/// Adds every entry of `col` back onto the input pixel it was read from (the adjoint of `im2col`),
+/// into one sample's `dxs`, which the caller zeroes. Sequential, so the sum order is fixed.
+fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], dxs: &mut [T]) {
+    let (oh, ow, s) = (g.out_h(), g.out_w(), g.stride);
+    for (row, col_row) in col.chunks(oh * ow).enumerate() {
+        let (c, ky, kx) = (row / (g.k * g.k), row / g.k % g.k, row % g.k);
+        let map = &mut dxs[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let (y0, y1) = valid_outputs(ky, g.h, oh, s, g.pad);
+        let (x0, x1) = valid_outputs(kx, g.w, ow, s, g.pad);
+        for oy in y0..y1 {
+            let line = &mut map[(oy * s + ky - g.pad) * g.w..][..g.w];
+            let src = &col_row[oy * ow..(oy + 1) * ow];
+            for ox in x0..x1 {
+                let i = ox * s + kx - g.pad;
+                line[i] = line[i] + src[ox];
+            }
+        }
+    }
+}
+
+/// Fast forward: `y = conv(x, w) + b` (same semantics as `forward_naive`).
+pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    g.check(x.len(), w.len(), b.len(), y.len());
+    let (ohw, kg, cog) = (g.out_h() * g.out_w(), taps_per_group(g), g.cout_per_group());
+    let x_per_sample = g.c_in * g.h * g.w;
+    if y.is_empty() {
+        return;
+    }
+    y.par_chunks_mut(g.c_out * ohw)
+        .enumerate()
+        .for_each(|(n, ys)| {
+            let mut col = vec![T::zero(); g.groups * kg * ohw];
+            im2col(g, &x[n * x_per_sample..(n + 1) * x_per_sample], &mut col);
+            for (co, out) in ys.chunks_mut(ohw).enumerate() {
+                out.fill(b[co]);
+            }
+            for grp in 0..g.groups {
+                // y_grp (cog x ohw) += w_grp (cog x kg) . col_grp (kg x ohw)
+                T::gemm(
+                    cog,
+                    kg,
+                    ohw,
+                    T::one(),
+                    &w[grp * cog * kg..(grp + 1) * cog * kg],
+                    (kg as isize, 1),
+                    &col[grp * kg * ohw..(grp + 1) * kg * ohw],
+                    (ohw as isize, 1),
+                    T::one(),
+                    &mut ys[grp * cog * ohw..(grp + 1) * cog * ohw],
+                    (ohw as isize, 1),
+                );
+            }
+        });
+}
+
+/// Fast data gradient: `col = wᵀ · dy` per sample and group, then `col2im`.
+pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    g.check(dx.len(), w.len(), g.c_out, dy.len());
+    let (ohw, kg, cog) = (g.out_h() * g.out_w(), taps_per_group(g), g.cout_per_group());
+    let x_per_sample = g.c_in * g.h * g.w;
+    let y_per_sample = g.c_out * ohw;
+    if x_per_sample == 0 {
+        return;
+    }
+    dx.par_chunks_mut(x_per_sample)
+        .enumerate()
+        .for_each(|(n, dxs)| {
+            let dys = &dy[n * y_per_sample..(n + 1) * y_per_sample];
+            let mut col = vec![T::zero(); g.groups * kg * ohw];
+            for grp in 0..g.groups {
+                // col_grp (kg x ohw) = w_grpᵀ (kg x cog) . dy_grp (cog x ohw)
+                T::gemm(
+                    kg,
+                    cog,
+                    ohw,
+                    T::one(),
+                    &w[grp * cog * kg..(grp + 1) * cog * kg],
+                    (1, kg as isize),
+                    &dys[grp * cog * ohw..(grp + 1) * cog * ohw],
+                    (ohw as isize, 1),
+                    T::zero(),
+                    &mut col[grp * kg * ohw..(grp + 1) * kg * ohw],
+                    (ohw as isize, 1),
+                );
+            }
+            dxs.fill(T::zero());
+            col2im_add(g, &col, dxs);
+        });
+}
+
+/// The batch is cut into at most this many contiguous slices for the filter gradient; each slice
+/// sums its samples into its own partial and the partials are added in slice order. The cut
+/// depends on the batch size alone, never on the thread count, so the result is bit-identical on
+/// every machine and every run.
+const FILTER_PARTIALS: usize = 16;
+
+/// Fast filter gradient: `dw += dy · colᵀ` over the batch, `db += Σ dy`, with a fixed-order
+/// reduction of per-slice partials.
+pub fn backward_filter<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
+    g.check(x.len(), dw.len(), db.len(), dy.len());
+    let (ohw, kg, cog) = (g.out_h() * g.out_w(), taps_per_group(g), g.cout_per_group());
+    let x_per_sample = g.c_in * g.h * g.w;
+    let y_per_sample = g.c_out * ohw;
+    let per_slice = g.n.div_ceil(FILTER_PARTIALS).max(1);
+    let partials: Vec<(Vec<T>, Vec<T>)> = (0..g.n.div_ceil(per_slice))
+        .into_par_iter()
+        .map(|slice| {
+            let mut pw = vec![T::zero(); dw.len()];
+            let mut pb = vec![T::zero(); g.c_out];
+            let mut col = vec![T::zero(); g.groups * kg * ohw];
+            for n in slice * per_slice..((slice + 1) * per_slice).min(g.n) {
+                let dys = &dy[n * y_per_sample..(n + 1) * y_per_sample];
+                im2col(g, &x[n * x_per_sample..(n + 1) * x_per_sample], &mut col);
+                for grp in 0..g.groups {
+                    // dw_grp (cog x kg) += dy_grp (cog x ohw) . col_grpᵀ (ohw x kg)
+                    T::gemm(
+                        cog,
+                        ohw,
+                        kg,
+                        T::one(),
+                        &dys[grp * cog * ohw..(grp + 1) * cog * ohw],
+                        (ohw as isize, 1),
+                        &col[grp * kg * ohw..(grp + 1) * kg * ohw],
+                        (1, ohw as isize),
+                        T::one(),
+                        &mut pw[grp * cog * kg..(grp + 1) * cog * kg],
+                        (kg as isize, 1),
+                    );
+                }
+                for (b, d) in pb.iter_mut().zip(dys.chunks(ohw)) {
+                    *b = *b + d.iter().copied().sum::<T>();
+                }
+            }
+            (pw, pb)
+        })
+        .collect();
+    dw.fill(T::zero());
+    db.fill(T::zero());
+    for (pw, pb) in &partials {
+        dw.iter_mut().zip(pw).for_each(|(d, &p)| *d = *d + p);
+        db.iter_mut().zip(pb).for_each(|(d, &p)| *d = *d + p);
+    }
 }

@@ -10,6 +10,7 @@
 
 use super::philox;
 use crate::tensor::Real;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DropoutGeom {
@@ -79,10 +80,36 @@ pub fn forward_test<T: Real>(p: f32, x: &[T], y: &mut [T]) {
     }
 }
 
-// Fast CPU paths. Placeholders that defer to the naive loops until written.
-pub fn forward_train(g: &DropoutGeom, x: &[f32], y: &mut [f32]) {
-    forward_train_naive(g, x, y)
+// Fast CPU paths, parallel over samples. A sample's units draw consecutive words of the stream,
+// so one Philox block serves four units (`keep` evaluates a whole block per unit).
+
+/// `y = x` where kept, else 0, for one sample `s`: the mask `keep(s, u)` defines.
+fn mask_sample<T: Real>(g: &DropoutGeom, s: usize, xs: &[T], ys: &mut [T]) {
+    let first = (s * g.units_total + g.unit_offset) as u64;
+    let mut words = (u64::MAX, [0u32; 4]);
+    for (u, (y, &x)) in ys.iter_mut().zip(xs).enumerate() {
+        let index = first + u as u64;
+        if words.0 != index / 4 {
+            words = (index / 4, philox::block(g.seed, g.stream, index / 4));
+        }
+        let kept = philox::uniform(words.1[(index % 4) as usize]) >= g.p;
+        *y = if kept { x } else { T::zero() };
+    }
 }
-pub fn backward(g: &DropoutGeom, dy: &[f32], dx: &mut [f32]) {
-    backward_naive(g, dy, dx)
+
+/// Fast training forward (same mask as `forward_train_naive`).
+pub fn forward_train<T: Real>(g: &DropoutGeom, x: &[T], y: &mut [T]) {
+    g.check(&[x.len(), y.len()]);
+    if g.units == 0 {
+        return;
+    }
+    y.par_chunks_mut(g.units)
+        .zip(x.par_chunks(g.units))
+        .enumerate()
+        .for_each(|(s, (ys, xs))| mask_sample(g, s, xs, ys));
+}
+
+/// Fast backward: `dx = dy` where kept, else 0.
+pub fn backward<T: Real>(g: &DropoutGeom, dy: &[T], dx: &mut [T]) {
+    forward_train(g, dy, dx)
 }

@@ -70,13 +70,76 @@ pub fn backward_filter_naive<T: Real>(g: &FcGeom, x: &[T], dy: &[T], dw: &mut [T
     }
 }
 
-// Fast CPU paths (GEMM). Placeholders that defer to the naive loops until written.
-pub fn forward(g: &FcGeom, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    forward_naive(g, x, w, b, y)
+// Fast CPU paths: one GEMM per pass (matrixmultiply threads it; it splits the output, never the
+// summed dimension, so results do not depend on the thread count).
+
+/// Fast forward: `y = b` broadcast, then `y += x · wᵀ`.
+pub fn forward<T: Real>(g: &FcGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    g.check(x.len(), w.len(), b.len(), y.len());
+    if g.outputs == 0 {
+        return;
+    }
+    for row in y.chunks_mut(g.outputs) {
+        row.copy_from_slice(b);
+    }
+    let (i, o) = (g.inputs as isize, g.outputs as isize);
+    // wᵀ (inputs x outputs) is w read with swapped strides.
+    T::gemm(
+        g.n,
+        g.inputs,
+        g.outputs,
+        T::one(),
+        x,
+        (i, 1),
+        w,
+        (1, i),
+        T::one(),
+        y,
+        (o, 1),
+    );
 }
-pub fn backward_data(g: &FcGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    backward_data_naive(g, dy, w, dx)
+
+/// Fast data gradient: `dx = dy · w`.
+pub fn backward_data<T: Real>(g: &FcGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    g.check(dx.len(), w.len(), g.outputs, dy.len());
+    let (i, o) = (g.inputs as isize, g.outputs as isize);
+    T::gemm(
+        g.n,
+        g.outputs,
+        g.inputs,
+        T::one(),
+        dy,
+        (o, 1),
+        w,
+        (i, 1),
+        T::zero(),
+        dx,
+        (i, 1),
+    );
 }
-pub fn backward_filter(g: &FcGeom, x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
-    backward_filter_naive(g, x, dy, dw, db)
+
+/// Fast filter gradient: `dw = dyᵀ · x`, `db = Σₙ dy` (summed over samples in order).
+pub fn backward_filter<T: Real>(g: &FcGeom, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
+    g.check(x.len(), dw.len(), db.len(), dy.len());
+    let (i, o) = (g.inputs as isize, g.outputs as isize);
+    T::gemm(
+        g.outputs,
+        g.n,
+        g.inputs,
+        T::one(),
+        dy,
+        (1, o),
+        x,
+        (i, 1),
+        T::zero(),
+        dw,
+        (i, 1),
+    );
+    db.fill(T::zero());
+    if g.outputs == 0 {
+        return;
+    }
+    for row in dy.chunks(g.outputs) {
+        db.iter_mut().zip(row).for_each(|(b, &d)| *b = *b + d);
+    }
 }

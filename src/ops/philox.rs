@@ -36,14 +36,19 @@ pub fn key(seed: u64) -> [u32; 2] {
 /// The 32-bit word number `index` of the stream named by (`seed`, `stream`): word `index % 4` of
 /// the block at counter `(index / 4, stream)`.
 pub fn word(seed: u64, stream: u64, index: u64) -> u32 {
-    let block = index / 4;
+    block(seed, stream, index / 4)[(index % 4) as usize]
+}
+
+/// The four words `4·block .. 4·block + 4` of the stream named by (`seed`, `stream`) at once, for
+/// callers that walk consecutive indices (one Philox evaluation instead of four).
+pub fn block(seed: u64, stream: u64, block: u64) -> [u32; 4] {
     let ctr = [
         block as u32,
         (block >> 32) as u32,
         stream as u32,
         (stream >> 32) as u32,
     ];
-    philox4x32_10(ctr, key(seed))[(index % 4) as usize]
+    philox4x32_10(ctr, key(seed))
 }
 
 /// A uniform float in [0, 1) from the top 24 bits of a word: exact in f32, so CPU and GPU agree.

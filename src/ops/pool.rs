@@ -6,6 +6,7 @@
 //! implementation, CPU or GPU, follows it exactly.
 
 use crate::tensor::Real;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
@@ -81,10 +82,46 @@ pub fn backward_naive<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
     }
 }
 
-// Fast CPU paths. Placeholders that defer to the naive loops until written.
-pub fn forward(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
-    forward_naive(g, x, y)
+// Fast CPU paths, parallel over maps. They find each window's maximum with the same
+// `argmax_in_window` as the references, so the tie rule cannot drift, and accumulate a map's
+// gradient in the same (row-major window) order, so they match the references bit for bit.
+
+/// Fast forward (same semantics as `forward_naive`).
+pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+    g.check(x.len(), y.len());
+    let (hw, ow) = (g.h * g.w, g.out_w());
+    if y.is_empty() {
+        return;
+    }
+    y.par_chunks_mut(g.out_h() * ow)
+        .zip(x.par_chunks(hw))
+        .for_each(|(ym, map)| {
+            for (oy, row) in ym.chunks_mut(ow).enumerate() {
+                for (ox, y) in row.iter_mut().enumerate() {
+                    *y = map[argmax_in_window(g, map, oy, ox)];
+                }
+            }
+        });
 }
-pub fn backward(g: &PoolGeom, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    backward_naive(g, x, dy, dx)
+
+/// Fast backward: each window's gradient to its first maximum, summed where windows overlap.
+pub fn backward<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
+    g.check(x.len(), dy.len());
+    assert_eq!(dx.len(), x.len());
+    let (hw, ow) = (g.h * g.w, g.out_w());
+    if dx.is_empty() {
+        return;
+    }
+    dx.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .zip(dy.par_chunks(g.out_h() * ow))
+        .for_each(|((dxm, map), dym)| {
+            dxm.fill(T::zero());
+            for (oy, row) in dym.chunks(ow).enumerate() {
+                for (ox, &d) in row.iter().enumerate() {
+                    let i = argmax_in_window(g, map, oy, ox);
+                    dxm[i] = dxm[i] + d;
+                }
+            }
+        });
 }
