@@ -6,6 +6,7 @@ use super::plan::Plan;
 use super::spec::Layer;
 use crate::ops::philox;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 /// One tower's share of one weighted layer.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,15 +38,16 @@ pub fn init_params(plan: &Plan, seed: u64) -> NetParams {
                     let n: usize = shape.iter().product();
                     let stream = init_stream(l.index, t);
                     let std = init.weight_std as f64;
-                    let weight = (0..n as u64)
-                        .map(|i| {
-                            let z = philox::normal(
-                                philox::word(seed, stream, 2 * i),
-                                philox::word(seed, stream, 2 * i + 1),
-                            );
-                            (std * z) as f32
+                    // Element i takes words 2i and 2i+1: one Philox block serves two elements.
+                    let mut weight: Vec<f32> = (0..(n as u64).div_ceil(2))
+                        .into_par_iter()
+                        .flat_map_iter(|b| {
+                            let w = philox::block(seed, stream, b);
+                            [philox::normal(w[0], w[1]), philox::normal(w[2], w[3])]
+                                .map(|z| (std * z) as f32)
                         })
                         .collect();
+                    weight.truncate(n);
                     TowerParams {
                         weight: Tensor::from_vec(&shape, weight),
                         bias: Tensor::from_vec(&[shape[0]], vec![init.bias; shape[0]]),

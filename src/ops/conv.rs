@@ -215,10 +215,14 @@ fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], dxs: &mut [T]) {
         let (x0, x1) = valid_outputs(kx, g.w, ow, s, g.pad);
         for oy in y0..y1 {
             let line = &mut map[(oy * s + ky - g.pad) * g.w..][..g.w];
-            let src = &col_row[oy * ow..(oy + 1) * ow];
-            for ox in x0..x1 {
+            for (ox, &v) in col_row[oy * ow..(oy + 1) * ow]
+                .iter()
+                .enumerate()
+                .take(x1)
+                .skip(x0)
+            {
                 let i = ox * s + kx - g.pad;
-                line[i] = line[i] + src[ox];
+                line[i] = line[i] + v;
             }
         }
     }
