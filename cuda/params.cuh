@@ -75,3 +75,15 @@ struct SgdParams {
     float momentum, lr;
     float decay;  // weight_decay·lr, rounded once from f64 as the reference does
 };
+
+// The sizes `src/device/kernels.rs` checks its mirrors against.
+static_assert(sizeof(ConvParams) == 60, "ConvParams layout");
+static_assert(sizeof(FcParams) == 16, "FcParams layout");
+static_assert(sizeof(ReduceParams) == 16, "ReduceParams layout");
+static_assert(sizeof(LrnParams) == 36, "LrnParams layout");
+static_assert(sizeof(SpatialNormParams) == 32, "SpatialNormParams layout");
+static_assert(sizeof(PoolParams) == 28, "PoolParams layout");
+static_assert(sizeof(DropoutParams) == 40 && alignof(DropoutParams) == 8, "DropoutParams layout");
+static_assert(sizeof(SoftmaxParams) == 12, "SoftmaxParams layout");
+static_assert(sizeof(TopKParams) == 12, "TopKParams layout");
+static_assert(sizeof(SgdParams) == 16, "SgdParams layout");

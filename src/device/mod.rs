@@ -6,6 +6,7 @@
 //! (`crate::tensor`).
 
 pub mod cpu;
+pub mod kernels;
 pub mod launch;
 
 use crate::ops::{
