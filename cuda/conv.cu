@@ -23,8 +23,8 @@ struct ConvFwdA {
     const ConvParams& p;
     const float* w;
     int m0, g, k_end;
-    bool ok;
-    int base;
+    bool ok = false;
+    int base = 0;
 
     __device__ bool k_fastest() const { return true; }
     __device__ void init(int outer) {
@@ -44,8 +44,8 @@ struct ConvFwdB {
     const ConvParams& p;
     const float* x;
     int n0, g, k_end;
-    bool ok;
-    int base, iy0, ix0;
+    bool ok = false;
+    int base = 0, iy0 = 0, ix0 = 0;
 
     __device__ bool k_fastest() const { return false; }
     __device__ void init(int outer) {
@@ -99,7 +99,7 @@ struct ConvFwdStore {
 // grid (ceil(n·oh·ow / BN), ceil(cout_g / BM), groups), block GEMM_THREADS.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     conv_forward_f32(ConvParams p, const float* x, const float* w, const float* b, float* y) {
-    __shared__ __align__(16) GemmSmem sm;
+    __shared__ GemmSmem sm;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN, g = blockIdx.z;
     const int kdim = p.cin_g * p.k * p.k;
     ConvFwdA la{p, w, m0, g, kdim};
@@ -146,8 +146,8 @@ struct ConvDataA {
     const ConvPhase& ph;
     const float* w;
     int m0, k_end;
-    bool ok;
-    int base;
+    bool ok = false;
+    int base = 0;
 
     __device__ bool k_fastest() const { return true; }
     __device__ void init(int outer) {
@@ -183,8 +183,8 @@ struct ConvDataB {
     const ConvPhase& ph;
     const float* dy;
     int n0, k_end;
-    bool ok;
-    int base, oy0, ox0;
+    bool ok = false;
+    int base = 0, oy0 = 0, ox0 = 0;
 
     __device__ bool k_fastest() const { return false; }
     __device__ void init(int outer) {
@@ -240,7 +240,7 @@ struct ConvDataStore {
 // Writes every element of dx (phases without taps write zeros).
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     conv_backward_data_f32(ConvParams p, const float* dy, const float* w, float* dx) {
-    __shared__ __align__(16) GemmSmem sm;
+    __shared__ GemmSmem sm;
     const ConvPhase ph(p, blockIdx.z);
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
     if (n0 >= ph.gemm_n(p)) return;  // this phase has fewer pixels than the largest: whole block
@@ -260,8 +260,8 @@ struct ConvFilterA {
     const ConvParams& p;
     const float* dy;
     int m0, g, k_end;
-    bool ok;
-    int chan;
+    bool ok = false;
+    int chan = 0;
 
     __device__ bool k_fastest() const { return true; }
     __device__ void init(int outer) {
@@ -289,8 +289,8 @@ struct ConvFilterB {
     const ConvParams& p;
     const float* x;
     int n0, g, k_end;
-    bool ok;
-    int chan_off, dy0, dx0;
+    bool ok = false;
+    int chan_off = 0, dy0 = 0, dx0 = 0;
 
     __device__ bool k_fastest() const { return false; }
     __device__ void init(int outer) {
@@ -341,7 +341,7 @@ struct ConvFilterStore {
 // GEMM-K terms [s·k_chunk, (s+1)·k_chunk) into dw + s·w_len; with one split that is dw itself.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     conv_backward_filter_f32(ConvParams p, const float* x, const float* dy, float* dw) {
-    __shared__ __align__(16) GemmSmem sm;
+    __shared__ GemmSmem sm;
     const int g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
     const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
     const int kdim = p.n * p.out_h * p.out_w;

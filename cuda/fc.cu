@@ -46,7 +46,7 @@ __device__ __forceinline__ void fc_gemm(GemmSmem& sm, int m_count, int n_count, 
 // grid (ceil(n / BN), ceil(outputs / BM), splits), block GEMM_THREADS.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     fc_forward_f32(FcParams p, const float* x, const float* w, const float* b, float* y) {
-    __shared__ __align__(16) GemmSmem sm;
+    __shared__ GemmSmem sm;
     fc_gemm(sm, p.outputs, p.n, p.inputs, p.k_chunk, w, p.inputs, 1, x, 1, p.inputs,
             FcStore{y, b, 0, 0, p.outputs, p.n, 1, p.outputs});
 }
@@ -54,7 +54,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 // grid (ceil(n / BN), ceil(inputs / BM), splits), block GEMM_THREADS.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     fc_backward_data_f32(FcParams p, const float* dy, const float* w, float* dx) {
-    __shared__ __align__(16) GemmSmem sm;
+    __shared__ GemmSmem sm;
     fc_gemm(sm, p.inputs, p.n, p.outputs, p.k_chunk, w, 1, p.inputs, dy, 1, p.outputs,
             FcStore{dx, nullptr, 0, 0, p.inputs, p.n, 1, p.inputs});
 }
@@ -62,7 +62,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 // grid (ceil(inputs / BN), ceil(outputs / BM), splits), block GEMM_THREADS.
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     fc_backward_filter_f32(FcParams p, const float* x, const float* dy, float* dw) {
-    __shared__ __align__(16) GemmSmem sm;
+    __shared__ GemmSmem sm;
     fc_gemm(sm, p.outputs, p.inputs, p.n, p.k_chunk, dy, 1, p.outputs, x, p.inputs, 1,
             FcStore{dw, nullptr, 0, 0, p.outputs, p.inputs, p.inputs, 1});
 }

@@ -39,7 +39,7 @@ static_assert(GEMM_TM == 4 && GEMM_TN == 8, "the inner loop reads one float4 of 
 static_assert(GEMM_BN == 2 * (GEMM_BN / GEMM_TN) * 4, "B columns come as two float4 halves");
 
 // The shared memory of one block: two buffers per operand, stored K-major.
-struct GemmSmem {
+struct __align__(16) GemmSmem {
     float a[2][GEMM_BK][GEMM_A_PITCH];
     float b[2][GEMM_BK][GEMM_B_PITCH];
 };
@@ -144,8 +144,8 @@ struct StridedLoader {
     const float* p;
     int outer0, outer_count, s_outer, s_k, k_end;
     bool contiguous_k;  // s_k == 1: lay threads out K-fastest
-    bool ok;
-    long long base;
+    bool ok = false;
+    long long base = 0;
 
     __device__ bool k_fastest() const { return contiguous_k; }
     __device__ void init(int outer) {
