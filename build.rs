@@ -175,9 +175,8 @@ mod gpu {
             .flat_map(|c| c.report.iter().cloned())
             .collect();
         lines.sort();
-        let mut text = format!(
-            "# ptxas -v per kernel and target ({}): registers, shared memory (bytes), stack frame, spills\n",
-            nvcc.display()
+        let mut text = String::from(
+            "# ptxas -v per kernel and target: registers, shared memory, stack frame and spills (bytes)\n",
         );
         for line in lines {
             text.push_str(&line);

@@ -79,11 +79,10 @@ extern "C" __global__ void selftest_atomics(int n, const int* __restrict__ keys,
     atomicAdd(&counts[key], 1);
     atomicAdd(&totals[key], vals[i]);
     atomicMax(max_key, key);
-    unsigned old = *cas_count, seen;
-    do {
-        seen = old;
-        old = atomicCAS(cas_count, seen, seen + 1u);
-    } while (old != seen);
+    // Increment by compare-and-swap, starting from a guess of 0 (a plain read of *cas_count
+    // would race with the other threads' swaps).
+    unsigned seen = 0, old;
+    while ((old = atomicCAS(cas_count, seen, seen + 1u)) != seen) seen = old;
 }
 
 // y = x with every block's segment of blockDim.x elements reversed, through dynamic shared

@@ -415,8 +415,9 @@ void reset_block(unsigned n) {
 }
 
 void poison_shared(unsigned dynamic_bytes) {
-    if (__start_alexnet_shared && __stop_alexnet_shared > __start_alexnet_shared)
-        std::memset(__start_alexnet_shared, kPoison, __stop_alexnet_shared - __start_alexnet_shared);
+    char* const begin = __start_alexnet_shared;
+    char* const end = __stop_alexnet_shared;
+    if (begin && end > begin) std::memset(begin, kPoison, end - begin);
     if (dynamic_bytes) std::memset(g_dynamic_shared, kPoison, dynamic_bytes);
 }
 
