@@ -169,14 +169,23 @@ mod gpu {
             return write_fatbins_rs(out, false, &archs, &[]);
         };
 
+        let release = nvcc_release(&nvcc)?;
+        if release > (13, 0) {
+            println!(
+                "cargo:warning=nvcc {}.{} emits PTX that the 580 driver (CUDA 13.0) cannot load; \
+                 the project pins nvcc 13.0 (../shared/tools/install-nvcc.sh)",
+                release.0, release.1
+            );
+        }
         let compiled = parallel_map(sources, |src| compile(&nvcc, src, cuda, out, &archs))?;
         let mut lines: Vec<String> = compiled
             .iter()
             .flat_map(|c| c.report.iter().cloned())
             .collect();
         lines.sort();
-        let mut text = String::from(
-            "# ptxas -v per kernel and target: registers, shared memory, stack frame and spills (bytes)\n",
+        let mut text = format!(
+            "# nvcc {}.{}, ptxas -v per kernel and target: registers, shared memory, stack frame and spills (bytes)\n",
+            release.0, release.1
         );
         for line in lines {
             text.push_str(&line);
@@ -227,6 +236,22 @@ mod gpu {
         Ok(env::split_paths(&path)
             .map(|dir| dir.join("nvcc"))
             .find(|p| p.is_file()))
+    }
+
+    /// (major, minor) from `nvcc --version` ("Cuda compilation tools, release 13.0, V13.0.88").
+    fn nvcc_release(nvcc: &Path) -> Result<(u32, u32), String> {
+        let output = Command::new(nvcc)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("running {} --version: {e}", nvcc.display()))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let release = text
+            .split("release ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        release.ok_or_else(|| format!("{} --version printed no release: {text}", nvcc.display()))
     }
 
     struct Compiled {
