@@ -146,6 +146,76 @@ extern "C" __global__ void selftest_shuffles(int width, float* __restrict__ out,
     votes[1 * n + t] = __syncthreads_count(t % 3 == 0);
 }
 
+// One thread evaluates intrinsics whose CUDA semantics are easy to get wrong (rounding,
+// saturation, NaN handling, fused multiply-add, bit tricks, atomics' return values); the test
+// compares with the values CUDA documents. ints is [27], floats is [18]. Launch <<<1, 1>>>.
+extern "C" __global__ void selftest_intrinsics(int* ints, float* floats) {
+    __shared__ int s[3];
+    __shared__ unsigned u[2];
+    __shared__ float sf;
+    const float nan = __int_as_float(0x7fc00000);
+    ints[0] = __float2int_rn(2.5f);  // ties to even
+    ints[1] = __float2int_rn(3.5f);
+    ints[2] = __float2int_rn(-2.5f);
+    ints[3] = __float2int_rz(-2.7f);
+    ints[4] = __float2int_rd(-2.2f);
+    ints[5] = __float2int_ru(2.2f);
+    ints[6] = __float2int_rn(3e9f);  // saturates
+    ints[7] = __float2int_rn(nan);   // 0
+    ints[8] = (int)__umulhi(0xD2511F53u, 0xCD9E8D57u);
+    ints[9] = (int)__brev(1u);
+    ints[10] = __clz(0);
+    ints[11] = __clz(1);
+    ints[12] = __ffs(0);
+    ints[13] = __ffs(8);
+    ints[14] = __popc(0xF0F0u);
+    ints[15] = min(-3, 2);
+    ints[16] = (int)max(2u, 3u);
+    ints[17] = (int)__float2uint_rn(-1.0f);  // saturates at 0
+    ints[18] = __mul24(-3, 5);
+    ints[19] = (int)__funnelshift_l(0x80000000u, 1u, 1);
+    ints[20] = (int)__funnelshift_r(0x80000000u, 1u, 1);
+    s[0] = 10;
+    ints[21] = atomicSub(&s[0], 3);
+    ints[22] = s[0];
+    s[1] = 5;
+    atomicMin(&s[1], 2);
+    ints[23] = s[1];
+    u[0] = 3;
+    atomicInc(&u[0], 3u);  // old >= limit: wraps to 0
+    ints[24] = (int)u[0];
+    u[1] = 0;
+    atomicDec(&u[1], 5u);  // old == 0: becomes the limit
+    ints[25] = (int)u[1];
+    s[2] = 12;
+    atomicAnd(&s[2], 10);
+    atomicOr(&s[2], 1);
+    atomicXor(&s[2], 15);
+    ints[26] = s[2];
+
+    floats[0] = __saturatef(1.5f);
+    floats[1] = __saturatef(-0.5f);
+    floats[2] = __saturatef(nan);
+    floats[3] = __fdividef(1.0f, 4.0f);
+    floats[4] = rsqrtf(4.0f);
+    floats[5] = __expf(1.0f);
+    floats[6] = __logf(2.0f);
+    floats[7] = __powf(2.0f, 10.0f);
+    // (1 + 2^-12)^2 - (1 + 2^-11) is 2^-24 fused; unfused the product rounds and gives 0.
+    const float a = 1.0f + 1.0f / 4096.0f;
+    floats[8] = __fmaf_rn(a, a, -(1.0f + 1.0f / 2048.0f));
+    floats[9] = fmaxf(nan, 1.0f);
+    floats[10] = min(2.5f, -1.0f);
+    floats[11] = max(nan, 3.0f);
+    floats[12] = __int2float_rn(16777217);  // ties to even
+    floats[13] = __uint_as_float(0x3f800000u);
+    floats[14] = __fmul_rn(3.0f, 4.0f);
+    floats[15] = __fsub_rn(1.0f, 0.25f);
+    sf = 1.5f;
+    floats[16] = atomicExch(&sf, 2.5f);
+    floats[17] = sf;
+}
+
 // Executor-only: half of a warp waits at __syncwarp for the other half, which waits at
 // __syncthreads for the first: undefined on the GPU, a deadlock the executor must report.
 extern "C" __global__ void selftest_divergent_barrier(float* out) {

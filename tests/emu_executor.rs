@@ -328,6 +328,86 @@ fn shuffles_and_votes_follow_cuda_semantics() {
 }
 
 #[test]
+fn intrinsics_follow_cuda_semantics() {
+    let l = EmuLauncher::new();
+    let mut ints = vec![i32::MIN; 27];
+    let mut floats = l.alloc(18).unwrap();
+    let (mut pi, mut pf) = (ints.as_mut_ptr() as u64, l.device_ptr(&floats));
+    let args = [arg(&mut pi), arg(&mut pf)];
+    l.launch(
+        selftest("selftest_intrinsics"),
+        cfg([1, 1, 1], [1, 1, 1], 0),
+        &args,
+    )
+    .unwrap();
+    let umulhi = ((0xD2511F53u64 * 0xCD9E8D57u64) >> 32) as i32;
+    let want_ints = [
+        2,
+        4,
+        -2,
+        -2,
+        -3,
+        3,
+        i32::MAX,
+        0,
+        umulhi,
+        i32::MIN,
+        32,
+        31,
+        0,
+        4,
+        8,
+        -3,
+        3,
+        0,
+        -15,
+        3,
+        0xC000_0000u32 as i32,
+        10,
+        7,
+        2,
+        0,
+        5,
+        6,
+    ];
+    assert_eq!(ints, want_ints);
+    let f = l.download(&floats).unwrap();
+    let exact = [
+        (0, 1.0),
+        (1, 0.0),
+        (2, 0.0),
+        (3, 0.25),
+        (4, 0.5),
+        (8, 2f32.powi(-24)),
+        (9, 1.0),
+        (10, -1.0),
+        (11, 3.0),
+        (12, 16777216.0),
+        (13, 1.0),
+        (14, 12.0),
+        (15, 0.75),
+        (16, 1.5),
+        (17, 2.5),
+    ];
+    for (i, want) in exact {
+        assert_eq!(f[i], want, "floats[{i}]");
+    }
+    // The GPU's fast __expf/__logf/__powf are within a few ulp here (CUDA's tables: 2 + 1.16|x|
+    // ulp, 2^-21.4 absolute, 2 + 1.16|y log2 x| ulp); 2e-6 relative covers them.
+    for (i, want) in [
+        (5, std::f32::consts::E),
+        (6, std::f32::consts::LN_2),
+        (7, 1024.0),
+    ] {
+        assert!(
+            ((f[i] - want) / want).abs() < 2e-6,
+            "floats[{i}] = {}",
+            f[i]
+        );
+    }
+}
+
+#[test]
 fn deadlock_is_reported_and_the_executor_recovers() {
     let l = EmuLauncher::new();
     let out = l.alloc(32).unwrap();

@@ -338,7 +338,10 @@ inline long long __mul64hi(long long a, long long b) {
     return (long long)(((__int128)a * b) >> 64);
 }
 inline unsigned __umul24(unsigned a, unsigned b) { return (a & 0xffffffu) * (b & 0xffffffu); }
-inline int __mul24(int a, int b) { return ((a << 8) >> 8) * ((b << 8) >> 8); }
+inline int __mul24(int a, int b) {  // the low 24 bits of each, sign-extended
+    const int a24 = (int)((uint32_t)a << 8) >> 8, b24 = (int)((uint32_t)b << 8) >> 8;
+    return (int)((uint32_t)a24 * (uint32_t)b24);
+}
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
