@@ -310,8 +310,7 @@ mod gpu {
             let Some(end) = line.find(what) else { return 0 };
             line[..end]
                 .split(|c: char| !c.is_ascii_digit())
-                .filter(|s| !s.is_empty())
-                .last()
+                .rfind(|s| !s.is_empty())
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0)
         };

@@ -225,9 +225,11 @@ std::atomic<uint64_t> g_switches{0};
 bool g_failed;
 std::string g_error;
 
+// One mapping for kMaxThreads fiber stacks, made at the first launch. Each slot starts with a
+// PROT_NONE guard page, so a stack overflow faults at once instead of corrupting a neighbour.
 char* g_stacks;
-size_t g_stack_slot;  // bytes per fiber, a guard page included
-unsigned g_stack_count;
+size_t g_page;
+size_t g_stack_slot;  // bytes per fiber, the guard page included
 
 size_t stack_bytes() {
     size_t kib = 128;
@@ -238,24 +240,19 @@ size_t stack_bytes() {
     return kib * 1024;
 }
 
-// Stacks for `n` fibers, each below a PROT_NONE guard page so an overflow faults at once.
-bool ensure_stacks(unsigned n, std::string& err) {
-    if (n <= g_stack_count) return true;
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    const size_t slot = (stack_bytes() + page - 1) / page * page + page;
-    if (g_stacks) munmap(g_stacks, g_stack_slot * g_stack_count);
-    g_stacks = nullptr;
-    g_stack_count = 0;
+bool ensure_stacks(std::string& err) {
+    if (g_stacks) return true;
+    g_page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t slot = (stack_bytes() + g_page - 1) / g_page * g_page + g_page;
     void* p = mmap(nullptr, slot * kMaxThreads, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
-        err = "cannot map fiber stacks";
+        err = "cannot map the fiber stacks";
         return false;
     }
     g_stacks = static_cast<char*>(p);
     g_stack_slot = slot;
-    g_stack_count = kMaxThreads;
-    for (unsigned i = 0; i < kMaxThreads; ++i) mprotect(g_stacks + i * slot, page, PROT_NONE);
+    for (unsigned i = 0; i < kMaxThreads; ++i) mprotect(g_stacks + i * slot, g_page, PROT_NONE);
     return true;
 }
 
@@ -268,7 +265,8 @@ inline void switch_to(Context* from, unsigned next) {
     ctx_switch(from, &g_fibers[next].ctx);
 }
 
-[[noreturn]] void fiber_fail(const std::string& msg) {
+// Abandons the block (its fibers are never resumed) and returns to the launch with `msg`.
+[[noreturn]] void fiber_fail(const char* msg) {
     g_failed = true;
     g_error = msg;
     ctx_switch(&g_fibers[g_linear].ctx, &g_main);
@@ -329,8 +327,7 @@ void fiber_main() {
 bool run_block_fibers(unsigned n) {
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = g_fibers[i];
-        ctx_make(&f.ctx, g_stacks + i * g_stack_slot + (size_t)sysconf(_SC_PAGESIZE),
-                 g_stack_slot - (size_t)sysconf(_SC_PAGESIZE), &fiber_main);
+        ctx_make(&f.ctx, g_stacks + i * g_stack_slot + g_page, g_stack_slot - g_page, &fiber_main);
         f.tid = uint3{i % blockDim.x, (i / blockDim.x) % blockDim.y, i / (blockDim.x * blockDim.y)};
         f.next = (i + 1) % n;
         f.prev = (i + n - 1) % n;
@@ -572,7 +569,7 @@ extern "C" int alexnet_emu_launch(KernelFn kernel, void** args, const unsigned g
         return 1;
     }
     const unsigned n = block[0] * block[1] * block[2];
-    if (mode == kFibers && !ensure_stacks(n, msg)) {
+    if (mode == kFibers && !ensure_stacks(msg)) {
         copy_error(msg, err, err_len);
         return 1;
     }
