@@ -10,8 +10,8 @@
 //! `cuda/conv.cu` and `cuda/selftest.cu` without their `TEST_BARRIER()`); an
 //! [`EmuLauncher::with_variant`] launcher takes a kernel from that build where there is one.
 
-use crate::device::Block;
 use crate::device::launch::{Kernel, LaunchConfig, Launcher};
+use crate::device::{Block, copy_2d_host};
 use anyhow::{Result, bail, ensure};
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_void};
@@ -183,24 +183,6 @@ impl EmuLauncher {
     }
 }
 
-/// Checks that `rows` runs of `width` elements from `b` fit in `len` elements.
-fn check_block(what: &str, b: Block, width: usize, rows: usize, len: usize) -> Result<()> {
-    if rows == 0 || width == 0 {
-        return Ok(());
-    }
-    let end = (rows - 1)
-        .checked_mul(b.pitch)
-        .and_then(|x| x.checked_add(b.offset))
-        .and_then(|x| x.checked_add(width));
-    ensure!(
-        matches!(end, Some(end) if end <= len),
-        "emu copy_2d: {what} block (offset {}, pitch {}, {rows} rows of {width}) exceeds its {len} elements",
-        b.offset,
-        b.pitch
-    );
-    Ok(())
-}
-
 impl Launcher for EmuLauncher {
     type Buf = Vec<f32>;
 
@@ -244,14 +226,7 @@ impl Launcher for EmuLauncher {
         width: usize,
         rows: usize,
     ) -> Result<()> {
-        check_block("source", from, width, rows, src.len())?;
-        check_block("destination", to, width, rows, dst.len())?;
-        for r in 0..rows {
-            let s = from.offset + r * from.pitch;
-            let d = to.offset + r * to.pitch;
-            dst[d..d + width].copy_from_slice(&src[s..s + width]);
-        }
-        Ok(())
+        copy_2d_host(src, from, dst, to, width, rows)
     }
 
     fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &[*mut c_void]) -> Result<()> {
