@@ -3,6 +3,8 @@
 //! See DESIGN.md for the model, the recipe, the crate layout and the test pyramid.
 
 pub mod device;
+pub mod emu;
+pub mod fatbins;
 pub mod model;
 pub mod ops;
 pub mod parallel;

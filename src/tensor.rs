@@ -136,6 +136,7 @@ impl<T: Real> Tensor<T> {
 
 /// Largest relative error of `got` against `want`, with `floor` guarding near-zero elements:
 /// `max |g - w| / max(|w|, floor)`. Used by tests to state tolerances one way everywhere.
+/// A NaN anywhere makes the result NaN, so `err < tol` fails (`f64::max` would skip it).
 pub fn max_rel_err<A: Real, B: Real>(got: &[A], want: &[B], floor: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "compared slices differ in length");
     got.iter()
@@ -144,7 +145,10 @@ pub fn max_rel_err<A: Real, B: Real>(got: &[A], want: &[B], floor: f64) -> f64 {
             let (g, w) = (g.to_f64().unwrap(), w.to_f64().unwrap());
             (g - w).abs() / w.abs().max(floor)
         })
-        .fold(0.0, f64::max)
+        .fold(
+            0.0,
+            |worst, e| if e > worst || e.is_nan() { e } else { worst },
+        )
 }
 
 #[cfg(test)]
@@ -177,5 +181,12 @@ mod tests {
                 assert!((c[i * n + j] - (2.0 * dot + 0.5)).abs() < 1e-12);
             }
         }
+    }
+
+    #[test]
+    fn max_rel_err_does_not_skip_nan() {
+        assert!(max_rel_err(&[1.0f32, f32::NAN, 2.0], &[1.0f64, 1.0, 2.0], 1e-6).is_nan());
+        assert!(max_rel_err(&[f32::NAN, 1.5], &[1.0f64, 1.0], 1e-6).is_nan());
+        assert_eq!(max_rel_err(&[1.0f32, 1.5], &[1.0f64, 1.0], 1e-6), 0.5);
     }
 }

@@ -37,12 +37,7 @@ impl Device for CpuDevice {
         width: usize,
         rows: usize,
     ) -> Result<()> {
-        for r in 0..rows {
-            let s = from.offset + r * from.pitch;
-            let d = to.offset + r * to.pitch;
-            dst[d..d + width].copy_from_slice(&src[s..s + width]);
-        }
-        Ok(())
+        super::copy_2d_host(src, from, dst, to, width, rows)
     }
     fn add_assign(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
         assert_eq!(dst.len(), src.len(), "add_assign: lengths differ");

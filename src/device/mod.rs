@@ -6,6 +6,7 @@
 //! (`crate::tensor`).
 
 pub mod cpu;
+pub mod kernels;
 pub mod launch;
 
 use crate::ops::{
@@ -19,6 +20,38 @@ use anyhow::Result;
 pub struct Block {
     pub offset: usize,
     pub pitch: usize,
+}
+
+/// `copy_2d` between host slices (the CPU device and the host executor): `rows` runs of `width`
+/// elements from `from` in `src` to `to` in `dst`; a block that does not fit is an error.
+pub fn copy_2d_host(
+    src: &[f32],
+    from: Block,
+    dst: &mut [f32],
+    to: Block,
+    width: usize,
+    rows: usize,
+) -> Result<()> {
+    if rows == 0 || width == 0 {
+        return Ok(());
+    }
+    for (what, b, len) in [("source", from, src.len()), ("destination", to, dst.len())] {
+        let end = (rows - 1)
+            .checked_mul(b.pitch)
+            .and_then(|x| x.checked_add(b.offset))
+            .and_then(|x| x.checked_add(width));
+        anyhow::ensure!(
+            end.is_some_and(|end| end <= len),
+            "copy_2d: {what} block (offset {}, pitch {}, {rows} rows of {width}) exceeds its {len} elements",
+            b.offset,
+            b.pitch
+        );
+    }
+    for r in 0..rows {
+        let (s, d) = (from.offset + r * from.pitch, to.offset + r * to.pitch);
+        dst[d..d + width].copy_from_slice(&src[s..s + width]);
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -2,6 +2,8 @@
 //! two-tower network for the network-level tests (each test file uses a subset).
 #![allow(dead_code)]
 
+pub mod device_checks;
+
 use alexnet::model::init::NetParams;
 use alexnet::model::{NetSpec, Plan};
 use alexnet::ops::philox;
