@@ -1,0 +1,218 @@
+//! Every CUDA kernel, unchanged, run on the CPU by the host executor (`KernelDevice<EmuLauncher>`)
+//! against the naive CPU reference: ragged shapes (sizes that are not multiples of the tiles,
+//! batch 1 and 3, odd channel counts, groups) and the paper's layer geometries with reduced batch
+//! and channels. Tolerances are in `common/device_checks.rs`, with their reasons.
+//!
+//! The tests bite: the conv kernels built without one of their barriers (the `nobarrier` variant,
+//! `-DALEXNET_DROP_TEST_BARRIER`) must fail the same comparison.
+
+mod common;
+
+use alexnet::device::kernels::KernelDevice;
+use alexnet::emu::EmuLauncher;
+use alexnet::ops::{
+    conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom,
+    spatial_norm::SpatialNormGeom,
+};
+use common::device_checks::*;
+
+fn dev() -> KernelDevice<EmuLauncher> {
+    KernelDevice::new(EmuLauncher::new())
+}
+
+fn conv(
+    n: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    pad_end: usize,
+    groups: usize,
+) -> ConvGeom {
+    ConvGeom {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        k,
+        stride,
+        pad,
+        pad_end,
+        groups,
+    }
+}
+
+#[test]
+fn convolution_ragged_shapes() {
+    let d = dev();
+    for (i, g) in [
+        conv(1, 3, 7, 9, 5, 3, 1, 1, 1, 1),
+        conv(3, 5, 13, 10, 7, 3, 2, 1, 0, 1),
+        conv(3, 6, 9, 11, 10, 5, 1, 2, 2, 2),
+        conv(2, 4, 6, 6, 130, 1, 1, 0, 0, 1), // more filters than one tile
+        conv(1, 9, 5, 5, 3, 3, 1, 1, 1, 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_conv(&d, g, 10 + i as u64).unwrap();
+    }
+}
+
+#[test]
+fn convolution_at_the_papers_geometries() {
+    let d = dev();
+    for (i, g) in [
+        conv(1, 3, 227, 227, 4, 11, 4, 0, 0, 1), // conv1
+        conv(1, 3, 224, 224, 4, 11, 4, 0, 3, 1), // net145's conv1
+        conv(1, 8, 27, 27, 12, 5, 1, 2, 2, 1),   // conv2
+        conv(3, 16, 13, 13, 12, 3, 1, 1, 1, 1),  // conv3: both towers' maps in
+        conv(1, 12, 13, 13, 12, 3, 1, 1, 1, 2),  // conv4/5 as one grouped layer
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_conv(&d, g, 20 + i as u64).unwrap();
+    }
+}
+
+#[test]
+fn the_conv_kernels_without_a_barrier_fail_the_same_check() {
+    let g = conv(2, 5, 11, 11, 9, 3, 1, 1, 1, 1);
+    let good = conv_forward_error(&dev(), &g, 5).unwrap();
+    assert!(good < TOL_GEMM, "the intact kernel must pass: {good}");
+    let broken = KernelDevice::new(EmuLauncher::with_variant("nobarrier").unwrap());
+    let bad = conv_forward_error(&broken, &g, 5).unwrap();
+    // A missing barrier lets threads read the shared tile before it is written (poisoned NaN) or
+    // after it is overwritten: the error is NaN or far beyond the tolerance.
+    assert!(
+        bad.is_nan() || bad > 100.0 * TOL_GEMM,
+        "the kernel without its barrier passed: error {bad}"
+    );
+}
+
+#[test]
+fn fully_connected() {
+    let d = dev();
+    for (i, g) in [
+        FcGeom {
+            n: 1,
+            inputs: 7,
+            outputs: 5,
+        },
+        FcGeom {
+            n: 3,
+            inputs: 300,
+            outputs: 131,
+        },
+        FcGeom {
+            n: 2,
+            inputs: 2304,
+            outputs: 65,
+        },
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_fc(&d, g, 30 + i as u64).unwrap();
+    }
+}
+
+#[test]
+fn elementwise_normalisation_pooling_dropout_softmax_sgd() {
+    let d = dev();
+    check_activations(&d, 1000, 1).unwrap();
+    check_fill(&d, 777).unwrap();
+    for (i, alpha_over_n) in [false, true].into_iter().enumerate() {
+        check_lrn(
+            &d,
+            &LrnGeom {
+                n: 3,
+                c: 48,
+                h: 5,
+                w: 7,
+                groups: 1,
+                size: 5,
+                k: 2.0,
+                alpha: 1e-4,
+                beta: 0.75,
+                alpha_over_n,
+            },
+            40 + i as u64,
+        )
+        .unwrap();
+    }
+    check_lrn(
+        &d,
+        &LrnGeom {
+            n: 1,
+            c: 10,
+            h: 3,
+            w: 3,
+            groups: 2,
+            size: 3,
+            k: 2.0,
+            alpha: 0.5,
+            beta: 0.75,
+            alpha_over_n: false,
+        },
+        42,
+    )
+    .unwrap();
+    check_spatial_norm(
+        &d,
+        &SpatialNormGeom {
+            n: 2,
+            c: 3,
+            h: 13,
+            w: 11,
+            size: 5,
+            k: 1.0,
+            alpha: 0.001,
+            beta: 0.75,
+            alpha_over_area: true,
+        },
+        43,
+    )
+    .unwrap();
+    for (i, (h, size)) in [(55, 3), (27, 3), (13, 3), (13, 2), (8, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        check_max_pool(
+            &d,
+            &PoolGeom {
+                n: 3,
+                c: 3,
+                h,
+                w: h,
+                size,
+                stride: 2,
+            },
+            50 + i as u64,
+        )
+        .unwrap();
+    }
+    check_dropout(
+        &d,
+        &DropoutGeom {
+            n: 3,
+            units: 2048,
+            units_total: 4096,
+            unit_offset: 2048,
+            p: 0.5,
+            seed: 9,
+            stream: 4,
+        },
+        60,
+    )
+    .unwrap();
+    check_softmax_xent(&d, 3, 1000, 61).unwrap();
+    check_softmax_xent(&d, 1, 10, 62).unwrap();
+    check_top_k(&d, 3, 1000, 5, 63).unwrap();
+    check_sgd(&d, 1025, 64).unwrap();
+}
