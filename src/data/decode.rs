@@ -18,16 +18,28 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
             &bytes[..bytes.len().min(4)]
         )
     })?;
-    match format {
-        ImageFormat::Jpeg => check_jpeg_complete(bytes)?,
-        ImageFormat::Png => {}
-        other => bail!("{other:?} images are not read (JPEG and PNG are)"),
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
+        bail!("{format:?} images are not read (JPEG and PNG are)");
     }
     // The decoders are fuzzed but not proven: a panic on hostile input is turned into this file's
     // error so the loader can skip it instead of taking training down.
     let decoded = std::panic::catch_unwind(|| image::load_from_memory_with_format(bytes, format))
-        .map_err(|_| anyhow!("the {format:?} decoder panicked on this file"))?
-        .map_err(|e| anyhow!("corrupt {format:?}: {e}"))?;
+        .map_err(|_| anyhow!("the image decoder panicked on this file"))?;
+    let complete = match format {
+        ImageFormat::Jpeg => check_jpeg_complete(bytes),
+        _ => Ok(()),
+    };
+    let name = if format == ImageFormat::Jpeg {
+        "JPEG"
+    } else {
+        "PNG"
+    };
+    let decoded = match (decoded, complete) {
+        (Ok(image), Ok(())) => image,
+        (Ok(_), Err(truncated)) => return Err(truncated),
+        (Err(e), Ok(())) => bail!("corrupt {name}: {e}"),
+        (Err(e), Err(truncated)) => bail!("{truncated}; the decoder also fails: {e}"),
+    };
     let rgb = decoded.into_rgb8();
     ensure!(rgb.width() > 0 && rgb.height() > 0, "image has no pixels");
     Ok(rgb)

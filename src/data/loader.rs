@@ -477,3 +477,30 @@ impl Shared {
         Ok(batch)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_uniform_permutation() {
+        let n = 15;
+        let epochs = 6000;
+        let mut counts = vec![vec![0u32; n]; n];
+        for epoch in 0..epochs {
+            let order = epoch_order(11, epoch, n);
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..n as u32).collect::<Vec<_>>());
+            for (position, &sample) in order.iter().enumerate() {
+                counts[sample as usize][position] += 1;
+            }
+        }
+        // Each (sample, position) count is Binomial(6000, 1/15): mean 400, sd 19.4; 5 sd.
+        for row in &counts {
+            for &c in row {
+                assert!((c as f64 - 400.0).abs() < 97.0, "{counts:?}");
+            }
+        }
+    }
+}

@@ -222,7 +222,7 @@ impl Dataset {
                 "{}: skipped {} hidden or non-image files (only .jpg, .jpeg and .png are read), e.g. {}",
                 self.path.display(),
                 skipped.len(),
-                skipped[0]
+                examples(&skipped)
             ));
         }
         match &options.labels {
@@ -266,7 +266,7 @@ impl Dataset {
                 "{}: skipped {} images that are not at <class>/<image>, e.g. {}",
                 self.path.display(),
                 stray.len(),
-                stray[0]
+                examples(&stray)
             ));
         }
         self.classes = match given {
@@ -323,7 +323,7 @@ impl Dataset {
                 "{}: skipped {} images in subfolders of a flat dataset, e.g. {}",
                 self.path.display(),
                 stray.len(),
-                stray[0]
+                examples(&stray)
             ));
         }
         files.sort_by(|a, b| a.parts.cmp(&b.parts));
@@ -478,6 +478,16 @@ fn parse_labels(text: &str) -> Result<Vec<LabelLine>> {
         );
     }
     Ok(lines)
+}
+
+/// Up to three names from a list, for messages.
+fn examples(names: &[String]) -> String {
+    let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 3 {
+        format!("{shown}, ...")
+    } else {
+        shown
+    }
 }
 
 fn is_image(parts: &[String]) -> bool {

@@ -327,6 +327,11 @@ fn read_f64(st: &SafeTensors, name: &str, len: usize) -> Result<Vec<f64>> {
         .collect())
 }
 
+/// Where [`Stats::save`] writes before renaming into place.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension(format!("tmp{}", std::process::id()))
+}
+
 impl Stats {
     /// Writes a safetensors file: `mean` f32 `[3, base, base]`, `covariance` and `eigenvectors`
     /// f64 `[3, 3]` (eigenvectors as rows), `eigenvalues` f64 `[3]`; base, counts and class names
@@ -357,7 +362,7 @@ impl Stats {
             ("classes".to_string(), serde_json::to_string(&self.classes)?),
         ]);
         let bytes = safetensors::serialize(tensors, Some(metadata))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = temp_path(path);
         std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
@@ -403,6 +408,48 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statistics_go_beside_the_dataset_or_where_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("train");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        image::RgbImage::from_pixel(6, 4, image::Rgb([10, 20, 30]))
+            .save(root.join("a/x.png"))
+            .unwrap();
+        let ds = Dataset::open(&root).unwrap();
+        let path = default_path(&ds, 8).unwrap();
+        let beside = dir
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join("train.stats-8.safetensors");
+        assert_eq!(path, beside);
+
+        // The default location cannot be written (a folder squats on the temporary file's name:
+        // tests run as root, whom read-only permissions do not stop): the error says what to do.
+        std::fs::create_dir(temp_path(&path)).unwrap();
+        let e = format!("{:#}", prepare(&ds, 8, 1, None).unwrap_err());
+        assert!(
+            e.contains("pass an explicit path for the statistics file"),
+            "{e}"
+        );
+        let told = dir.path().join("elsewhere.safetensors");
+        let prepared = prepare(&ds, 8, 1, Some(&told)).unwrap();
+        assert_eq!(prepared.path.as_deref(), Some(told.as_path()));
+        assert_eq!(&prepared.stats.mean[..2], &[10.0, 10.0]);
+        assert_eq!(
+            prepared.stats.eigenvalues, [0.0; 3],
+            "one colour: no variance"
+        );
+
+        // Writable again: written beside the dataset once, then reused.
+        std::fs::remove_dir(temp_path(&path)).unwrap();
+        assert!(!prepare(&ds, 8, 1, None).unwrap().reused);
+        let again = prepare(&ds, 8, 1, None).unwrap();
+        assert!(again.reused && again.path == Some(beside));
+        assert_eq!(again.stats, prepared.stats);
+    }
 
     #[test]
     fn jacobi_diagonalises_a_symmetric_matrix() {
