@@ -357,7 +357,16 @@ fn tar_with_a_top_folder_and_an_empty_class_is_read_in_place() {
     // A file that is not a tar at all.
     let junk = dir.path().join("junk.tar");
     std::fs::write(&junk, vec![7u8; 1500]).unwrap();
-    assert!(Dataset::open(&junk).is_err());
+    let e = err(Dataset::open(&junk));
+    assert!(
+        e.contains("not a folder or a tar archive") && e.contains("junk.tar"),
+        "{e}"
+    );
+    // An empty file is an empty archive: no images.
+    let empty = dir.path().join("empty.tar");
+    std::fs::write(&empty, b"").unwrap();
+    let e = err(Dataset::open(&empty));
+    assert!(e.contains("no images in") && e.contains("empty.tar"), "{e}");
 }
 
 #[test]

@@ -115,13 +115,15 @@ pub fn draw(seed: u64, epoch: u32, sample: usize, g: Geometry, alpha_std: f64) -
 /// it): read literally on 0..255 values, λ1 is of order 10⁴ and the shift of order 10³, beyond
 /// the pixel range. We take λ on the unit scale (pixels / 255), where the shift is a few levels,
 /// and convert back: shift = Σ p_i α_i (λ_i / 255²) · 255 = Σ p_i α_i λ_i / 255, with λ_i the
-/// eigenvalues of the 0..255 covariance held in [`Stats`].
+/// eigenvalues of the 0..255 covariance held in [`Stats`]. This is the scale of the ImageNet
+/// eigenvalues widely reused since (fb.resnet.torch: 0.2175, 0.0188, 0.0045); the shared
+/// 100-image sample gives 0.187, 0.016, 0.003 on it, so α = 0.1 shifts a pixel by ~5 levels.
 pub fn colour_shift(stats: &Stats, alpha: [f64; 3]) -> [f32; 3] {
     let mut shift = [0.0f64; 3];
-    for i in 0..3 {
-        let weight = alpha[i] * stats.eigenvalues[i] / 255.0;
-        for (c, s) in shift.iter_mut().enumerate() {
-            *s += stats.eigenvectors[i][c] * weight;
+    for ((a, lambda), p) in alpha.iter().zip(stats.eigenvalues).zip(stats.eigenvectors) {
+        let weight = a * lambda / 255.0;
+        for (s, pc) in shift.iter_mut().zip(p) {
+            *s += pc * weight;
         }
     }
     shift.map(|s| s as f32)

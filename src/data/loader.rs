@@ -9,8 +9,9 @@
 //! Unreadable files: in training, the slot of a bad sample at epoch position `p` takes the first
 //! readable sample at positions `p+1, p+2, …` (wrapping) of the same epoch order, so the batch
 //! size stays fixed and the choice is deterministic; in evaluation the bad sample is left out
-//! (that batch is shorter). Either way it is reported in [`Batch::skipped`] and counted in
-//! [`Loader::bad_samples`], and each file is decoded (and fails) at most once per loader.
+//! (that batch is shorter, possibly empty). Either way it is reported in [`Batch::skipped`] and
+//! counted in [`Loader::bad_samples`], and each file is decoded (and fails) at most once per
+//! loader. A replacement is augmented as itself (keyed by its own sample index).
 
 use super::augment::{self, EvalViews, Geometry};
 use super::source::Dataset;
@@ -34,7 +35,7 @@ const STREAM_SHUFFLE: u64 = 0xDA7A_0001 << 32;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {
     /// Random crop, mirror and PCA colour noise with α ~ N(0, `colour_noise`²); the paper's
-    /// `colour_noise` is 0.1, and 0 turns the noise off.
+    /// `colour_noise` is 0.1, and 0 turns the noise off (see also [`Loader::set_colour_noise`]).
     Train {
         colour_noise: f64,
     },
@@ -134,6 +135,8 @@ struct Shared {
     /// One slot per sample when the dataset fits in `cache_bytes`.
     cache: Option<Vec<OnceLock<Decoded>>>,
     bad: Mutex<BTreeMap<usize, String>>,
+    /// σ of the colour noise's α as `f64` bits, read when an epoch starts.
+    colour_noise: AtomicU64,
     images: AtomicU64,
     busy_nanos: AtomicU64,
 }
@@ -160,11 +163,10 @@ impl Loader {
             "{} holds no images",
             dataset.path().display()
         );
+        let mut noise = 0.0;
         if let Mode::Train { colour_noise } = config.mode {
-            ensure!(
-                colour_noise >= 0.0 && colour_noise.is_finite(),
-                "colour noise {colour_noise} must be ≥ 0"
-            );
+            check_colour_noise(colour_noise)?;
+            noise = colour_noise;
             ensure!(
                 dataset.len() >= config.batch_size,
                 "{} holds {} images, fewer than one batch of {}",
@@ -184,10 +186,21 @@ impl Loader {
                 pool,
                 cache,
                 bad: Mutex::new(BTreeMap::new()),
+                colour_noise: AtomicU64::new(noise.to_bits()),
                 images: AtomicU64::new(0),
                 busy_nanos: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Sets σ of the colour noise for epochs started from now on (`net145` turns it off late in
+    /// training); the decoded-image cache is kept.
+    pub fn set_colour_noise(&self, sigma: f64) -> Result<()> {
+        check_colour_noise(sigma)?;
+        self.shared
+            .colour_noise
+            .store(sigma.to_bits(), Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -262,6 +275,14 @@ impl Loader {
     }
 }
 
+fn check_colour_noise(sigma: f64) -> Result<()> {
+    ensure!(
+        sigma >= 0.0 && sigma.is_finite(),
+        "colour noise σ {sigma} must be finite and ≥ 0"
+    );
+    Ok(())
+}
+
 /// The batches of one epoch, in order. Each item is a batch or the error that ended the epoch.
 pub struct Batches {
     rx: Option<Receiver<Result<Batch>>>,
@@ -323,13 +344,14 @@ impl Shared {
             Mode::Train { .. } => Some(epoch_order(self.config.seed, epoch, self.dataset.len())),
             Mode::Eval(_) => None,
         };
+        let colour_noise = f64::from_bits(self.colour_noise.load(Ordering::Relaxed));
         for index in start..end {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
             let began = Instant::now();
             let batch = match &order {
-                Some(order) => self.train_batch(epoch, index, order),
+                Some(order) => self.train_batch(epoch, index, order, colour_noise),
                 None => self.eval_batch(epoch, index),
             };
             if let Ok(b) = &batch {
@@ -382,10 +404,13 @@ impl Shared {
         }
     }
 
-    fn train_batch(&self, epoch: u32, index: usize, order: &[u32]) -> Result<Batch> {
-        let Mode::Train { colour_noise } = self.config.mode else {
-            bail!("not a training loader")
-        };
+    fn train_batch(
+        &self,
+        epoch: u32,
+        index: usize,
+        order: &[u32],
+        colour_noise: f64,
+    ) -> Result<Batch> {
         let (g, bs, n) = (self.config.geometry, self.config.batch_size, order.len());
         let mut images = vec![0f32; bs * g.input_len()];
         let slots: Vec<Result<(usize, Vec<BadSample>)>> = self.pool.install(|| {

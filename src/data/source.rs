@@ -250,7 +250,10 @@ impl Dataset {
     ) -> Result<()> {
         // Class folders are the top-level folders, whether or not they hold images.
         let mut by_class: BTreeMap<String, Vec<Found>> = BTreeMap::new();
-        for d in dirs.iter().filter(|d| d.len() == 1) {
+        for d in dirs
+            .iter()
+            .filter(|d| d.len() == 1 && !d[0].starts_with('.'))
+        {
             by_class.entry(d[0].clone()).or_default();
         }
         let mut stray = Vec::new();
@@ -537,9 +540,18 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, bool)>> {
             .file_name()
             .into_string()
             .map_err(|n| anyhow!("{}: file name {n:?} is not UTF-8", dir.display()))?;
-        let meta =
-            std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
-        out.push((name, meta.is_dir()));
+        // The entry's own type comes with the listing; only links need a look at their target.
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let is_dir = if kind.is_symlink() {
+            std::fs::metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .is_dir()
+        } else {
+            kind.is_dir()
+        };
+        out.push((name, is_dir));
     }
     out.sort();
     Ok(out)
@@ -560,14 +572,13 @@ fn list_tar(path: &Path, flat: bool) -> Result<(File, Vec<Found>, Vec<Vec<String
             path.display()
         );
     }
+    let not_a_tar = || format!("reading {}: not a folder or a tar archive", path.display());
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     {
         let mut archive = tar::Archive::new(&file);
-        let entries = archive
-            .entries_with_seek()
-            .with_context(|| format!("reading tar {}", path.display()))?;
+        let entries = archive.entries_with_seek().with_context(|| not_a_tar())?;
         for entry in entries {
-            let entry = entry.with_context(|| format!("reading tar {}", path.display()))?;
+            let entry = entry.with_context(|| not_a_tar())?;
             let kind = entry.header().entry_type();
             let member = entry
                 .path()

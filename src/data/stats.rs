@@ -157,18 +157,18 @@ impl Sums {
         }
         for px in img.chunks_exact(3) {
             let p = [px[0] as u64, px[1] as u64, px[2] as u64];
-            for c in 0..3 {
-                channel[c] += p[c];
+            for (sum, v) in channel.iter_mut().zip(p) {
+                *sum += v;
             }
-            for (k, &(a, b)) in PAIRS.iter().enumerate() {
-                products[k] += p[a] * p[b];
+            for (sum, &(a, b)) in products.iter_mut().zip(&PAIRS) {
+                *sum += p[a] * p[b];
             }
         }
-        for c in 0..3 {
-            self.channel[c] += channel[c] as u128;
+        for (total, part) in self.channel.iter_mut().zip(channel) {
+            *total += part as u128;
         }
-        for k in 0..6 {
-            self.products[k] += products[k] as u128;
+        for (total, part) in self.products.iter_mut().zip(products) {
+            *total += part as u128;
         }
         self.images += 1;
     }
@@ -273,16 +273,15 @@ pub fn symmetric_eigen(m: [[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
             let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
             let c = 1.0 / (t * t + 1.0).sqrt();
             let s = t * c;
-            for k in 0..3 {
-                let (akp, akq) = (a[k][p], a[k][q]);
-                a[k][p] = c * akp - s * akq;
-                a[k][q] = s * akp + c * akq;
+            // A ← Jᵀ A J: columns p and q, then rows p and q; V ← V J.
+            for row in &mut a {
+                let (akp, akq) = (row[p], row[q]);
+                row[p] = c * akp - s * akq;
+                row[q] = s * akp + c * akq;
             }
-            for k in 0..3 {
-                let (apk, aqk) = (a[p][k], a[q][k]);
-                a[p][k] = c * apk - s * aqk;
-                a[q][k] = s * apk + c * aqk;
-            }
+            let (rp, rq) = (a[p], a[q]);
+            a[p] = std::array::from_fn(|k| c * rp[k] - s * rq[k]);
+            a[q] = std::array::from_fn(|k| s * rp[k] + c * rq[k]);
             for row in &mut v {
                 let (vp, vq) = (row[p], row[q]);
                 row[p] = c * vp - s * vq;

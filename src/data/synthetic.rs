@@ -124,7 +124,7 @@ impl Synthetic {
                 let pixel = (y * size + x) as u64;
                 for c in 0..3 {
                     let bits = word(PARAMETER_WORDS + (pixel * 3 + c as u64) / 2);
-                    let pair = if (pixel * 3 + c as u64) % 2 == 0 {
+                    let pair = if (pixel * 3 + c as u64).is_multiple_of(2) {
                         bits
                     } else {
                         bits >> 16
