@@ -219,7 +219,7 @@ fn loader_counts_and_skips_bad_files_and_training_goes_on() {
     // Evaluation: the bad files are left out, the rest come in order.
     let mut config = LoaderConfig::eval(g, 8, EvalViews::Centre);
     config.threads = 2;
-    let eval = Loader::new(ds.clone(), stats, config).unwrap();
+    let eval = Loader::new(ds.clone(), stats.clone(), config).unwrap();
     let batches: Vec<Batch> = eval.epoch(0, 0).map(Result::unwrap).collect();
     let samples: Vec<usize> = batches.iter().flat_map(|b| b.samples.clone()).collect();
     let skipped: Vec<usize> = batches
@@ -231,6 +231,15 @@ fn loader_counts_and_skips_bad_files_and_training_goes_on() {
     let mut all: Vec<usize> = samples.into_iter().chain(skipped).collect();
     all.sort();
     assert_eq!(all, (0..15).collect::<Vec<_>>());
+
+    // Batches of one: a bad file's batch would be empty, so it is not sent at all.
+    let mut config = LoaderConfig::eval(g, 1, EvalViews::Centre);
+    config.threads = 1;
+    let single = Loader::new(ds.clone(), stats, config).unwrap();
+    let batches: Vec<Batch> = single.epoch(0, 0).map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 13);
+    assert!(batches.iter().all(|b| b.len() == 1));
+    assert_eq!(single.bad_samples().len(), 2);
 }
 
 #[test]
