@@ -1,0 +1,166 @@
+//! Decoding and the paper's base image: bytes → RGB → centred square → `base`×`base`.
+//!
+//! The format is detected from the content (ImageNet holds a PNG named `.JPEG`); JPEG (baseline
+//! or progressive; RGB, grayscale or CMYK) and PNG are read, and every image becomes 8-bit RGB:
+//! gray is replicated, CMYK converted by the JPEG decoder, alpha dropped.
+
+use anyhow::{Result, anyhow, bail, ensure};
+use image::imageops::FilterType;
+use image::{ImageFormat, RgbImage};
+
+/// Decodes an encoded image to 8-bit RGB. A file that is not JPEG or PNG, is corrupt, or is cut
+/// short is an error saying which.
+pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
+    let format = image::guess_format(bytes).map_err(|_| {
+        anyhow!(
+            "not a JPEG or PNG image ({} bytes starting {:02x?})",
+            bytes.len(),
+            &bytes[..bytes.len().min(4)]
+        )
+    })?;
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
+        bail!("{format:?} images are not read (JPEG and PNG are)");
+    }
+    // The decoders are fuzzed but not proven: a panic on hostile input is turned into this file's
+    // error so the loader can skip it instead of taking training down.
+    let decoded = std::panic::catch_unwind(|| image::load_from_memory_with_format(bytes, format))
+        .map_err(|_| anyhow!("the image decoder panicked on this file"))?;
+    let complete = match format {
+        ImageFormat::Jpeg => check_jpeg_complete(bytes),
+        _ => Ok(()),
+    };
+    let name = if format == ImageFormat::Jpeg {
+        "JPEG"
+    } else {
+        "PNG"
+    };
+    let decoded = match (decoded, complete) {
+        (Ok(image), Ok(())) => image,
+        (Ok(_), Err(truncated)) => return Err(truncated),
+        (Err(e), Ok(())) => bail!("corrupt {name}: {e}"),
+        (Err(e), Err(truncated)) => bail!("{truncated}; the decoder also fails: {e}"),
+    };
+    let rgb = decoded.into_rgb8();
+    ensure!(rgb.width() > 0 && rgb.height() > 0, "image has no pixels");
+    Ok(rgb)
+}
+
+/// The paper's preprocessing: the centred square of side `min(w, h)`, resized to `base`×`base`
+/// with a triangle (bilinear) filter, whose support the image crate widens by the scale factor
+/// when shrinking so that it averages rather than aliases. Cropping before resizing is the
+/// paper's "shorter side to 256, then the central 256×256" up to rounding the crop's offset to a
+/// whole source pixel, and it resizes fewer pixels. Returns HWC `u8`, `base * base * 3` bytes.
+pub fn to_base(image: &RgbImage, base: usize) -> Vec<u8> {
+    let (w, h) = image.dimensions();
+    let side = w.min(h);
+    let square = image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side);
+    if side as usize == base {
+        square.to_image().into_raw()
+    } else {
+        image::imageops::resize(&*square, base as u32, base as u32, FilterType::Triangle).into_raw()
+    }
+}
+
+/// [`decode_rgb`] then [`to_base`].
+pub fn decode_base(bytes: &[u8], base: usize) -> Result<Vec<u8>> {
+    Ok(to_base(&decode_rgb(bytes)?, base))
+}
+
+/// The JPEG decoder is lenient: data cut short decodes, the missing part grey. A truncated file
+/// is caught here instead, by walking the marker segments (skipping each scan's entropy-coded
+/// data) until the end-of-image marker; reaching the end of the bytes first means truncation.
+/// Stray bytes between segments are stepped over, as libjpeg does, and anything after the
+/// end-of-image marker is ignored.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
+    let n = bytes.len();
+    let truncated = || anyhow!("truncated JPEG: {n} bytes end before the end-of-image marker");
+    let mut i = 2; // after the start-of-image marker
+    loop {
+        // The next marker: 0xFF (any number of fill bytes) and a code.
+        i += bytes
+            .get(i..)
+            .and_then(|b| b.iter().position(|&x| x == 0xFF))
+            .ok_or_else(truncated)?;
+        while bytes.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let code = *bytes.get(i).ok_or_else(truncated)?;
+        i += 1;
+        match code {
+            0xD9 => return Ok(()),
+            // Restart markers, TEM, and a stuffed zero met outside a scan: no length field.
+            0xD0..=0xD7 | 0x01 | 0x00 => continue,
+            _ => {}
+        }
+        let len = bytes.get(i..i + 2).ok_or_else(truncated)?;
+        i += u16::from_be_bytes([len[0], len[1]]) as usize;
+        if i > n {
+            return Err(truncated());
+        }
+        if code == 0xDA {
+            // Entropy-coded data: 0xFF is followed by a stuffed 0x00 or a restart marker until
+            // the next real marker.
+            loop {
+                i += bytes[i..]
+                    .iter()
+                    .position(|&x| x == 0xFF)
+                    .ok_or_else(truncated)?;
+                match bytes.get(i + 1) {
+                    None => return Err(truncated()),
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 90]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&img)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn complete_jpeg_passes_and_every_truncation_is_caught() {
+        let full = jpeg(40, 30);
+        check_jpeg_complete(&full).unwrap();
+        // Trailing bytes after the end-of-image marker are allowed.
+        let mut trailing = full.clone();
+        trailing.extend_from_slice(b"trailer\xff\xda");
+        check_jpeg_complete(&trailing).unwrap();
+        for cut in (3..full.len() - 1).step_by(7) {
+            let err = check_jpeg_complete(&full[..cut]).unwrap_err().to_string();
+            assert!(err.contains("truncated"), "cut at {cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn base_image_is_the_resized_centre_square() {
+        // A 60x40 image whose left and right 10 columns are red: the centre square is all blue.
+        let img = RgbImage::from_fn(60, 40, |x, _| {
+            if (10..50).contains(&x) {
+                image::Rgb([0, 0, 255])
+            } else {
+                image::Rgb([255, 0, 0])
+            }
+        });
+        let base = to_base(&img, 16);
+        assert_eq!(base.len(), 16 * 16 * 3);
+        assert!(
+            base.chunks(3).all(|p| p == [0, 0, 255]),
+            "{:?}",
+            &base[..12]
+        );
+        // Already square and at the base size: the pixels pass through untouched.
+        let small = RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8, y as u8, 3]));
+        assert_eq!(to_base(&small, 8), small.into_raw());
+    }
+}

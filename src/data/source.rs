@@ -1,0 +1,672 @@
+//! Dataset readers: which images a dataset holds, their labels, and their bytes.
+//!
+//! A dataset is a folder or an uncompressed tar archive of one, in one of two layouts:
+//! - class folders (ImageFolder; ImageNet's `train/`, CIFAR-10's tars): `<root>/<class>/<image>`.
+//!   A tar may wrap the tree in one top folder (`train/<class>/<image>`).
+//! - flat, with a labels file (ImageNet's `val/`): `<root>/<image>`; see [`OpenOptions::labels`].
+//!
+//! Classes are the sorted folder names; samples are ordered by class, then by file name (the
+//! order torchvision's ImageFolder uses). Only files named `*.jpg`, `*.jpeg` or `*.png` (any case)
+//! count as images, and hidden files (`.name`) are skipped; what is inside is detected from the
+//! content, not the name. A tar is indexed once (member offsets and sizes) and then read in place,
+//! from any number of threads at once, by positioned reads.
+
+use super::decode;
+use super::synthetic::Synthetic;
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
+
+/// One image of a dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Path relative to the dataset root (a folder) or the member path (a tar), `/`-separated.
+    pub name: String,
+    /// Index into [`Dataset::classes`].
+    pub label: u32,
+    /// Where a tar member's bytes start, and how many there are (unused for folders).
+    offset: u64,
+    size: u64,
+}
+
+/// How to open a dataset: the defaults read class folders.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Read the flat layout: every image directly in the root (or in the tar's one top folder),
+    /// labelled by this text file. Two forms are accepted (blank lines and `#` lines are skipped):
+    /// - `<file name> <label>` per line (e.g. Caffe's ImageNet `val.txt`); images without a line
+    ///   are skipped with a warning, a line naming a missing image is an error;
+    /// - one `<label>` per line: line i labels the i-th image in sorted file-name order (the
+    ///   counts must match).
+    ///
+    /// A label is a class name, or a 0-based index into the sorted class list (which needs
+    /// [`OpenOptions::classes`]); a token that is a class name is read as a name. ILSVRC-2012's
+    /// devkit ground truth uses its own 1-based ids in another order: convert it to wnids first.
+    pub labels: Option<PathBuf>,
+    /// The training set's classes, so that labels mean the same in every split: class folders
+    /// must be among them, label indices refer to them. Without it, classes are this dataset's
+    /// own folder names (or, flat, the sorted distinct label names).
+    pub classes: Option<Vec<String>>,
+}
+
+/// A dataset: its classes, its samples, and the means to read them.
+pub struct Dataset {
+    path: PathBuf,
+    classes: Vec<String>,
+    samples: Vec<Sample>,
+    store: Store,
+    warnings: Vec<String>,
+}
+
+enum Store {
+    Folder,
+    Tar(File),
+    Synthetic(Synthetic),
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("path", &self.path)
+            .field("classes", &self.classes.len())
+            .field("samples", &self.samples.len())
+            .finish()
+    }
+}
+
+/// A file found while listing a dataset: path components below the root, and for a tar member
+/// where its bytes lie.
+struct Found {
+    parts: Vec<String>,
+    offset: u64,
+    size: u64,
+}
+
+impl Dataset {
+    /// Opens a folder or tar of class folders.
+    pub fn open(path: impl AsRef<Path>) -> Result<Dataset> {
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// Opens a folder or tar with the given options (a labels file reads the flat layout).
+    pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Dataset> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("dataset not found: {}", path.display()))?;
+        let flat = options.labels.is_some();
+        let (store, files, dirs) = if meta.is_dir() {
+            let (files, dirs) = list_folder(path, flat)?;
+            (Store::Folder, files, dirs)
+        } else {
+            let (file, files, dirs) = list_tar(path, flat)?;
+            (Store::Tar(file), files, dirs)
+        };
+        let mut dataset = Dataset {
+            path: path.to_path_buf(),
+            classes: Vec::new(),
+            samples: Vec::new(),
+            store,
+            warnings: Vec::new(),
+        };
+        dataset.arrange(files, dirs, options)?;
+        Ok(dataset)
+    }
+
+    /// The built-in procedural dataset (see [`super::synthetic`]).
+    pub fn synthetic(synthetic: Synthetic) -> Dataset {
+        let classes = super::synthetic::CLASSES.map(String::from).to_vec();
+        let samples = (0..synthetic.len())
+            .map(|i| Sample {
+                name: format!("{}/{i:06}", classes[synthetic.label(i) as usize]),
+                label: synthetic.label(i),
+                offset: 0,
+                size: 0,
+            })
+            .collect();
+        Dataset {
+            path: PathBuf::from(format!("synthetic:{}", synthetic.describe())),
+            classes,
+            samples,
+            store: Store::Synthetic(synthetic),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The path this dataset was opened from (`synthetic:...` for the built-in one).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self.store, Store::Synthetic(_))
+    }
+    /// Class names; label `i` is `classes()[i]`.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+    pub fn label(&self, index: usize) -> u32 {
+        self.samples[index].label
+    }
+    /// Things found while opening that did not stop it (empty class folders, skipped files): the
+    /// caller should print them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+    /// Samples per class, indexed by label.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for s in &self.samples {
+            counts[s.label as usize] += 1;
+        }
+        counts
+    }
+
+    /// Where sample `index` lives, for messages: `<root>/<name>` or `<tar>:<member>`.
+    pub fn describe(&self, index: usize) -> String {
+        let name = &self.samples[index].name;
+        match self.store {
+            Store::Folder => self.path.join(name).display().to_string(),
+            Store::Tar(_) | Store::Synthetic(_) => format!("{}:{name}", self.path.display()),
+        }
+    }
+
+    /// The encoded bytes of sample `index` (an error for the synthetic dataset, which has none).
+    pub fn read(&self, index: usize) -> Result<Vec<u8>> {
+        let sample = &self.samples[index];
+        match &self.store {
+            Store::Folder => std::fs::read(self.path.join(&sample.name))
+                .with_context(|| format!("reading {}", self.describe(index))),
+            Store::Tar(file) => read_at(file, sample.offset, sample.size as usize)
+                .with_context(|| format!("reading {}", self.describe(index))),
+            Store::Synthetic(_) => bail!("the synthetic dataset has no files"),
+        }
+    }
+
+    /// Sample `index` as a `base`×`base` RGB image, `u8` in HWC order: decoded and cut to the
+    /// centred square, then resized (see [`decode::to_base`]). Errors name the file.
+    pub fn load(&self, index: usize, base: usize) -> Result<Vec<u8>> {
+        if let Store::Synthetic(synthetic) = &self.store {
+            return Ok(synthetic.render(index, base));
+        }
+        let bytes = self.read(index)?;
+        decode::decode_base(&bytes, base)
+            .with_context(|| format!("decoding {}", self.describe(index)))
+    }
+
+    /// Turns the listing into classes and samples.
+    fn arrange(
+        &mut self,
+        files: Vec<Found>,
+        dirs: Vec<Vec<String>>,
+        options: &OpenOptions,
+    ) -> Result<()> {
+        let (mut images, mut skipped) = (Vec::new(), Vec::new());
+        for f in files {
+            if is_image(&f.parts) {
+                images.push(f);
+            } else {
+                skipped.push(f.parts.join("/"));
+            }
+        }
+        if !skipped.is_empty() {
+            self.warnings.push(format!(
+                "{}: skipped {} hidden or non-image files (only .jpg, .jpeg and .png are read), e.g. {}",
+                self.path.display(),
+                skipped.len(),
+                examples(&skipped)
+            ));
+        }
+        match &options.labels {
+            Some(labels) => self.arrange_flat(images, labels, options.classes.as_deref())?,
+            None => self.arrange_classes(images, dirs, options.classes.as_deref())?,
+        }
+        ensure!(
+            !self.samples.is_empty(),
+            "no images in {}: expected {}",
+            self.path.display(),
+            if options.labels.is_some() {
+                "<root>/<image> files named in the labels file"
+            } else {
+                "class folders, <root>/<class>/<image>.JPEG"
+            }
+        );
+        Ok(())
+    }
+
+    fn arrange_classes(
+        &mut self,
+        images: Vec<Found>,
+        dirs: Vec<Vec<String>>,
+        given: Option<&[String]>,
+    ) -> Result<()> {
+        // Class folders are the top-level folders, whether or not they hold images.
+        let mut by_class: BTreeMap<String, Vec<Found>> = BTreeMap::new();
+        for d in dirs
+            .iter()
+            .filter(|d| d.len() == 1 && !d[0].starts_with('.'))
+        {
+            by_class.entry(d[0].clone()).or_default();
+        }
+        let mut stray = Vec::new();
+        for f in images {
+            if f.parts.len() == 2 {
+                by_class.entry(f.parts[0].clone()).or_default().push(f);
+            } else {
+                stray.push(f.parts.join("/"));
+            }
+        }
+        if !stray.is_empty() {
+            self.warnings.push(format!(
+                "{}: skipped {} images that are not at <class>/<image>, e.g. {}",
+                self.path.display(),
+                stray.len(),
+                examples(&stray)
+            ));
+        }
+        self.classes = match given {
+            Some(classes) => classes.to_vec(),
+            None => by_class.keys().cloned().collect(),
+        };
+        let index: BTreeMap<&str, u32> = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i as u32))
+            .collect();
+        for (class, mut files) in by_class {
+            let label = *index.get(class.as_str()).ok_or_else(|| {
+                anyhow!(
+                    "{}: class folder {class:?} is not one of the {} training classes",
+                    self.path.display(),
+                    self.classes.len()
+                )
+            })?;
+            if files.is_empty() {
+                self.warnings
+                    .push(format!("empty class folder: {}", self.member_path(&class)));
+            }
+            files.sort_by(|a, b| a.parts.cmp(&b.parts));
+            self.samples.extend(files.into_iter().map(|f| Sample {
+                name: f.parts.join("/"),
+                label,
+                offset: f.offset,
+                size: f.size,
+            }));
+        }
+        self.samples.sort_by_key(|s| s.label);
+        Ok(())
+    }
+
+    fn arrange_flat(
+        &mut self,
+        images: Vec<Found>,
+        labels_path: &Path,
+        given: Option<&[String]>,
+    ) -> Result<()> {
+        let mut files: Vec<Found> = Vec::new();
+        let mut stray = Vec::new();
+        for f in images {
+            if f.parts.len() == 1 {
+                files.push(f);
+            } else {
+                stray.push(f.parts.join("/"));
+            }
+        }
+        if !stray.is_empty() {
+            self.warnings.push(format!(
+                "{}: skipped {} images in subfolders of a flat dataset, e.g. {}",
+                self.path.display(),
+                stray.len(),
+                examples(&stray)
+            ));
+        }
+        files.sort_by(|a, b| a.parts.cmp(&b.parts));
+        let text = std::fs::read_to_string(labels_path)
+            .with_context(|| format!("reading labels file {}", labels_path.display()))?;
+        let lines = parse_labels(&text)
+            .with_context(|| format!("labels file {}", labels_path.display()))?;
+        if given.is_none() && lines.iter().any(|l| l.label.parse::<u32>().is_ok()) {
+            bail!(
+                "{}: integer labels index the training set's classes; open this split with the training set's class list",
+                labels_path.display()
+            );
+        }
+        // Classes: the training set's, or the distinct names the file uses.
+        self.classes = match given {
+            Some(classes) => classes.to_vec(),
+            None => {
+                let names: BTreeSet<&str> = lines.iter().map(|l| l.label.as_str()).collect();
+                names.into_iter().map(String::from).collect()
+            }
+        };
+        let class_index: BTreeMap<&str, u32> = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i as u32))
+            .collect();
+        let to_label = |line: &LabelLine| -> Result<u32> {
+            if let Some(&l) = class_index.get(line.label.as_str()) {
+                return Ok(l);
+            }
+            match line.label.parse::<u32>() {
+                Ok(i) if (i as usize) < self.classes.len() => Ok(i),
+                Ok(i) => bail!(
+                    "{}: line {}: label {i} is out of range for {} classes",
+                    labels_path.display(),
+                    line.number,
+                    self.classes.len()
+                ),
+                Err(_) => bail!(
+                    "{}: line {}: {:?} is not a class name",
+                    labels_path.display(),
+                    line.number,
+                    line.label
+                ),
+            }
+        };
+        let paired = lines.first().is_some_and(|l| l.file.is_some());
+        if paired {
+            let mut by_name: BTreeMap<String, Found> =
+                files.into_iter().map(|f| (f.parts[0].clone(), f)).collect();
+            let mut labelled = Vec::with_capacity(lines.len());
+            for line in &lines {
+                let file = line.file.as_deref().unwrap_or_default();
+                let f = by_name.remove(file).ok_or_else(|| {
+                    anyhow!(
+                        "{}: line {}: no image {} in the dataset",
+                        labels_path.display(),
+                        line.number,
+                        self.member_path(file)
+                    )
+                })?;
+                labelled.push((f, to_label(line)?));
+            }
+            if let Some(first) = by_name.keys().next() {
+                self.warnings.push(format!(
+                    "{}: skipped {} images that have no line in {}, e.g. {first}",
+                    self.path.display(),
+                    by_name.len(),
+                    labels_path.display()
+                ));
+            }
+            labelled.sort_by(|a, b| a.0.parts.cmp(&b.0.parts));
+            self.samples = labelled
+                .into_iter()
+                .map(|(f, label)| Sample {
+                    name: f.parts.join("/"),
+                    label,
+                    offset: f.offset,
+                    size: f.size,
+                })
+                .collect();
+        } else {
+            ensure!(
+                lines.len() == files.len(),
+                "{} has {} labels but {} holds {} images; a plain list labels the images in sorted file-name order, so the counts must match",
+                labels_path.display(),
+                lines.len(),
+                self.path.display(),
+                files.len()
+            );
+            self.samples = files
+                .into_iter()
+                .zip(&lines)
+                .map(|(f, line)| {
+                    Ok(Sample {
+                        name: f.parts.join("/"),
+                        label: to_label(line)?,
+                        offset: f.offset,
+                        size: f.size,
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+
+    /// A path inside the dataset, for messages.
+    fn member_path(&self, relative: &str) -> String {
+        match self.store {
+            Store::Folder => self.path.join(relative).display().to_string(),
+            _ => format!("{}:{relative}", self.path.display()),
+        }
+    }
+}
+
+/// One line of a labels file.
+struct LabelLine {
+    number: usize,
+    file: Option<String>,
+    label: String,
+}
+
+fn parse_labels(text: &str) -> Result<Vec<LabelLine>> {
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let (file, label) = match tokens[..] {
+            [label] => (None, label),
+            [file, label] => (Some(file.to_string()), label),
+            _ => bail!(
+                "line {}: expected `<file> <label>` or `<label>`, found {line:?}",
+                i + 1
+            ),
+        };
+        lines.push(LabelLine {
+            number: i + 1,
+            file,
+            label: label.to_string(),
+        });
+    }
+    ensure!(!lines.is_empty(), "no labels");
+    let paired = lines[0].file.is_some();
+    if let Some(odd) = lines.iter().find(|l| l.file.is_some() != paired) {
+        bail!(
+            "line {}: mixes `<file> <label>` lines with plain `<label>` lines",
+            odd.number
+        );
+    }
+    Ok(lines)
+}
+
+/// Up to three names from a list, for messages.
+fn examples(names: &[String]) -> String {
+    let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 3 {
+        format!("{shown}, ...")
+    } else {
+        shown
+    }
+}
+
+fn is_image(parts: &[String]) -> bool {
+    let Some(name) = parts.last() else {
+        return false;
+    };
+    if parts.iter().any(|p| p.starts_with('.')) {
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".jpg") || lower.ends_with(".jpeg") || lower.ends_with(".png")
+}
+
+/// Lists a folder two levels deep (`<class>/<image>`), or one level when `flat`.
+fn list_folder(root: &Path, flat: bool) -> Result<(Vec<Found>, Vec<Vec<String>>)> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for (name, is_dir) in read_dir_sorted(root)? {
+        if !is_dir {
+            files.push(Found {
+                parts: vec![name],
+                offset: 0,
+                size: 0,
+            });
+        } else if !flat && !name.starts_with('.') {
+            for (inner, inner_is_dir) in read_dir_sorted(&root.join(&name))? {
+                if !inner_is_dir {
+                    files.push(Found {
+                        parts: vec![name.clone(), inner],
+                        offset: 0,
+                        size: 0,
+                    });
+                }
+            }
+            dirs.push(vec![name]);
+        }
+    }
+    Ok((files, dirs))
+}
+
+/// Entries of a folder as (name, is a folder), sorted by name; symbolic links are followed.
+fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let path = entry.path();
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|n| anyhow!("{}: file name {n:?} is not UTF-8", dir.display()))?;
+        // The entry's own type comes with the listing; only links need a look at their target.
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let is_dir = if kind.is_symlink() {
+            std::fs::metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .is_dir()
+        } else {
+            kind.is_dir()
+        };
+        out.push((name, is_dir));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Indexes an uncompressed tar: every regular member's path, data offset and size. A single top
+/// folder wrapping the whole tree is stripped.
+fn list_tar(path: &Path, flat: bool) -> Result<(File, Vec<Found>, Vec<Vec<String>>)> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 2];
+    if read_at(&file, 0, 2)
+        .map(|m| magic.copy_from_slice(&m))
+        .is_ok()
+        && magic == [0x1f, 0x8b]
+    {
+        bail!(
+            "{} is gzip-compressed; members are read in place by offset, so decompress it first (gunzip)",
+            path.display()
+        );
+    }
+    let not_a_tar = || format!("reading {}: not a folder or a tar archive", path.display());
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    {
+        let mut archive = tar::Archive::new(&file);
+        let entries = archive.entries_with_seek().with_context(|| not_a_tar())?;
+        for entry in entries {
+            let entry = entry.with_context(|| not_a_tar())?;
+            let kind = entry.header().entry_type();
+            let member = entry
+                .path()
+                .with_context(|| format!("reading tar {}", path.display()))?;
+            let parts: Vec<String> = member
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect();
+            if parts.is_empty() {
+                continue;
+            }
+            if kind.is_dir() {
+                dirs.push(parts);
+            } else if kind.is_file() {
+                files.push(Found {
+                    parts,
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                });
+            }
+        }
+    }
+    // `[<top>/]<class>/<image>` (or `[<top>/]<image>` when flat): strip the one top folder.
+    let depth = if flat { 1 } else { 2 };
+    let images = files.iter().filter(|f| is_image(&f.parts));
+    let tops: BTreeSet<&str> = images.clone().map(|f| f.parts[0].as_str()).collect();
+    if tops.len() == 1 && images.clone().all(|f| f.parts.len() == depth + 1) {
+        let top = tops.into_iter().next().unwrap_or_default().to_string();
+        files.retain(|f| f.parts.len() > 1 && f.parts[0] == top);
+        for f in &mut files {
+            f.parts.remove(0);
+        }
+        dirs.retain(|d| d.len() > 1 && d[0] == top);
+        for d in &mut dirs {
+            d.remove(0);
+        }
+    }
+    Ok((file, files, dirs))
+}
+
+/// Reads `len` bytes at `offset` without moving a shared cursor, so threads can read one file at
+/// once.
+fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut buf, offset)?;
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt;
+        let mut done = 0;
+        while done < len {
+            let n = file.seek_read(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+    }
+    Ok(buf)
+}
+
+/// The training and validation parts of a dataset root: `train` or `train.tar`, and `val`,
+/// `val.tar`, `test` or `test.tar` (the first present), e.g. ImageNet's `train/` and `val/`, or
+/// CIFAR-10's `train.tar` and `test.tar`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Splits {
+    pub train: PathBuf,
+    pub val: Option<PathBuf>,
+}
+
+impl Splits {
+    pub fn find(root: impl AsRef<Path>) -> Result<Splits> {
+        let root = root.as_ref();
+        ensure!(
+            root.is_dir(),
+            "dataset not found: {} is not a folder",
+            root.display()
+        );
+        let first = |names: &[&str]| names.iter().map(|n| root.join(n)).find(|p| p.exists());
+        let train = first(&["train", "train.tar"])
+            .ok_or_else(|| anyhow!("{} holds neither train/ nor train.tar", root.display()))?;
+        let val = first(&["val", "val.tar", "test", "test.tar"]);
+        Ok(Splits { train, val })
+    }
+}
