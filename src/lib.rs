@@ -2,6 +2,7 @@
 //! it: two towers, one per device, exchanging activations only at the paper's cross connections.
 //! See DESIGN.md for the model, the recipe, the crate layout and the test pyramid.
 
+pub mod cli;
 pub mod data;
 pub mod device;
 pub mod emu;

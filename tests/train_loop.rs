@@ -82,6 +82,7 @@ fn run(
         out_dir: dir.to_path_buf(),
         checkpoint_every: 2,
         max_steps,
+        time_limit: None,
         progress: false,
     };
     let (params, momentum, state) = starting_point(&plan, resume.then_some(dir), 4, 0.05).unwrap();

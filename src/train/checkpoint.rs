@@ -27,6 +27,9 @@ pub struct TrainState {
     /// The base learning rate now in force.
     pub lr: f32,
     pub seed: u64,
+    /// The batch size the run trains with (0: not recorded); a resumed run must keep it.
+    #[serde(default)]
+    pub batch: usize,
     /// Learning-rate schedule state: best validation top-1 error so far, epochs since it
     /// improved, and how many times the rate has been divided.
     pub best_val_error: Option<f64>,

@@ -1,5 +1,7 @@
 //! Training: checkpoints, the learning-rate schedule, the metrics log and the loop.
 
+pub mod batches;
 pub mod checkpoint;
+pub mod plot;
 pub mod run;
 pub mod schedule;

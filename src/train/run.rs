@@ -54,8 +54,11 @@ pub struct TrainConfig {
     pub out_dir: PathBuf,
     /// Save a checkpoint every this many steps (0: only at epoch ends and on interruption).
     pub checkpoint_every: u64,
-    /// Stop after this many steps in total (the synthetic demo's time box), if set.
+    /// Stop after this many steps in total, if set.
     pub max_steps: Option<u64>,
+    /// Stop (with a checkpoint) once this much time has passed, if set: the synthetic demo's
+    /// time box.
+    pub time_limit: Option<std::time::Duration>,
     /// Show a progress bar (off in tests and when output is not a terminal).
     pub progress: bool,
 }
@@ -191,12 +194,17 @@ pub fn train<D: Device>(
         bar
     });
     let mut last_eval = None;
+    let started = Instant::now();
     let (mut window_images, mut window_start) = (0usize, Instant::now());
     let (mut interrupted, mut stopped_early) = (false, false);
     'epochs: while state.epoch < cfg.epochs {
         data.start_epoch(state.epoch, state.batch_in_epoch)?;
         while state.batch_in_epoch < per_epoch {
-            if stop.load(Ordering::SeqCst) || cfg.max_steps.is_some_and(|m| state.step >= m) {
+            let out_of_time = cfg.time_limit.is_some_and(|t| started.elapsed() >= t);
+            if stop.load(Ordering::SeqCst)
+                || out_of_time
+                || cfg.max_steps.is_some_and(|m| state.step >= m)
+            {
                 interrupted = stop.load(Ordering::SeqCst);
                 stopped_early = true;
                 break 'epochs;

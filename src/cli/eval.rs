@@ -1,0 +1,305 @@
+//! `alexnet eval`, `alexnet predict` and `alexnet filters`: using a trained checkpoint.
+
+use super::data_args::{load_stats, open, splits, threads};
+use super::devices::{DeviceKind, Job, dispatch, parse_gpus};
+use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats, image_views};
+use crate::device::Device;
+use crate::model::Plan;
+use crate::model::init::NetParams;
+use crate::parallel::Network;
+use crate::train::batches::LoaderEval;
+use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::run::{EvalResult, checkpoint_path, evaluate};
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    /// A run folder or its checkpoint file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The training set's statistics [default: stats.safetensors in the run folder].
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// Side of the base images [default: the statistics'].
+    #[arg(long)]
+    pub base: Option<usize>,
+    /// Score the paper's ten crops (corners, centre, and their mirrors), averaging the softmax.
+    #[arg(long)]
+    pub ten_crop: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+    #[arg(long, default_value = "0,1")]
+    pub devices: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub ck: CheckpointArgs,
+    /// Labelled images: a dataset root (its val/ or test/ is used), or a class-folder tree or tar.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub ck: CheckpointArgs,
+    /// A file of class descriptions, `<class> <description>` per line (ImageNet's synsets.txt);
+    /// classes are named by their folder names otherwise.
+    #[arg(long)]
+    pub synsets: Option<PathBuf>,
+    /// Images to classify (JPEG or PNG).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FiltersArgs {
+    /// A run folder or its checkpoint file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The PNG to write.
+    #[arg(long, default_value = "filters.png")]
+    pub out: PathBuf,
+    /// Pixels per filter tap.
+    #[arg(long, default_value_t = 4)]
+    pub zoom: u32,
+}
+
+fn load_checkpoint(path: &Path) -> Result<(PathBuf, Checkpoint)> {
+    let file = if path.is_dir() {
+        checkpoint_path(path)
+    } else {
+        path.to_path_buf()
+    };
+    let ck = checkpoint::load(&file)?;
+    Ok((file, ck))
+}
+
+/// The checkpoint, its plan and the statistics it was trained with.
+fn open_model(args: &CheckpointArgs) -> Result<(Plan, Checkpoint, Stats, Geometry)> {
+    let (file, ck) = load_checkpoint(&args.checkpoint)?;
+    let plan = Plan::new(&ck.spec)?;
+    let stats_path = args.stats.clone().unwrap_or_else(|| {
+        file.parent()
+            .unwrap_or(Path::new("."))
+            .join("stats.safetensors")
+    });
+    let stats = load_stats(&stats_path)
+        .context("pass --stats with the training set's statistics (alexnet prepare)")?;
+    let base = args.base.unwrap_or(stats.base);
+    let geometry = Geometry::new(base, ck.spec.input.size)?;
+    ensure!(
+        stats.classes.is_empty() || stats.classes.len() == plan.classes,
+        "the statistics are of a dataset with {} classes, the network has {}",
+        stats.classes.len(),
+        plan.classes
+    );
+    Ok((plan, ck, stats, geometry))
+}
+
+/// Scores with a network on whatever device was chosen.
+struct Scoring<F> {
+    plan: Plan,
+    params: NetParams,
+    work: F,
+}
+
+impl<T, F: FnOnce(&mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>) -> Result<T>> Job
+    for Scoring<F>
+{
+    type Output = T;
+    fn run<D: Device>(self, devices: Vec<D>) -> Result<T> {
+        let mut net = Network::new(&self.plan, devices, &self.params, 0)?;
+        let mut predict = |images: &[f32], n: usize| net.predict(images, n);
+        (self.work)(&mut predict)
+    }
+}
+
+struct EvalJob {
+    plan: Plan,
+    params: NetParams,
+    data: LoaderEval,
+}
+
+impl Job for EvalJob {
+    type Output = EvalResult;
+    fn run<D: Device>(mut self, devices: Vec<D>) -> Result<EvalResult> {
+        let mut net = Network::new(&self.plan, devices, &self.params, 0)?;
+        evaluate(&mut net, &mut self.data)
+    }
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let (plan, ck, stats, geometry) = open_model(&args.ck)?;
+    let sp = splits(&args.data)?;
+    let path = sp.val.unwrap_or(sp.train);
+    let classes = (!stats.classes.is_empty()).then(|| stats.classes.clone());
+    let data = open(&path, classes)?;
+    let views = if args.ck.ten_crop {
+        EvalViews::TenCrop
+    } else {
+        EvalViews::Centre
+    };
+    let loader = Loader::new(
+        data.clone(),
+        Arc::new(stats),
+        LoaderConfig {
+            threads: threads(args.threads),
+            ..LoaderConfig::eval(geometry, args.batch, views)
+        },
+    )?;
+    eprintln!(
+        "evaluating {} on {} ({} images, {})",
+        ck.spec.name,
+        path.display(),
+        data.len(),
+        if args.ck.ten_crop {
+            "ten crops"
+        } else {
+            "centre crop"
+        }
+    );
+    let t = std::time::Instant::now();
+    let job = EvalJob {
+        plan: plan.clone(),
+        params: ck.params,
+        data: LoaderEval::new(loader, views.count()),
+    };
+    let r = dispatch(
+        args.ck.device,
+        plan.spec.towers,
+        &parse_gpus(&args.ck.devices)?,
+        job,
+    )?;
+    println!(
+        "top-1 error {:.2}%, top-5 error {:.2}% over {} images ({:.1} s)",
+        100.0 * r.top1_error,
+        100.0 * r.top5_error,
+        r.images,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `<class> <description>` lines.
+fn read_synsets(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+pub fn predict(args: PredictArgs) -> Result<()> {
+    let (plan, ck, stats, geometry) = open_model(&args.ck)?;
+    let names = match &args.synsets {
+        Some(p) => Some(read_synsets(p)?),
+        None => None,
+    };
+    let views = if args.ck.ten_crop {
+        EvalViews::TenCrop
+    } else {
+        EvalViews::Centre
+    };
+    let (classes, images) = (plan.classes, args.images.clone());
+    let class_name = |c: usize| -> String {
+        let folder = stats
+            .classes
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| format!("class {c}"));
+        match names.as_ref().and_then(|m| m.get(&folder)) {
+            Some(desc) => format!("{folder} {desc}"),
+            None => folder,
+        }
+    };
+    let work = |predict: &mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>| -> Result<usize> {
+        let mut failed = 0;
+        for path in &images {
+            let input = std::fs::read(path)
+                .with_context(|| format!("reading {}", path.display()))
+                .and_then(|bytes| image_views(&bytes, &stats, geometry, views));
+            let input = match input {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("{}: {e:#}", path.display());
+                    failed += 1;
+                    continue;
+                }
+            };
+            let probs = predict(&input, views.count())?;
+            let mut mean = vec![0f32; classes];
+            for row in probs.chunks(classes) {
+                mean.iter_mut()
+                    .zip(row)
+                    .for_each(|(m, p)| *m += p / views.count() as f32);
+            }
+            println!("{}", path.display());
+            for c in crate::ops::softmax::top_k(&mean, 5.min(classes)) {
+                println!("  {:6.2}%  {}", 100.0 * mean[c], class_name(c));
+            }
+        }
+        Ok(failed)
+    };
+    let failed = dispatch(
+        args.ck.device,
+        plan.spec.towers,
+        &parse_gpus(&args.ck.devices)?,
+        Scoring {
+            plan: plan.clone(),
+            params: ck.params,
+            work,
+        },
+    )?;
+    if failed > 0 {
+        bail!("{failed} of {} images could not be read", args.images.len());
+    }
+    Ok(())
+}
+
+pub fn filters(args: FiltersArgs) -> Result<()> {
+    let (_, ck) = load_checkpoint(&args.checkpoint)?;
+    let plan = Plan::new(&ck.spec)?;
+    let first = plan.layers.first().context("the network has no layers")?;
+    let shape = first
+        .weight_shape()
+        .context("the first layer has no weights")?;
+    ensure!(
+        shape[1] == 3,
+        "the first layer reads {} channels, not an RGB image",
+        shape[1]
+    );
+    // Tower A's kernels, then tower B's, as the paper's Figure 3 shows them.
+    let weights: Vec<f32> = ck.params[0]
+        .iter()
+        .flat_map(|t| t.weight.data.iter().copied())
+        .collect();
+    let count = shape[0] * ck.params[0].len();
+    let columns = if shape[0] % 16 == 0 {
+        16
+    } else {
+        shape[0].min(16)
+    };
+    let img = crate::viz::filters::filter_grid(&weights, count, shape[2], columns, args.zoom);
+    img.save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} kernels of {}x{}x3)",
+        args.out.display(),
+        count,
+        shape[2],
+        shape[3]
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The `alexnet` command line: argument parsing and the commands, each in its own file.
+
+mod data_args;
+mod devices;
+mod eval;
+mod train;
+
+use crate::model::{Ablations, Activation, NetSpec, Plan, preset};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+pub use devices::DeviceKind;
+
+#[derive(Parser)]
+#[command(
+    name = "alexnet",
+    version,
+    about = "Train and run the 2012 two-tower ImageNet network (Krizhevsky, Sutskever & Hinton)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the per-layer table of a network: shapes, parameters, multiply-adds, exchanges.
+    Model {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Print the spec as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute a training set's mean image and colour PCA (saved beside it, or at --stats).
+    Prepare(data_args::PrepareArgs),
+    /// Train a network (with no --data: the cifar preset on a built-in synthetic set, for about a
+    /// minute, to show the engine working).
+    Train(Box<train::TrainArgs>),
+    /// Top-1 and top-5 error of a checkpoint on a labelled image set (centre crop or ten crops).
+    Eval(eval::EvalArgs),
+    /// The five most likely classes of each image, with probabilities.
+    Predict(eval::PredictArgs),
+    /// The first layer's kernels as one PNG grid (the paper's Figure 3).
+    Filters(eval::FiltersArgs),
+    /// Redraw a run's loss and error curves from its metrics log.
+    Plot {
+        /// The run's folder (holding metrics.jsonl).
+        run: PathBuf,
+    },
+    /// The GPUs this machine has, their peer access, and whether kernels were embedded.
+    Devices,
+}
+
+/// Chooses the network: a preset with ablation switches, or a JSON spec file.
+#[derive(Args, Clone, Debug, Default)]
+pub struct NetArgs {
+    /// paper, one-tower, net145 or cifar [default: paper, or cifar for synthetic training].
+    #[arg(long, conflicts_with = "spec")]
+    pub preset: Option<String>,
+    /// A JSON spec file (`alexnet model --json` prints one to start from).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Ablation: drop the local response normalisation layers.
+    #[arg(long)]
+    pub no_lrn: bool,
+    /// Ablation: divide LRN's alpha by n (cuda-convnet's convention): true or false.
+    #[arg(long)]
+    pub lrn_alpha_over_n: Option<bool>,
+    /// Ablation: pooling window, 3 (overlapping) or 2; the stride stays 2.
+    #[arg(long, default_value_t = 3)]
+    pub pool: usize,
+    /// Ablation: tanh instead of ReLU.
+    #[arg(long)]
+    pub tanh: bool,
+    /// Ablation: no dropout.
+    #[arg(long)]
+    pub no_dropout: bool,
+}
+
+impl NetArgs {
+    /// Whether the user chose a network at all (rather than leaving the default).
+    pub fn chosen(&self) -> bool {
+        self.preset.is_some() || self.spec.is_some()
+    }
+
+    pub fn spec_or(&self, default_preset: &str) -> Result<NetSpec> {
+        if let Some(path) = &self.spec {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading spec {}", path.display()))?;
+            return NetSpec::from_json(&text)
+                .with_context(|| format!("parsing spec {}", path.display()));
+        }
+        let ab = Ablations {
+            lrn: !self.no_lrn,
+            alpha_over_n: self.lrn_alpha_over_n,
+            pool_size: self.pool,
+            activation: if self.tanh {
+                Activation::Tanh
+            } else {
+                Activation::Relu
+            },
+            dropout: !self.no_dropout,
+        };
+        preset(self.preset.as_deref().unwrap_or(default_preset), &ab)
+    }
+}
+
+pub fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Model { net, json } => {
+            let spec = net.spec_or("paper")?;
+            let plan = Plan::new(&spec).context("the network spec does not make sense")?;
+            if json {
+                println!("{}", spec.to_json());
+            } else {
+                print!("{}", plan.table());
+            }
+            Ok(())
+        }
+        Command::Prepare(args) => data_args::prepare(&args),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::eval(args),
+        Command::Predict(args) => eval::predict(args),
+        Command::Filters(args) => eval::filters(args),
+        Command::Plot { run } => {
+            let png = run.join("curves.png");
+            crate::train::plot::plot_metrics(&run.join("metrics.jsonl"), &png)?;
+            println!("wrote {}", png.display());
+            Ok(())
+        }
+        Command::Devices => {
+            print!("{}", devices::report());
+            Ok(())
+        }
+    }
+}

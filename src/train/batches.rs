@@ -1,0 +1,99 @@
+//! The data pipeline's loaders seen through the training loop's traits.
+
+use super::run::{Batch, EvalBatches, TrainBatches};
+use crate::data::{Batches, Loader};
+use anyhow::{Context, Result};
+
+/// Training batches from a `data::Loader`; unreadable files are reported once each as they are
+/// met (the loader has already replaced them).
+pub struct LoaderBatches {
+    pub loader: Loader,
+    current: Option<Batches>,
+    reported: usize,
+}
+
+impl LoaderBatches {
+    pub fn new(loader: Loader) -> Self {
+        LoaderBatches {
+            loader,
+            current: None,
+            reported: 0,
+        }
+    }
+}
+
+impl TrainBatches for LoaderBatches {
+    fn batches_per_epoch(&self) -> usize {
+        self.loader.batches_per_epoch()
+    }
+    fn start_epoch(&mut self, epoch: usize, first_batch: usize) -> Result<()> {
+        self.current = Some(self.loader.epoch(epoch as u32, first_batch));
+        Ok(())
+    }
+    fn next_batch(&mut self) -> Result<Batch> {
+        let batches = self
+            .current
+            .as_mut()
+            .context("start_epoch was not called")?;
+        let b = batches
+            .next()
+            .context("the loader ended its epoch early")??;
+        for bad in &b.skipped {
+            self.reported += 1;
+            eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
+        }
+        Ok(Batch {
+            images: b.images,
+            labels: b.labels,
+        })
+    }
+    fn loader_images_per_second(&self) -> Option<f64> {
+        Some(self.loader.throughput().images_per_second())
+    }
+    fn skipped_files(&self) -> usize {
+        self.loader.bad_samples().len()
+    }
+}
+
+/// Evaluation batches from a `data::Loader` in evaluation mode (every image once, `views` crops).
+pub struct LoaderEval {
+    pub loader: Loader,
+    views: usize,
+    current: Option<Batches>,
+}
+
+impl LoaderEval {
+    pub fn new(loader: Loader, views: usize) -> Self {
+        LoaderEval {
+            loader,
+            views,
+            current: None,
+        }
+    }
+}
+
+impl EvalBatches for LoaderEval {
+    fn views(&self) -> usize {
+        self.views
+    }
+    fn restart(&mut self) -> Result<()> {
+        self.current = Some(self.loader.epoch(0, 0));
+        Ok(())
+    }
+    fn next_batch(&mut self) -> Result<Option<Batch>> {
+        let batches = self.current.as_mut().context("restart was not called")?;
+        match batches.next() {
+            None => Ok(None),
+            Some(b) => {
+                let b = b?;
+                for bad in &b.skipped {
+                    eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
+                }
+                Ok(Some(Batch {
+                    images: b.images,
+                    labels: b.labels,
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The loss and error curves of a run, drawn from its metrics log.
+
+use crate::viz::chart::{Panel, Series, save_png};
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Averages consecutive points in windows so a long run draws as a few hundred points.
+fn smooth(points: &[(f64, f64)], target: usize) -> Vec<(f64, f64)> {
+    let w = points.len().div_ceil(target.max(1)).max(1);
+    points
+        .chunks(w)
+        .map(|c| {
+            (
+                c.iter().map(|p| p.0).sum::<f64>() / c.len() as f64,
+                c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64,
+            )
+        })
+        .collect()
+}
+
+/// Reads `metrics.jsonl` and writes the curves (x: epochs) to `png`.
+pub fn plot_metrics(metrics: &Path, png: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(metrics)
+        .with_context(|| format!("reading {}", metrics.display()))?;
+    let (mut loss, mut err, mut val_loss, mut val1, mut val5) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", metrics.display(), i + 1))?;
+        let get = |k: &str| v.get(k).and_then(|x| x.as_f64());
+        if let (Some(e), Some(l)) = (get("epoch"), get("loss")) {
+            loss.push((e, l));
+            if let Some(t) = get("top1_error") {
+                err.push((e, 100.0 * t));
+            }
+        }
+        if let Some(e) = get("epoch_end") {
+            if let Some(l) = get("val_loss") {
+                val_loss.push((e, l));
+            }
+            if let Some(t) = get("val_top1_error") {
+                val1.push((e, 100.0 * t));
+            }
+            if let Some(t) = get("val_top5_error") {
+                val5.push((e, 100.0 * t));
+            }
+        }
+    }
+    let series = |label: &str, points: Vec<(f64, f64)>| Series {
+        label: label.into(),
+        points,
+    };
+    let mut loss_panel = vec![series("train", smooth(&loss, 300))];
+    let mut err_panel = vec![series("train top-1", smooth(&err, 300))];
+    if !val_loss.is_empty() {
+        loss_panel.push(series("validation", val_loss));
+        err_panel.push(series("validation top-1", val1));
+        err_panel.push(series("validation top-5", val5));
+    }
+    save_png(
+        png,
+        &[
+            Panel {
+                title: "loss".into(),
+                x_label: "epoch".into(),
+                series: loss_panel,
+            },
+            Panel {
+                title: "error %".into(),
+                x_label: "epoch".into(),
+                series: err_panel,
+            },
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_a_metrics_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("metrics.jsonl");
+        let mut lines = String::new();
+        for s in 0..20 {
+            lines += &format!(
+                "{{\"step\":{s},\"epoch\":{},\"loss\":{},\"top1_error\":0.5}}\n",
+                s as f64 / 10.0,
+                2.0 - s as f64 * 0.05
+            );
+        }
+        lines +=
+            "{\"epoch_end\":1,\"val_loss\":1.5,\"val_top1_error\":0.4,\"val_top5_error\":0.1}\n";
+        lines +=
+            "{\"epoch_end\":2,\"val_loss\":1.2,\"val_top1_error\":0.3,\"val_top5_error\":0.05}\n";
+        std::fs::write(&log, lines).unwrap();
+        let png = dir.path().join("curves.png");
+        plot_metrics(&log, &png).unwrap();
+        let img = image::open(&png).unwrap().to_rgb8();
+        assert!(img.width() > 500 && img.pixels().any(|p| p.0 != [255, 255, 255]));
+        std::fs::write(&log, "not json\n").unwrap();
+        assert!(format!("{:#}", plot_metrics(&log, &png).unwrap_err()).contains("line 1"));
+    }
+}
