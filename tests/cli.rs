@@ -1,0 +1,252 @@
+//! The `alexnet` binary end to end: the model table, a short synthetic training run, resume,
+//! eval, predict and filters on it, and clear errors for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn alexnet(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the alexnet binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn model_prints_the_papers_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = alexnet(&["model", "--preset", "paper"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("total: 60,965,224 parameters, 724.4 M multiply-adds per image"),
+        "{}",
+        text(&o)
+    );
+    let o = alexnet(&["model", "--preset", "nonsense"], dir.path());
+    assert!(
+        !o.status.success() && text(&o).contains("unknown preset"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn train_resume_eval_predict_filters_on_the_synthetic_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Six seconds of training: a few dozen steps, stopped by the time box with a checkpoint.
+    let o = alexnet(
+        &[
+            "train",
+            "--max-minutes",
+            "0.1",
+            "--batch",
+            "32",
+            "--no-progress",
+            "--out",
+            "run",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("No --data given") && out.contains("synthetic"),
+        "{out}"
+    );
+    for f in [
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "stats.safetensors",
+        "curves.png",
+    ] {
+        assert!(d.join("run").join(f).exists(), "{f} missing: {out}");
+    }
+    let steps = |log: &str| log.lines().filter(|l| l.contains("\"loss\"")).count();
+    let before = steps(&std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap());
+    assert!(before > 0);
+
+    // The run folder is not overwritten without --resume.
+    let o = alexnet(
+        &[
+            "train",
+            "--max-minutes",
+            "0.05",
+            "--batch",
+            "32",
+            "--no-progress",
+            "--out",
+            "run",
+        ],
+        d,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("--resume"),
+        "{}",
+        text(&o)
+    );
+    // Resuming continues it (and must keep the batch size).
+    let o = alexnet(
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--batch",
+            "64",
+            "--max-minutes",
+            "0.05",
+            "--no-progress",
+        ],
+        d,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("batch 32"),
+        "{}",
+        text(&o)
+    );
+    let o = alexnet(
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--batch",
+            "32",
+            "--max-minutes",
+            "0.05",
+            "--no-progress",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let after = steps(&std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap());
+    assert!(after > before, "resume added no steps: {before} -> {after}");
+
+    // Filters: the first layer's 2 x 16 kernels as a grid.
+    let o = alexnet(&["filters", "--checkpoint", "run", "--out", "f.png"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(image::open(d.join("f.png")).is_ok());
+
+    // Predict on a PNG drawn here, and a clear message for a file that is not an image.
+    let img = image::RgbImage::from_fn(40, 32, |x, _| {
+        image::Rgb([if x % 8 < 4 { 250 } else { 10 }, 30, 30])
+    });
+    img.save(d.join("stripes.png")).unwrap();
+    std::fs::write(d.join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let o = alexnet(&["predict", "--checkpoint", "run", "stripes.png"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.lines().filter(|l| l.contains('%')).count() == 5,
+        "{out}"
+    );
+    let o = alexnet(
+        &[
+            "predict",
+            "--checkpoint",
+            "run",
+            "stripes.png",
+            "broken.jpg",
+        ],
+        d,
+    );
+    assert!(
+        !o.status.success()
+            && text(&o).contains("broken.jpg")
+            && text(&o).contains("1 of 2 images"),
+        "{}",
+        text(&o)
+    );
+
+    // Eval on a small class-folder tree whose class names are the synthetic set's.
+    let classes = ["horizontal-stripes", "vertical-stripes"];
+    for (c, name) in classes.iter().enumerate() {
+        std::fs::create_dir_all(d.join("val").join(name)).unwrap();
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            let on = if c == 0 { y % 8 < 4 } else { x % 8 < 4 };
+            image::Rgb(if on { [220, 200, 40] } else { [20, 40, 160] })
+        });
+        img.save(d.join("val").join(name).join("a.png")).unwrap();
+    }
+    let o = alexnet(&["eval", "--checkpoint", "run", "--data", "val"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("over 2 images"), "{}", text(&o));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = alexnet(&["train", "--data", "no/such/dataset", "--no-progress"], d);
+    assert!(
+        !o.status.success() && text(&o).contains("no/such/dataset"),
+        "{}",
+        text(&o)
+    );
+    let o = alexnet(
+        &[
+            "train",
+            "--device",
+            "cuda",
+            "--max-minutes",
+            "0.01",
+            "--no-progress",
+            "--out",
+            "r",
+        ],
+        d,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("--device cpu"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(d.join("junk.safetensors"), b"junk").unwrap();
+    let o = alexnet(&["filters", "--checkpoint", "junk.safetensors"], d);
+    assert!(
+        !o.status.success() && text(&o).contains("not a safetensors file"),
+        "{}",
+        text(&o)
+    );
+    // A checkpoint of another network cannot be resumed under this one.
+    let o = alexnet(
+        &[
+            "train",
+            "--max-minutes",
+            "0.02",
+            "--batch",
+            "16",
+            "--no-progress",
+            "--out",
+            "a",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = alexnet(
+        &[
+            "train",
+            "--resume",
+            "a",
+            "--preset",
+            "cifar",
+            "--no-lrn",
+            "--batch",
+            "16",
+            "--no-progress",
+        ],
+        d,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("cannot resume"),
+        "{}",
+        text(&o)
+    );
+}
