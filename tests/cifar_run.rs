@@ -76,6 +76,7 @@ fn one_epoch_of_cifar10_reaches_forty_percent_test_accuracy() {
         checkpoint_every: 0,
         max_steps: None,
         time_limit: None,
+        stop_at_train_error: None,
         progress: false,
     };
     let state = TrainState {

@@ -83,6 +83,7 @@ fn run(
         checkpoint_every: 2,
         max_steps,
         time_limit: None,
+        stop_at_train_error: None,
         progress: false,
     };
     let (params, momentum, state) = starting_point(&plan, resume.then_some(dir), 4, 0.05).unwrap();
@@ -156,4 +157,35 @@ fn a_run_stopped_mid_epoch_resumes_bit_exactly() {
     let last_loss = lines.iter().rev().find_map(|l| l["loss"].as_f64()).unwrap();
     let first_loss = lines[0]["loss"].as_f64().unwrap();
     assert!(last_loss.is_finite() && first_loss.is_finite());
+}
+
+#[test]
+fn training_stops_at_the_goal_error_and_logs_each_epochs_training_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    // A goal of 100% error is met by the first epoch, whatever the network does.
+    let cfg = TrainConfig {
+        epochs: 5,
+        schedule: Schedule::Constant,
+        out_dir: dir.path().to_path_buf(),
+        checkpoint_every: 0,
+        max_steps: None,
+        time_limit: None,
+        stop_at_train_error: Some(1.0),
+        progress: false,
+    };
+    let (params, _, state) = starting_point(&plan, None, 4, 0.05).unwrap();
+    let mut net = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, state.seed).unwrap();
+    let mut data = Synthetic {
+        plan: plan.clone(),
+        batch: 4,
+        per_epoch: 3,
+        pos: (0, 0),
+    };
+    let outcome = train(&mut net, state, &mut data, None, &cfg).unwrap();
+    assert_eq!((outcome.state.epoch, outcome.state.step), (1, 3));
+    let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let end: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let e = end["train_top1_error"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&e) && end["epoch_end"] == 1, "{end}");
 }

@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Stop after this many minutes (with a checkpoint) [default: 1 for the synthetic set].
     #[arg(long)]
     pub max_minutes: Option<f64>,
+    /// Stop once an epoch's average training top-1 error is at or below this fraction (the
+    /// paper's Figure 1 counts epochs to 0.25).
+    #[arg(long)]
+    pub until_train_error: Option<f64>,
     /// No progress bar (plain lines), e.g. for logs.
     #[arg(long)]
     pub no_progress: bool,
@@ -284,6 +288,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .max_minutes
             .or(synthetic.then_some(1.0))
             .map(|m| Duration::from_secs_f64(m * 60.0)),
+        stop_at_train_error: args.until_train_error,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     eprintln!(

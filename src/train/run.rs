@@ -59,6 +59,9 @@ pub struct TrainConfig {
     /// Stop (with a checkpoint) once this much time has passed, if set: the synthetic demo's
     /// time box.
     pub time_limit: Option<std::time::Duration>,
+    /// Stop at the end of the first epoch whose average training top-1 error is at or below this
+    /// (the paper's Figure 1 measures epochs to 25%), if set.
+    pub stop_at_train_error: Option<f64>,
     /// Show a progress bar (off in tests and when output is not a terminal).
     pub progress: bool,
 }
@@ -199,6 +202,7 @@ pub fn train<D: Device>(
     let (mut interrupted, mut stopped_early) = (false, false);
     'epochs: while state.epoch < cfg.epochs {
         data.start_epoch(state.epoch, state.batch_in_epoch)?;
+        let (mut epoch_errors, mut epoch_images) = (0usize, 0usize);
         while state.batch_in_epoch < per_epoch {
             let out_of_time = cfg.time_limit.is_some_and(|t| started.elapsed() >= t);
             if stop.load(Ordering::SeqCst)
@@ -221,6 +225,7 @@ pub fn train<D: Device>(
             state.step += 1;
             state.batch_in_epoch += 1;
             window_images += n;
+            (epoch_errors, epoch_images) = (epoch_errors + stats.top1_errors, epoch_images + n);
             let secs = window_start.elapsed().as_secs_f64();
             let images_per_s = window_images as f64 / secs.max(1e-9);
             if secs > 5.0 {
@@ -254,8 +259,10 @@ pub fn train<D: Device>(
         let change = cfg
             .schedule
             .end_of_epoch(&mut state, eval.map(|e| e.top1_error));
+        // Over the batches this process ran of the epoch (all of them unless it resumed mid-way).
+        let train_error = (epoch_images > 0).then(|| epoch_errors as f64 / epoch_images as f64);
         let line = serde_json::json!({
-            "epoch_end": state.epoch + 1, "step": state.step,
+            "epoch_end": state.epoch + 1, "step": state.step, "train_top1_error": train_error,
             "val_top1_error": eval.map(|e| e.top1_error), "val_top5_error": eval.map(|e| e.top5_error),
             "val_loss": eval.map(|e| e.loss), "lr": state.lr,
         });
@@ -284,6 +291,21 @@ pub fn train<D: Device>(
         state.epoch += 1;
         state.batch_in_epoch = 0;
         save(net, &state)?;
+        if let (Some(goal), Some(e)) = (cfg.stop_at_train_error, train_error)
+            && e <= goal
+        {
+            let msg = format!(
+                "training error {:.2}% reached the goal of {:.2}% after {} epochs",
+                100.0 * e,
+                100.0 * goal,
+                state.epoch
+            );
+            match &bar {
+                Some(bar) => bar.println(&msg),
+                None => eprintln!("{msg}"),
+            }
+            break;
+        }
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
