@@ -44,10 +44,18 @@ enum Command {
     Predict(eval::PredictArgs),
     /// The first layer's kernels as one PNG grid (the paper's Figure 3).
     Filters(eval::FiltersArgs),
-    /// Redraw a run's loss and error curves from its metrics log.
+    /// Redraw a run's loss and error curves from its metrics log; with several runs, compare
+    /// their training error per epoch (the paper's Figure 1).
     Plot {
-        /// The run's folder (holding metrics.jsonl).
-        run: PathBuf,
+        /// Run folders (holding metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The PNG to write [default: curves.png in the run folder; figure.png for several].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The goal line of a comparison, as a training error fraction.
+        #[arg(long, default_value_t = 0.25)]
+        goal: f64,
     },
     /// The GPUs this machine has, their peer access, and whether kernels were embedded.
     Devices,
@@ -124,9 +132,29 @@ pub fn main() -> Result<()> {
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
         Command::Filters(args) => eval::filters(args),
-        Command::Plot { run } => {
-            let png = run.join("curves.png");
-            crate::train::plot::plot_metrics(&run.join("metrics.jsonl"), &png)?;
+        Command::Plot { runs, out, goal } => {
+            let png = match (&runs[..], out) {
+                ([run], out) => {
+                    let png = out.unwrap_or_else(|| run.join("curves.png"));
+                    crate::train::plot::plot_metrics(&run.join("metrics.jsonl"), &png)?;
+                    png
+                }
+                (runs, out) => {
+                    let labelled: Vec<(String, PathBuf)> = runs
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.file_name()
+                                    .map_or("run".into(), |n| n.to_string_lossy().into_owned()),
+                                r.join("metrics.jsonl"),
+                            )
+                        })
+                        .collect();
+                    let png = out.unwrap_or_else(|| PathBuf::from("figure.png"));
+                    crate::train::plot::plot_training_error(&labelled, goal, &png)?;
+                    png
+                }
+            };
             println!("wrote {}", png.display());
             Ok(())
         }

@@ -30,8 +30,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Validation set, if not found under --data.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_val")]
     pub val: Option<PathBuf>,
+    /// Do not evaluate a validation set after each epoch.
+    #[arg(long)]
+    pub no_val: bool,
     /// Dataset statistics (mean image, colour PCA) [default: beside the training set if present,
     /// else computed and saved in the run folder].
     #[arg(long)]
@@ -181,8 +184,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let sp = splits(root)?;
         let train = open(&sp.train, None)?;
         let val = match args.val.as_ref().or(sp.val.as_ref()) {
-            Some(v) => Some(open(v, Some(train.classes().to_vec()))?),
-            None => None,
+            Some(v) if !args.no_val => Some(open(v, Some(train.classes().to_vec()))?),
+            _ => None,
         };
         eprintln!(
             "training set {}: {} images in {} classes; validation: {}",

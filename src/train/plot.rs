@@ -74,6 +74,49 @@ pub fn plot_metrics(metrics: &Path, png: &Path) -> Result<()> {
     )
 }
 
+/// Each run's training top-1 error per epoch, one curve per run, with a dashed-looking goal
+/// line drawn as its own series: the paper's Figure 1.
+pub fn plot_training_error(
+    runs: &[(String, std::path::PathBuf)],
+    goal: f64,
+    png: &Path,
+) -> Result<()> {
+    let mut series = Vec::new();
+    let mut last_epoch = 1.0f64;
+    for (label, metrics) in runs {
+        let text = std::fs::read_to_string(metrics)
+            .with_context(|| format!("reading {}", metrics.display()))?;
+        let mut points = Vec::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("a line of {}", metrics.display()))?;
+            if let (Some(e), Some(err)) = (
+                v.get("epoch_end").and_then(|x| x.as_f64()),
+                v.get("train_top1_error").and_then(|x| x.as_f64()),
+            ) {
+                points.push((e, 100.0 * err));
+                last_epoch = last_epoch.max(e);
+            }
+        }
+        series.push(Series {
+            label: label.clone(),
+            points,
+        });
+    }
+    series.push(Series {
+        label: format!("{:.0}%", 100.0 * goal),
+        points: vec![(1.0, 100.0 * goal), (last_epoch, 100.0 * goal)],
+    });
+    save_png(
+        png,
+        &[Panel {
+            title: "training error %".into(),
+            x_label: "epochs".into(),
+            series,
+        }],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The paper's Figure 1 on CIFAR-10: the four-layer `cifar` net with ReLU against the same net with
+# tanh, epochs until the training error first reaches 25%. Both use the same learning rate, no
+# schedule, no validation pass.
+#   usage: scripts/figure1.sh CIFAR10_DIR [OUT_DIR] [MAX_EPOCHS]
+# Writes OUT_DIR/relu, OUT_DIR/tanh (runs) and OUT_DIR/figure1.png, and prints the epoch counts.
+set -euo pipefail
+data=${1:?usage: scripts/figure1.sh CIFAR10_DIR [OUT_DIR] [MAX_EPOCHS]}
+out=${2:-runs/figure1}
+max=${3:-60}
+bin=${ALEXNET:-target/release/alexnet}
+common=(--preset cifar --data "$data" --epochs "$max" --lr-schedule constant --until-train-error 0.25
+        --no-val --checkpoint-every 0 --no-progress)
+for act in relu tanh; do
+  flag=(); [[ $act == tanh ]] && flag=(--tanh)
+  if [[ -f $out/$act/checkpoint.safetensors ]]; then
+    "$bin" train "${common[@]}" "${flag[@]}" --resume "$out/$act" || true
+  else
+    "$bin" train "${common[@]}" "${flag[@]}" --out "$out/$act"
+  fi
+done
+"$bin" plot "$out/relu" "$out/tanh" --out "$out/figure1.png" --goal 0.25
+for act in relu tanh; do
+  python3 - "$out/$act/metrics.jsonl" "$act" <<'PY'
+import json, sys
+ends = [json.loads(l) for l in open(sys.argv[1]) if '"epoch_end"' in l]
+hit = next((e["epoch_end"] for e in ends if e.get("train_top1_error") is not None and e["train_top1_error"] <= 0.25), None)
+last = ends[-1] if ends else {}
+print(f"{sys.argv[2]}: " + (f"25% training error after {hit} epochs" if hit else
+      f"not reached in {last.get('epoch_end', 0)} epochs (last {100 * last.get('train_top1_error', 1):.1f}%)"))
+PY
+done
