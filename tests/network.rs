@@ -131,3 +131,21 @@ fn parameters_from_another_network_are_refused() {
         .to_string();
     assert!(err.contains("2 towers but 1 devices"), "{err}");
 }
+
+/// Paper §3.2: each GTX 580 had 3 GB. One tower of the paper net at batch 128 (weights,
+/// gradients, momentum, every activation and its gradient, the exchange buffers and the image)
+/// must fit in that.
+#[test]
+fn one_tower_of_the_paper_net_at_batch_128_fits_in_3_gb() {
+    use alexnet::model::{Ablations, preset};
+    let plan = Plan::new(&preset("paper", &Ablations::default()).unwrap()).unwrap();
+    let mut net =
+        Network::new(&plan, vec![CpuDevice, CpuDevice], &init_params(&plan, 1), 1).unwrap();
+    net.reserve_batch(128).unwrap();
+    let bytes = net.bytes_per_tower();
+    println!("bytes per tower at batch 128: {bytes:?}");
+    // Weights alone are 30.5 M floats per tower, three copies (value, gradient, momentum): the
+    // total must at least hold those.
+    assert!(bytes.iter().all(|&b| b > 3 * 30_000_000 * 4), "{bytes:?}");
+    assert!(bytes.iter().all(|&b| b < 3_000_000_000), "{bytes:?}");
+}

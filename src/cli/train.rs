@@ -90,6 +90,7 @@ pub struct TrainArgs {
 
 struct TrainJob {
     plan: Plan,
+    batch: usize,
     params: NetParams,
     momentum: Option<NetParams>,
     state: TrainState,
@@ -107,6 +108,17 @@ impl Job for TrainJob {
         if let Some(m) = &self.momentum {
             net.set_velocities(m)?;
         }
+        net.reserve_batch(self.batch)?;
+        let mb: Vec<String> = net
+            .bytes_per_tower()
+            .iter()
+            .map(|b| format!("{:.0} MB", *b as f64 / 1e6))
+            .collect();
+        eprintln!(
+            "memory held per tower at batch {}: {} (before op workspaces)",
+            self.batch,
+            mb.join(" | ")
+        );
         let val = self.val.as_mut().map(|v| v as &mut dyn EvalBatches);
         train(&mut net, self.state, &mut self.train, val, &self.cfg)
     }

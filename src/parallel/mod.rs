@@ -149,8 +149,9 @@ impl<D: Device> Network<D> {
         &self.devices
     }
 
-    /// Allocates the activation buffers for batches of `n` (once per batch size).
-    fn ensure_batch(&mut self, n: usize) -> Result<()> {
+    /// Allocates the activation buffers for batches of `n` (done by the first pass of each new
+    /// batch size; callable ahead to learn the memory a batch size takes).
+    pub fn reserve_batch(&mut self, n: usize) -> Result<()> {
         if self.batch == n {
             return Ok(());
         }
@@ -209,7 +210,7 @@ impl<D: Device> Network<D> {
             input.channels,
             images.len()
         );
-        self.ensure_batch(n)?;
+        self.reserve_batch(n)?;
         for (dev, buf) in self.devices.iter().zip(&mut self.images) {
             *buf = dev.upload(images)?;
         }
@@ -542,6 +543,42 @@ impl<D: Device> Network<D> {
             Some(l) => self.devices[0].download(l),
             None => bail!("no forward pass has run yet"),
         }
+    }
+
+    /// Bytes of the buffers this network holds on each tower's device: weights, gradients,
+    /// momentum, activations and their gradients, exchange buffers (not counting workspaces a
+    /// device allocates inside an op).
+    pub fn bytes_per_tower(&self) -> Vec<usize> {
+        let mut bytes = vec![0usize; self.devices.len()];
+        let mut add = |t: usize, b: &D::Buf| bytes[t] += 4 * self.devices[t].len(b);
+        for st in &self.layers {
+            for (t, w) in st.weights.iter().enumerate() {
+                for b in [&w.w, &w.b, &w.grad_w, &w.grad_b, &w.vel_w, &w.vel_b] {
+                    add(t, b);
+                }
+            }
+            for list in [
+                &st.out,
+                &st.grad,
+                &st.gathered,
+                &st.grad_gathered,
+                &st.returned,
+            ] {
+                for (t, b) in list.iter().enumerate() {
+                    add(t, b);
+                }
+            }
+        }
+        for (t, b) in self.images.iter().enumerate() {
+            add(t, b);
+        }
+        for b in [&self.logits, &self.probs, &self.grad_logits]
+            .into_iter()
+            .flatten()
+        {
+            add(0, b);
+        }
+        bytes
     }
 
     /// Current weights and biases, `[layer][tower]`.
