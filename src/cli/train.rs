@@ -318,6 +318,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let job = TrainJob {
         plan: plan.clone(),
+        batch: args.batch,
         params,
         momentum,
         state,
