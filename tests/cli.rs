@@ -250,3 +250,113 @@ fn bad_input_gets_a_clear_error() {
         text(&o)
     );
 }
+
+/// The weights and momentum of a run's checkpoint, as raw bytes.
+fn checkpoint_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_run_stopped_and_resumed_from_the_command_line_ends_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let common = [
+        "--batch",
+        "32",
+        "--no-progress",
+        "--lr-schedule",
+        "constant",
+        "--max-minutes",
+        "10",
+    ];
+    // Straight to step 30 (an epoch is 312 steps, so this stops mid-epoch).
+    let o = alexnet(
+        &[
+            &["train", "--out", "straight", "--max-steps", "30"][..],
+            &common,
+        ]
+        .concat(),
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // To step 11, then resumed to 30.
+    let o = alexnet(
+        &[
+            &["train", "--out", "split", "--max-steps", "11"][..],
+            &common,
+        ]
+        .concat(),
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = alexnet(
+        &[
+            &["train", "--resume", "split", "--max-steps", "30"][..],
+            &common,
+        ]
+        .concat(),
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming"), "{}", text(&o));
+    let (a, b) = (
+        checkpoint_tensors(&d.join("straight/checkpoint.safetensors")),
+        checkpoint_tensors(&d.join("split/checkpoint.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(
+            ta == tb,
+            "{na} differs between the straight and the resumed run"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args([
+            "train",
+            "--out",
+            "run",
+            "--batch",
+            "32",
+            "--no-progress",
+            "--max-minutes",
+            "5",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is training (the metrics log has lines), then interrupt it.
+    let log = d.join("run/metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Interrupted"), "{}", text(&o));
+    assert!(text(&o).contains("--resume run"), "{}", text(&o));
+    assert!(d.join("run/checkpoint.safetensors").exists());
+    assert!(!d.join("run/checkpoint.safetensors.partial").exists());
+}

@@ -76,6 +76,9 @@ pub struct TrainArgs {
     /// Decoding threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Stop after this many steps in all (with a checkpoint).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
     /// Stop after this many minutes (with a checkpoint) [default: 1 for the synthetic set].
     #[arg(long)]
     pub max_minutes: Option<f64>,
@@ -298,7 +301,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         schedule: args.lr_schedule.parse::<Schedule>()?,
         out_dir: out.clone(),
         checkpoint_every: args.checkpoint_every,
-        max_steps: None,
+        max_steps: args.max_steps,
         time_limit: args
             .max_minutes
             .or(synthetic.then_some(1.0))
