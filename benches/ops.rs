@@ -12,10 +12,7 @@ use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::model::spec::Layer;
 use alexnet::model::{Ablations, Plan, preset};
-use alexnet::ops::{
-    conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, philox, pool::PoolGeom,
-    sgd::SgdStep,
-};
+use alexnet::ops::{dropout::DropoutGeom, fc::FcGeom, philox, sgd::SgdStep};
 use anyhow::Result;
 use std::time::Instant;
 
@@ -64,19 +61,8 @@ fn bench<D: Device>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Ve
         let (inp, out) = (n * lp.input.len(), n * lp.output.len());
         let name = lp.name().to_string();
         match &lp.layer {
-            Layer::Conv(c) => {
-                let g = ConvGeom {
-                    n,
-                    c_in: lp.input.c,
-                    h: lp.input.h,
-                    w: lp.input.w,
-                    c_out: lp.output.c,
-                    k: c.kernel,
-                    stride: c.stride,
-                    pad: c.pad,
-                    pad_end: c.pad_end.unwrap_or(c.pad),
-                    groups: c.groups,
-                };
+            Layer::Conv(_) => {
+                let g = lp.conv_geom(n);
                 let (x, w, b, dy) = (
                     random(dev, inp, 1)?,
                     random(dev, g.w_len(), 2)?,
@@ -115,11 +101,7 @@ fn bench<D: Device>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Ve
                 );
             }
             Layer::Fc(_) => {
-                let g = FcGeom {
-                    n,
-                    inputs: lp.input.len(),
-                    outputs: lp.output.c,
-                };
+                let g = lp.fc_geom(n);
                 let wl = g.inputs * g.outputs;
                 let (x, w, b, dy) = (
                     random(dev, inp, 1)?,
@@ -168,20 +150,8 @@ fn bench<D: Device>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Ve
                     false,
                 );
             }
-            Layer::Lrn(l) => {
-                let s = lp.output;
-                let g = LrnGeom {
-                    n,
-                    c: s.c,
-                    h: s.h,
-                    w: s.w,
-                    groups: l.groups,
-                    size: l.size,
-                    k: l.k,
-                    alpha: l.alpha,
-                    beta: l.beta,
-                    alpha_over_n: l.alpha_over_n,
-                };
+            Layer::Lrn(_) => {
+                let g = lp.lrn_geom(n);
                 let (x, dy) = (random(dev, inp, 1)?, random(dev, out, 4)?);
                 let (mut y, mut dx) = (dev.alloc(out)?, dev.alloc(inp)?);
                 push(
@@ -198,15 +168,8 @@ fn bench<D: Device>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Ve
                     false,
                 );
             }
-            Layer::MaxPool(p) => {
-                let g = PoolGeom {
-                    n,
-                    c: lp.input.c,
-                    h: lp.input.h,
-                    w: lp.input.w,
-                    size: p.size,
-                    stride: p.stride,
-                };
+            Layer::MaxPool(_) => {
+                let g = lp.pool_geom(n);
                 let (x, dy) = (random(dev, inp, 1)?, random(dev, out, 4)?);
                 let (mut y, mut dx) = (dev.alloc(out)?, dev.alloc(inp)?);
                 push(

@@ -11,10 +11,7 @@ use crate::device::{Block, Device};
 use crate::model::init::NetParams;
 use crate::model::spec::Layer;
 use crate::model::{LayerPlan, Plan};
-use crate::ops::{
-    conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,
-    spatial_norm::SpatialNormGeom,
-};
+use crate::ops::{dropout::DropoutGeom, sgd::SgdStep};
 use crate::tensor::Tensor;
 use anyhow::{Context, Result, bail, ensure};
 
@@ -288,21 +285,21 @@ impl<D: Device> Network<D> {
             };
             let y = &mut st.out[t];
             match &lp.layer {
-                Layer::Conv(c) => {
+                Layer::Conv(_) => {
                     let wt = &st.weights[t];
-                    dev.conv_forward(&conv_geom(lp, c.groups, n), x, &wt.w, &wt.b, y)?;
+                    dev.conv_forward(&lp.conv_geom(n), x, &wt.w, &wt.b, y)?;
                 }
                 Layer::Fc(_) => {
                     let wt = &st.weights[t];
-                    dev.fc_forward(&fc_geom(lp, n), x, &wt.w, &wt.b, y)?;
+                    dev.fc_forward(&lp.fc_geom(n), x, &wt.w, &wt.b, y)?;
                 }
                 Layer::Relu(_) => dev.relu_forward(x, y)?,
                 Layer::Tanh(_) => dev.tanh_forward(x, y)?,
-                Layer::Lrn(_) => dev.lrn_forward(&lrn_geom(lp, n), x, y)?,
+                Layer::Lrn(_) => dev.lrn_forward(&lp.lrn_geom(n), x, y)?,
                 Layer::SpatialNorm(_) => {
-                    dev.spatial_norm_forward(&spatial_norm_geom(lp, n), x, y)?
+                    dev.spatial_norm_forward(&lp.spatial_norm_geom(n), x, y)?
                 }
-                Layer::MaxPool(_) => dev.max_pool_forward(&pool_geom(lp, n), x, y)?,
+                Layer::MaxPool(_) => dev.max_pool_forward(&lp.pool_geom(n), x, y)?,
                 Layer::Dropout(_) if train => {
                     dev.dropout_forward_train(&dropout_geom(lp, t, n, self.seed, step), x, y)?
                 }
@@ -400,8 +397,8 @@ impl<D: Device> Network<D> {
                 (false, None) => None,
             };
             match &lp.layer {
-                Layer::Conv(c) => {
-                    let g = conv_geom(lp, c.groups, n);
+                Layer::Conv(_) => {
+                    let g = lp.conv_geom(n);
                     let wt = &mut st.weights[t];
                     dev.conv_backward_filter(&g, x, dy, &mut wt.grad_w, &mut wt.grad_b)?;
                     if let Some(dx) = dx {
@@ -409,7 +406,7 @@ impl<D: Device> Network<D> {
                     }
                 }
                 Layer::Fc(_) => {
-                    let g = fc_geom(lp, n);
+                    let g = lp.fc_geom(n);
                     let wt = &mut st.weights[t];
                     dev.fc_backward_filter(&g, x, dy, &mut wt.grad_w, &mut wt.grad_b)?;
                     if let Some(dx) = dx {
@@ -420,13 +417,11 @@ impl<D: Device> Network<D> {
                 _ if dx.is_none() => {}
                 Layer::Relu(_) => dev.relu_backward(y, dy, dx.unwrap())?,
                 Layer::Tanh(_) => dev.tanh_backward(y, dy, dx.unwrap())?,
-                Layer::Lrn(_) => dev.lrn_backward(&lrn_geom(lp, n), x, y, dy, dx.unwrap())?,
+                Layer::Lrn(_) => dev.lrn_backward(&lp.lrn_geom(n), x, y, dy, dx.unwrap())?,
                 Layer::SpatialNorm(_) => {
-                    dev.spatial_norm_backward(&spatial_norm_geom(lp, n), x, y, dy, dx.unwrap())?
+                    dev.spatial_norm_backward(&lp.spatial_norm_geom(n), x, y, dy, dx.unwrap())?
                 }
-                Layer::MaxPool(_) => {
-                    dev.max_pool_backward(&pool_geom(lp, n), x, dy, dx.unwrap())?
-                }
+                Layer::MaxPool(_) => dev.max_pool_backward(&lp.pool_geom(n), x, dy, dx.unwrap())?,
                 Layer::Dropout(_) => {
                     dev.dropout_backward(&dropout_geom(lp, t, n, self.seed, step), dy, dx.unwrap())?
                 }
@@ -658,82 +653,5 @@ fn dropout_geom(lp: &LayerPlan, tower: usize, n: usize, seed: u64, step: u64) ->
         p: d.p,
         seed,
         stream: dropout_stream(step, lp.index),
-    }
-}
-
-fn conv_geom(lp: &LayerPlan, groups: usize, n: usize) -> ConvGeom {
-    let Layer::Conv(c) = &lp.layer else {
-        unreachable!()
-    };
-    ConvGeom {
-        n,
-        c_in: lp.input.c,
-        h: lp.input.h,
-        w: lp.input.w,
-        c_out: lp.output.c,
-        k: c.kernel,
-        stride: c.stride,
-        pad: c.pad,
-        pad_end: c.pad_end.unwrap_or(c.pad),
-        groups,
-    }
-}
-
-fn fc_geom(lp: &LayerPlan, n: usize) -> FcGeom {
-    FcGeom {
-        n,
-        inputs: lp.input.len(),
-        outputs: lp.output.c,
-    }
-}
-
-fn lrn_geom(lp: &LayerPlan, n: usize) -> LrnGeom {
-    let Layer::Lrn(l) = &lp.layer else {
-        unreachable!()
-    };
-    let s = lp.output;
-    LrnGeom {
-        n,
-        c: s.c,
-        h: s.h,
-        w: s.w,
-        groups: l.groups,
-        size: l.size,
-        k: l.k,
-        alpha: l.alpha,
-        beta: l.beta,
-        alpha_over_n: l.alpha_over_n,
-    }
-}
-
-fn spatial_norm_geom(lp: &LayerPlan, n: usize) -> SpatialNormGeom {
-    let Layer::SpatialNorm(l) = &lp.layer else {
-        unreachable!()
-    };
-    let s = lp.output;
-    SpatialNormGeom {
-        n,
-        c: s.c,
-        h: s.h,
-        w: s.w,
-        size: l.size,
-        k: l.k,
-        alpha: l.alpha,
-        beta: l.beta,
-        alpha_over_area: l.alpha_over_area,
-    }
-}
-
-fn pool_geom(lp: &LayerPlan, n: usize) -> PoolGeom {
-    let Layer::MaxPool(p) = &lp.layer else {
-        unreachable!()
-    };
-    PoolGeom {
-        n,
-        c: lp.input.c,
-        h: lp.input.h,
-        w: lp.input.w,
-        size: p.size,
-        stride: p.stride,
     }
 }
