@@ -194,6 +194,12 @@ fn elementwise(n: usize) -> Result<LaunchConfig> {
 }
 
 fn gemm_config(n_cols: usize, m_rows: usize, z: usize) -> Result<LaunchConfig> {
+    // CUDA caps gridDim.y and gridDim.z at 65535 (x at 2^31 - 1).
+    let (rows, zs) = (m_rows.div_ceil(GEMM_BM), z);
+    ensure!(
+        rows <= 65535 && zs <= 65535,
+        "a GEMM grid of {rows} row tiles by {zs} splits exceeds CUDA's 65535 limit on grid y and z"
+    );
     Ok(LaunchConfig {
         grid: [
             u32_of(n_cols.div_ceil(GEMM_BN), "column tiles")?,
