@@ -173,6 +173,54 @@ fn a_paper_training_step_matches_the_cpu() {
     );
 }
 
+/// Small and quick: also the case the GPU check script runs under compute-sanitizer.
+#[test]
+fn a_tiny_two_tower_step_matches_the_cpu() {
+    let Some((_l, _lock)) = gpu("a_tiny_two_tower_step_matches_the_cpu") else {
+        return;
+    };
+    // As tests/emu_step.rs: sums of a few hundred terms in another order, and the GPU's
+    // `__expf`-class intrinsics, over two steps; 1e-4 relative with floors of 1e-2 of each
+    // tensor's scale.
+    const TOL: f64 = 1e-4;
+    for (first_tower_classifier, tanh) in [(false, false), (true, true)] {
+        let p = Plan::new(&tiny_spec(first_tower_classifier, tanh)).unwrap();
+        let params = init_params(&p, 6);
+        let mut cpu = Network::new(&p, vec![CpuDevice, CpuDevice], &params, 3).unwrap();
+        let mut gpu_net =
+            Network::new(&p, alexnet::cuda::devices(&[0], 2).unwrap(), &params, 3).unwrap();
+        let (images, labels) = batch(&p, 3, 4);
+        for step in 0..2 {
+            let case = format!(
+                "classifier on tower 0 only: {first_tower_classifier}, tanh {tanh}, step {step}"
+            );
+            let a = cpu.train_step(&images, &labels, 0.05, step).unwrap();
+            let b = gpu_net.train_step(&images, &labels, 0.05, step).unwrap();
+            assert!(
+                (a.loss - b.loss).abs() < TOL * a.loss,
+                "{case}: loss {} vs {}",
+                a.loss,
+                b.loss
+            );
+            assert_eq!(
+                (a.top1_errors, a.top5_errors),
+                (b.top1_errors, b.top5_errors),
+                "{case}"
+            );
+            let grads = tensor_errors(
+                &flat(&gpu_net.gradients().unwrap()),
+                &flat(&cpu.gradients().unwrap()),
+            );
+            assert!(grads < TOL, "{case}: gradients differ by {grads:.3e}");
+            let weights = tensor_errors(
+                &flat(&gpu_net.params().unwrap()),
+                &flat(&cpu.params().unwrap()),
+            );
+            assert!(weights < TOL, "{case}: weights differ by {weights:.3e}");
+        }
+    }
+}
+
 /// `steps` training steps of `plan` on `devices`, a new batch each step: the stats of each and
 /// the final weights.
 fn run<D: Device>(

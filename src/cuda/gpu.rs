@@ -70,6 +70,13 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        // Let queued kernels finish before their modules are unloaded (the fields drop next).
+        self.ctx.record_err(self.ctx.synchronize());
+    }
+}
+
 /// The live `Gpu` of each ordinal: one context per device per process, however many launchers
 /// use it. Weak, so a GPU's context and modules go when its last launcher and buffer do.
 fn registry() -> &'static Mutex<HashMap<usize, Weak<Gpu>>> {
