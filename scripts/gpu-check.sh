@@ -19,6 +19,8 @@ out=${1:-${OUT:-$PWD/gpu-check-out}}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 limit=${GPU_CHECK_TIMEOUT:-600}
+# Errors print their message, not a backtrace; panics keep theirs (RUST_BACKTRACE).
+export RUST_LIB_BACKTRACE=0
 
 if [ ! -x "$root/bin/alexnet" ] || [ ! -x "$root/tests/gpu" ]; then
     echo "error: $root has no bin/alexnet or tests/gpu: run this script from the bundle that" >&2
@@ -60,12 +62,22 @@ check() {
 find_libs() {
     echo "bundle: $root"
     cat "$root/BUNDLE.txt" 2>/dev/null
-    local dirs
-    dirs=$(timeout 120 find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o \
-        -name 'libcublas.so*' -print 2>/dev/null | xargs -r -n1 dirname | sort -u)
-    echo "libcublas found in: ${dirs:-nowhere}"
-    if [ -n "$dirs" ]; then
-        LD_LIBRARY_PATH="$(echo "$dirs" | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    local found d dirs=()
+    # Not the toolkit's stubs (a stub libcuda there would shadow the driver: cuInit then fails
+    # with CUDA_ERROR_STUB_LIBRARY), and no folder holding a libcuda of its own (cuda-compat):
+    # the driver is the system's.
+    found=$(timeout 120 find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o \
+        -name 'libcublas.so*' -not -path '*/stubs/*' -print 2>/dev/null | xargs -r -n1 dirname | sort -u)
+    echo "libcublas found in: ${found:-nowhere}"
+    for d in $found; do
+        if ls "$d"/libcuda.so* >/dev/null 2>&1; then
+            echo "  not adding $d: it holds a libcuda of its own"
+        else
+            dirs+=("$d")
+        fi
+    done
+    if [ ${#dirs[@]} -gt 0 ]; then
+        LD_LIBRARY_PATH="$(IFS=:; echo "${dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         export LD_LIBRARY_PATH
     fi
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"

@@ -54,9 +54,6 @@ fn probe() -> Result<Driver> {
     }
     // cuInit and cuDriverGetVersion exist in every driver, so these two calls cannot hit a
     // missing symbol whatever the driver's age.
-    let mut version = 0;
-    // SAFETY: writes one int.
-    let version_rc = unsafe { sys::cuDriverGetVersion(&mut version) };
     if let Err(e) = result::init() {
         if e.0 == sys::CUresult::CUDA_ERROR_NO_DEVICE {
             bail!("the CUDA driver sees no GPU on this machine; {ALTERNATIVES}");
@@ -66,7 +63,9 @@ fn probe() -> Result<Driver> {
             error_text(&e)
         );
     }
-    version_rc
+    let mut version = 0;
+    // SAFETY: writes one int.
+    unsafe { sys::cuDriverGetVersion(&mut version) }
         .result()
         .map_err(|e| anyhow!("cuDriverGetVersion: {}", error_text(&e)))?;
     if version < NEEDED_VERSION {

@@ -30,11 +30,13 @@ unsafe impl Sync for Module {}
 
 impl Drop for Module {
     fn drop(&mut self) {
-        // Errors here can only be recorded (cudarc reports them at the context's next check).
-        self.ctx.record_err(self.ctx.bind_to_thread());
-        // SAFETY: loaded by cuModuleLoadData in this context and unloaded only here.
-        self.ctx
-            .record_err(unsafe { sys::cuModuleUnload(self.raw) }.result());
+        // Nothing can report an error from here; binding fails on an error cudarc recorded
+        // earlier, so drop that first (the context is going away with its last module).
+        let _ = self.ctx.check_err();
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: loaded by cuModuleLoadData in this context and unloaded only here.
+            let _ = unsafe { sys::cuModuleUnload(self.raw) };
+        }
     }
 }
 
@@ -73,7 +75,9 @@ impl std::fmt::Debug for Gpu {
 impl Drop for Gpu {
     fn drop(&mut self) {
         // Let queued kernels finish before their modules are unloaded (the fields drop next).
-        self.ctx.record_err(self.ctx.synchronize());
+        // A stale recorded error would stop `synchronize` before it waits: clear it first.
+        let _ = self.ctx.check_err();
+        let _ = self.ctx.synchronize();
     }
 }
 
