@@ -104,7 +104,12 @@ pub fn report() -> String {
             }
         }
     }
-    if drv.devices > 1 {
+    if drv.devices == 1 {
+        let _ = writeln!(
+            s,
+            "Peer access: one GPU, nothing to enable (two towers share it on two streams)"
+        );
+    } else {
         let _ = writeln!(
             s,
             "Peer access (row reads column's memory directly; otherwise copies are staged):"
