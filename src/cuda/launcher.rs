@@ -83,6 +83,9 @@ impl std::fmt::Debug for CudaLauncher {
     }
 }
 
+/// Dynamic shared memory a kernel may use without opting in (`cuFuncSetAttribute`).
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
 /// `ALEXNET_CUDA_CHECK_LAUNCHES=1`: wait for every launch and report a failure against the kernel
 /// that caused it (a kernel's fault otherwise surfaces at the next synchronising call).
 fn check_every_launch() -> bool {
@@ -386,6 +389,20 @@ impl Launcher for CudaLauncher {
             );
         }
         self.gpu.bind()?;
+        if cfg.shared_bytes > DEFAULT_SHARED_LIMIT {
+            // Above 48 KiB a kernel must opt in to dynamic shared memory (up to the GPU's
+            // per-block maximum; beyond it the driver refuses, and says so).
+            // SAFETY: `f.raw` is a valid function of the bound context.
+            unsafe {
+                sys::cuFuncSetAttribute(
+                    f.raw,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    i32::try_from(cfg.shared_bytes).unwrap_or(i32::MAX),
+                )
+            }
+            .result()
+            .or_fail(|| format!("{}: allowing that much shared memory", describe()))?;
+        }
         // cuLaunchKernel copies the values behind `args` before it returns, so they need only
         // outlive this call (they do: the caller holds them).
         let mut args = args.to_vec();
