@@ -142,6 +142,12 @@ impl CudaLauncher {
     }
 
     fn new_buf(&self, len: usize) -> Result<CudaBuf> {
+        // cudarc multiplies without a check; a wrapped size would be a short buffer.
+        ensure!(
+            len <= isize::MAX as usize / 4,
+            "{}: a buffer of {len} floats is beyond any address space",
+            self.what()
+        );
         let slice = self.stream.alloc_zeros::<f32>(len.max(1)).or_fail(|| {
             let now = self.memory().current;
             format!(
