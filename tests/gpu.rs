@@ -142,35 +142,89 @@ fn a_paper_training_step_matches_the_cpu() {
     let a = cpu.train_step(&images, &labels, 0.01, 0).unwrap();
     let b = gpu_net.train_step(&images, &labels, 0.01, 0).unwrap();
     // fp32 on both sides, summed in different orders (tiled and split-K on the GPU, the CPU's
-    // blocked GEMM): the reductions run over up to 9216 terms (fc6's inputs) and 6050 (conv1's
-    // filter gradient at batch 2), so agreement to 1e-3 relative, with the floors above, is the
-    // bound for reductions over thousands of terms; a wrong term or index moves results by far
-    // more (the emu tests show 1e-2 and up).
-    const TOL: f64 = 1e-3;
+    // blocked GEMM) over up to 9216 terms (fc6's inputs): forward results agree to about 1e-6
+    // relative, so 1e-4 for the loss and 1e-3 for the logits (relative to their largest, a
+    // floor for those near zero) leave a wide margin.
     assert!(
-        (a.loss - b.loss).abs() < TOL * a.loss,
+        (a.loss - b.loss).abs() < 1e-4 * a.loss,
         "loss {} on the CPU, {} on the GPU",
         a.loss,
         b.loss
     );
-    let logits = max_rel_err(&gpu_net.logits().unwrap(), &cpu.logits().unwrap(), 1e-2);
-    assert!(logits < TOL, "logits differ by {logits:.3e}");
-    let grads = tensor_errors(
-        &flat(&gpu_net.gradients().unwrap()),
-        &flat(&cpu.gradients().unwrap()),
+    let cpu_logits = cpu.logits().unwrap();
+    let scale = cpu_logits.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let logits = max_rel_err(&gpu_net.logits().unwrap(), &cpu_logits, 1e-2 * scale);
+    assert!(logits < 1e-3, "logits differ by {logits:.3e}");
+    // Gradients, and the updates they make, per tensor in norm (‖gpu − cpu‖ / ‖cpu‖). The
+    // paper net's convolution gradients at initialisation and batch 2 are ill-conditioned in
+    // fp32: on the CPU device alone, flipping the last bit of every input value moves conv1's
+    // gradient by 1.5e-2 in norm (ReLU inputs and pooling maxima within rounding of each other
+    // fall the other way, and the few-term sums below them cancel). Measured between the same
+    // kernels on the host executor and the CPU: fc layers ≤ 5e-7, conv5 3e-5, conv4 3e-4,
+    // conv3 1e-3, conv2 1.3e-2, conv1 3.9e-2. So the fc layers are held to 1e-4 and the
+    // convolutions to 0.25: both far above rounding, both far below what a wrong index, term,
+    // buffer or exchange gives (errors of order 1). The kernels' own arithmetic is checked
+    // tightly, op by op, in `every_kernel_at_the_papers_shapes`.
+    let tolerance = |is_fc: bool| if is_fc { 1e-4 } else { 0.25 };
+    let before = labelled(&p, &params);
+    let (gg, gc) = (
+        labelled(&p, &gpu_net.gradients().unwrap()),
+        labelled(&p, &cpu.gradients().unwrap()),
     );
-    assert!(grads < TOL, "gradients differ by {grads:.3e}");
-    let weights = tensor_errors(
-        &flat(&gpu_net.params().unwrap()),
-        &flat(&cpu.params().unwrap()),
+    let (ug, uc) = (
+        labelled(&p, &gpu_net.params().unwrap()),
+        labelled(&p, &cpu.params().unwrap()),
     );
-    assert!(weights < TOL, "updated weights differ by {weights:.3e}");
+    let mut report = String::new();
+    for i in 0..gg.len() {
+        let (name, is_fc, _) = &gg[i];
+        let grad = norm_error(&gg[i].2, &gc[i].2);
+        let minus =
+            |a: &[f32], b: &[f32]| -> Vec<f32> { a.iter().zip(b).map(|(x, y)| x - y).collect() };
+        let update = norm_error(
+            &minus(&ug[i].2, &before[i].2),
+            &minus(&uc[i].2, &before[i].2),
+        );
+        report += &format!("{name}: gradient {grad:.1e}, update {update:.1e}; ");
+        assert!(
+            grad < tolerance(*is_fc) && update < tolerance(*is_fc),
+            "{name}: gradient differs by {grad:.3e}, its update by {update:.3e} (norm; tolerance {:.0e})",
+            tolerance(*is_fc)
+        );
+    }
     println!(
-        "paper step: loss {:.6} (CPU) vs {:.6} (GPU); logits {logits:.1e}, gradients {grads:.1e}, weights {weights:.1e}; {}",
+        "paper step: loss {:.6} (CPU) vs {:.6} (GPU); logits {logits:.1e}; {report}{}",
         a.loss,
         b.loss,
         alexnet::cuda::memory::summary().trim()
     );
+}
+
+/// Each weight and bias tensor of `params`, named (`conv1 tower 0 weight`) and marked fc or not.
+fn labelled(plan: &Plan, params: &NetParams) -> Vec<(String, bool, Vec<f32>)> {
+    let mut out = Vec::new();
+    for (lp, towers) in plan.layers.iter().zip(params) {
+        let is_fc = matches!(lp.layer, Layer::Fc(_));
+        for (t, tp) in towers.iter().enumerate() {
+            for (what, v) in [("weight", &tp.weight.data), ("bias", &tp.bias.data)] {
+                out.push((format!("{} tower {t} {what}", lp.name()), is_fc, v.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// `‖gpu − cpu‖ / ‖cpu‖` (a zero tensor must be matched by zero).
+fn norm_error(gpu: &[f32], cpu: &[f32]) -> f64 {
+    assert_eq!(gpu.len(), cpu.len());
+    let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+    let diff = norm(&mut gpu.iter().zip(cpu).map(|(&a, &b)| a as f64 - b as f64));
+    let base = norm(&mut cpu.iter().map(|&b| b as f64));
+    if base == 0.0 {
+        if diff == 0.0 { 0.0 } else { f64::INFINITY }
+    } else {
+        diff / base
+    }
 }
 
 /// Small and quick: also the case the GPU check script runs under compute-sanitizer.
