@@ -5,16 +5,53 @@
 //! traffic for the rest) and its fraction of a ceiling measured in the same run: a large SGEMM
 //! for arithmetic, a large copy for bandwidth. Writes `target/bench/ops.json`.
 //!
-//! This machine's device is the CPU path unless a CUDA device is selected; the table says which.
+//! The device is GPU 0 where one is usable (timed with CUDA events on its stream, and the peak
+//! memory the run held is reported), else the CPU path (timed by the wall clock);
+//! `ALEXNET_BENCH_DEVICE=cpu|cuda` chooses. The table says which.
 //! `cargo bench --bench ops`; `ALEXNET_BENCH_REPEATS` sets the timed runs per op (default 5).
 
+use alexnet::cuda::{CudaDevice, CudaLauncher};
 use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
+use alexnet::device::kernels::KernelDevice;
 use alexnet::model::spec::Layer;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::{dropout::DropoutGeom, fc::FcGeom, philox, sgd::SgdStep};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use std::time::Instant;
+
+/// How one run of an op is timed on a device.
+trait Timed: Device {
+    /// Milliseconds `f` takes on the device (everything it queued, done).
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64>;
+    /// Bytes held on the device at the peak of the run so far, where the device counts them.
+    fn peak_bytes(&self) -> Option<usize>;
+}
+
+impl Timed for CpuDevice {
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        let t = Instant::now();
+        f()?;
+        self.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+    fn peak_bytes(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Timed for CudaDevice {
+    /// Between two CUDA events on the launcher's stream: the GPU's time, without the host's
+    /// launch and scheduling overheads around it.
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        let timer = self.launcher().start_timer()?;
+        f()?;
+        timer.stop()
+    }
+    fn peak_bytes(&self) -> Option<usize> {
+        Some(self.launcher().memory().peak)
+    }
+}
 
 struct Row {
     op: String,
@@ -31,22 +68,19 @@ fn random<D: Device>(dev: &D, len: usize, stream: u64) -> Result<D::Buf> {
     dev.upload(&data)
 }
 
-/// Runs `f` once to warm up, then `repeats` times, synchronising around each run.
-fn time<D: Device>(dev: &D, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+/// Runs `f` once to warm up, then `repeats` times, each timed by the device.
+fn time<D: Timed>(dev: &D, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     f()?;
     dev.synchronize()?;
     let mut ms = Vec::with_capacity(repeats);
     for _ in 0..repeats {
-        let t = Instant::now();
-        f()?;
-        dev.synchronize()?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        ms.push(dev.time_ms(&mut f)?);
     }
     ms.sort_by(f64::total_cmp);
     Ok(ms)
 }
 
-fn bench<D: Device>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec<Row>> {
+fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let f4 = 4.0f64; // bytes per f32
     let mut push = |op: String, times_ms: Vec<f64>, work: f64, is_flops: bool| {
@@ -242,7 +276,7 @@ fn bench<D: Device>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Ve
 
 /// Ceilings measured on the same device: a large SGEMM (fc-shaped, 4096×4096 by 256 rows) and a
 /// large copy.
-fn ceilings<D: Device>(dev: &D, repeats: usize) -> Result<(f64, f64)> {
+fn ceilings<D: Timed>(dev: &D, repeats: usize) -> Result<(f64, f64)> {
     let g = FcGeom {
         n: 256,
         inputs: 4096,
@@ -280,14 +314,44 @@ fn main() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(128);
     let plan = Plan::new(&preset("paper", &Ablations::default())?)?;
-    let dev = CpuDevice;
+    let choice = std::env::var("ALEXNET_BENCH_DEVICE").unwrap_or_default();
+    match choice.as_str() {
+        "cpu" => run(
+            &CpuDevice,
+            &plan,
+            n,
+            repeats,
+            "chosen by ALEXNET_BENCH_DEVICE",
+        ),
+        "cuda" => run(
+            &KernelDevice::new(CudaLauncher::new(0)?),
+            &plan,
+            n,
+            repeats,
+            "GPU 0",
+        ),
+        "" => match CudaLauncher::new(0) {
+            Ok(l) => run(&KernelDevice::new(l), &plan, n, repeats, "GPU 0"),
+            Err(e) => run(
+                &CpuDevice,
+                &plan,
+                n,
+                repeats,
+                &format!("no GPU selected: this times the CPU path; {e:#}"),
+            ),
+        },
+        other => bail!("ALEXNET_BENCH_DEVICE={other:?}: expected cpu or cuda"),
+    }
+}
+
+fn run<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize, why: &str) -> Result<()> {
     println!(
-        "ops at the paper's shapes, one tower, batch {n}, on {} (no GPU selected: this times the CPU path)",
+        "ops at the paper's shapes, one tower, batch {n}, on {} ({why})",
         dev.describe()
     );
-    let (peak_gflops, peak_gbs) = ceilings(&dev, repeats)?;
+    let (peak_gflops, peak_gbs) = ceilings(dev, repeats)?;
     println!("ceilings measured now: SGEMM {peak_gflops:.1} GFLOP/s, copy {peak_gbs:.1} GB/s");
-    let rows = bench(&dev, &plan, n, repeats)?;
+    let rows = bench(dev, plan, n, repeats)?;
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>12} {:>9}",
         "op", "median ms", "min ms", "max ms", "rate", "of peak"
@@ -313,9 +377,15 @@ fn main() -> Result<()> {
             "rate": rate, "unit": unit, "fraction_of_ceiling": rate / peak,
         }));
     }
+    let peak_bytes = dev.peak_bytes();
+    match peak_bytes {
+        Some(b) => println!("peak device memory held: {:.3} GB", b as f64 / 1e9),
+        None => println!("peak device memory: not counted on this device"),
+    }
     let out = serde_json::json!({
         "device": dev.describe(), "batch": n, "repeats": repeats,
-        "ceiling_sgemm_gflops": peak_gflops, "ceiling_copy_gbs": peak_gbs, "ops": json,
+        "ceiling_sgemm_gflops": peak_gflops, "ceiling_copy_gbs": peak_gbs,
+        "peak_device_bytes": peak_bytes, "ops": json,
     });
     let dir = std::path::Path::new(
         &std::env::var("CARGO_TARGET_DIR")

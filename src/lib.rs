@@ -3,6 +3,7 @@
 //! See DESIGN.md for the model, the recipe, the crate layout and the test pyramid.
 
 pub mod cli;
+pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod emu;

@@ -1,10 +1,12 @@
 //! Choosing where the towers run: `--device cpu|emu|cuda` and `--devices 0,1`.
 
+use crate::cuda::{self, driver};
 use crate::device::Device;
 use crate::device::cpu::CpuDevice;
 use crate::device::kernels::KernelDevice;
 use crate::emu::EmuLauncher;
-use anyhow::{Result, bail};
+use anyhow::Result;
+use std::fmt::Write;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceKind {
@@ -36,44 +38,149 @@ pub fn dispatch<J: Job>(
                 .map(|_| KernelDevice::new(EmuLauncher::new()))
                 .collect(),
         ),
-        DeviceKind::Cuda => {
-            let _ = gpus;
-            bail!(
-                "the CUDA runtime is not part of this build yet; use --device cpu, or --device emu to run the CUDA kernels on the CPU"
-            )
-        }
+        DeviceKind::Cuda => job.run(cuda::devices(gpus, towers)?),
     }
 }
 
 /// Parses `--devices 0,1` into GPU ordinals.
 pub fn parse_gpus(list: &str) -> Result<Vec<usize>> {
-    list.split(',')
-        .map(|s| {
-            s.trim().parse::<usize>().map_err(|_| {
-                anyhow::anyhow!("--devices expects GPU numbers like 0,1; {s:?} is not one")
-            })
-        })
-        .collect()
+    cuda::placement::parse_devices(list)
 }
 
-/// What `alexnet devices` prints.
+/// What `alexnet devices` prints: the GPUs, their peer access, and the kernels in this build.
+/// Without a driver it says so (it is not an error to have no GPU).
 pub fn report() -> String {
     let mut s = String::new();
-    s += &format!(
-        "GPU kernels embedded in this build: {}\n",
+    let archs = crate::fatbins::CUDA_ARCHS;
+    let arch_list = archs
+        .iter()
+        .map(|a| format!("sm_{a}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        s,
+        "GPU kernels embedded in this build: {}",
         if crate::fatbins::KERNELS_EMBEDDED {
             format!(
-                "yes ({})",
-                crate::fatbins::CUDA_ARCHS
-                    .iter()
-                    .map(|a| format!("sm_{a}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "yes ({arch_list}; PTX for compute_{})",
+                archs.first().copied().unwrap_or_default()
             )
         } else {
-            "no (built without nvcc)".to_string()
+            "no (built without nvcc; --device emu runs them on the CPU)".to_string()
         }
     );
-    s += "CUDA runtime: not part of this build yet; --device cpu and --device emu are available\n";
+    let drv = match driver::init() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(s, "GPUs: none usable: {e:#}");
+            return s;
+        }
+    };
+    let _ = writeln!(
+        s,
+        "CUDA driver: supports CUDA {}; {}",
+        drv.version_string(),
+        driver::plural(drv.devices, "GPU")
+    );
+    for o in 0..drv.devices {
+        match driver::gpu_info(o) {
+            Ok(g) => {
+                let (major, minor) = g.compute_capability;
+                let _ = writeln!(
+                    s,
+                    "  cuda:{o} {}: {}, compute capability {major}.{minor}, {} SMs; kernels: {}",
+                    g.name,
+                    driver::gb(g.total_bytes),
+                    g.multiprocessors,
+                    if crate::fatbins::KERNELS_EMBEDDED {
+                        driver::kernel_fit(archs, g.compute_capability)
+                    } else {
+                        "none in this build"
+                    }
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(s, "  cuda:{o}: {e:#}");
+            }
+        }
+    }
+    if drv.devices == 1 {
+        let _ = writeln!(
+            s,
+            "Peer access: one GPU, nothing to enable (two towers share it on two streams)"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Peer access (row reads column's memory directly; otherwise copies are staged):"
+        );
+        let _ = write!(s, "{:>10}", "");
+        for b in 0..drv.devices {
+            let _ = write!(s, " {:>7}", format!("cuda:{b}"));
+        }
+        s.push('\n');
+        for a in 0..drv.devices {
+            let _ = write!(s, "{:>10}", format!("cuda:{a}"));
+            for b in 0..drv.devices {
+                let cell = if a == b {
+                    "-".to_string()
+                } else {
+                    match driver::can_access_peer(a, b) {
+                        Ok(true) => "yes".into(),
+                        Ok(false) => "no".into(),
+                        Err(_) => "error".into(),
+                    }
+                };
+                let _ = write!(s, " {cell:>7}");
+            }
+            s.push('\n');
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Placement: --device cuda --devices 0,1 puts tower A on GPU 0 and B on GPU 1; --devices 0 puts both on GPU 0 (two streams)."
+    );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_says_plainly_when_there_is_no_driver() {
+        let r = report();
+        assert!(r.contains("GPU kernels embedded in this build: "), "{r}");
+        if !driver::library_present() {
+            assert!(
+                r.contains("GPUs: none usable: no CUDA driver on this machine"),
+                "{r}"
+            );
+        } else {
+            println!("this machine has a CUDA driver; the report:\n{r}");
+        }
+    }
+
+    #[test]
+    fn the_cuda_arm_fails_clearly_without_a_gpu() {
+        struct Nothing;
+        impl Job for Nothing {
+            type Output = usize;
+            fn run<D: Device>(self, devices: Vec<D>) -> Result<usize> {
+                Ok(devices.len())
+            }
+        }
+        match dispatch(DeviceKind::Cuda, 2, &[0], Nothing) {
+            Ok(n) => assert_eq!(n, 2, "a GPU machine gives one device per tower"),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains("no CUDA driver")
+                        || msg.contains("no GPU")
+                        || msg.contains("no GPU kernels"),
+                    "{msg}"
+                );
+            }
+        }
+    }
 }

@@ -32,10 +32,31 @@ pub fn copy_2d_host(
     width: usize,
     rows: usize,
 ) -> Result<()> {
+    check_2d_blocks(src.len(), from, dst.len(), to, width, rows)?;
+    if width == 0 {
+        return Ok(());
+    }
+    for r in 0..rows {
+        let (s, d) = (from.offset + r * from.pitch, to.offset + r * to.pitch);
+        dst[d..d + width].copy_from_slice(&src[s..s + width]);
+    }
+    Ok(())
+}
+
+/// Checks that `rows` runs of `width` elements at `from` fit a source of `src_len` elements and
+/// at `to` a destination of `dst_len` (every `copy_2d` implementation calls this first).
+pub fn check_2d_blocks(
+    src_len: usize,
+    from: Block,
+    dst_len: usize,
+    to: Block,
+    width: usize,
+    rows: usize,
+) -> Result<()> {
     if rows == 0 || width == 0 {
         return Ok(());
     }
-    for (what, b, len) in [("source", from, src.len()), ("destination", to, dst.len())] {
+    for (what, b, len) in [("source", from, src_len), ("destination", to, dst_len)] {
         let end = (rows - 1)
             .checked_mul(b.pitch)
             .and_then(|x| x.checked_add(b.offset))
@@ -46,10 +67,6 @@ pub fn copy_2d_host(
             b.offset,
             b.pitch
         );
-    }
-    for r in 0..rows {
-        let (s, d) = (from.offset + r * from.pitch, to.offset + r * to.pitch);
-        dst[d..d + width].copy_from_slice(&src[s..s + width]);
     }
     Ok(())
 }

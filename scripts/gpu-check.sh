@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The GPU machine's check (DESIGN.md §5, layer 4), run beside the binaries that
+# scripts/gpu-bundle.sh built elsewhere (the GPU machine has a driver, but no Rust toolchain and
+# no network):
+#     bash gpu-bundle/scripts/gpu-check.sh [OUT_DIR]      (default: $OUT, else ./gpu-check-out)
+# Each check logs to OUT_DIR/<check>.log:
+#   nvidia-smi; alexnet devices; the library's unit tests; the GPU tests with
+#   ALEXNET_REQUIRE_GPU=1 (a skipped test fails); compute-sanitizer memcheck, racecheck and
+#   synccheck on a tiny two-tower training step; a short synthetic training run with
+#   --device cuda; every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench);
+#   scripts/peer_bench.py where PyTorch with CUDA imports.
+# It prints a table last (check, result, seconds), also written to OUT_DIR/summary.txt, and
+# exits non-zero if any check failed. GPU_CHECK_TIMEOUT bounds each check (seconds, default 600).
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+out=${1:-${OUT:-$PWD/gpu-check-out}}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+limit=${GPU_CHECK_TIMEOUT:-600}
+# Errors print their message, not a backtrace; panics keep theirs (RUST_BACKTRACE).
+export RUST_LIB_BACKTRACE=0
+
+if [ ! -x "$root/bin/alexnet" ] || [ ! -x "$root/tests/gpu" ]; then
+    echo "error: $root has no bin/alexnet or tests/gpu: run this script from the bundle that" >&2
+    echo "scripts/gpu-bundle.sh makes (gpu-bundle/scripts/gpu-check.sh)" >&2
+    exit 2
+fi
+
+names=()
+results=()
+seconds=()
+
+# check NAME FUNCTION [ARGS...]: runs the function with its output in $out/NAME.log. Its status:
+# 0 PASS, 77 SKIP (the reason is in the log), 124 a timeout, anything else FAIL.
+check() {
+    local name=$1
+    shift
+    local log="$out/$name.log"
+    echo "== $name"
+    local t0 t1 rc result
+    t0=$(date +%s.%N)
+    "$@" >"$log" 2>&1
+    rc=$?
+    t1=$(date +%s.%N)
+    case $rc in
+        0) result=PASS ;;
+        77) result=SKIP ;;
+        124) result="FAIL (timeout)" ;;
+        *) result="FAIL (exit $rc)" ;;
+    esac
+    names+=("$name")
+    results+=("$result")
+    seconds+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')")
+    echo "   $result ($log)"
+    tail -n 3 "$log" | sed 's/^/   | /'
+}
+
+# Where the CUDA libraries are: the binaries load the driver (libcuda) at run time; cuBLAS and
+# the rest are found here for anything that wants them.
+find_libs() {
+    echo "bundle: $root"
+    cat "$root/BUNDLE.txt" 2>/dev/null
+    local found d dirs=()
+    # Not the toolkit's stubs (a stub libcuda there would shadow the driver: cuInit then fails
+    # with CUDA_ERROR_STUB_LIBRARY), and no folder holding a libcuda of its own (cuda-compat):
+    # the driver is the system's.
+    found=$(timeout 120 find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o \
+        -name 'libcublas.so*' -not -path '*/stubs/*' -print 2>/dev/null | xargs -r -n1 dirname | sort -u)
+    echo "libcublas found in: ${found:-nowhere}"
+    for d in $found; do
+        if ls "$d"/libcuda.so* >/dev/null 2>&1; then
+            echo "  not adding $d: it holds a libcuda of its own"
+        else
+            dirs+=("$d")
+        fi
+    done
+    if [ ${#dirs[@]} -gt 0 ]; then
+        LD_LIBRARY_PATH="$(IFS=:; echo "${dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        export LD_LIBRARY_PATH
+    fi
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+    echo "libcuda as the loader sees it:"
+    ldconfig -p 2>/dev/null | grep -E 'libcuda\.so' || echo "  (not in the ldconfig cache)"
+}
+# Run in this shell (not through `check`), so the export reaches every later check.
+find_libs >"$out/libs.log" 2>&1
+cat "$out/libs.log"
+
+smi() {
+    nvidia-smi || return
+    nvidia-smi topo -m
+}
+
+devices() {
+    "$root/bin/alexnet" devices || return
+    # A usable GPU must be listed; "none usable" is a failure here.
+    "$root/bin/alexnet" devices | grep -q '^  cuda:0 '
+}
+
+unit_tests() {
+    ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$root/tests/alexnet-lib" --test-threads=1
+}
+
+gpu_tests() {
+    ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$root/tests/gpu" --test-threads=1 --nocapture || return
+    # ALEXNET_REQUIRE_GPU=1 already fails a skip; this guards against a test that skips anyway.
+    if grep -q '^SKIP' "$out/gpu-tests.log"; then
+        echo "a GPU test skipped on the GPU machine"
+        return 1
+    fi
+}
+
+sanitizer=$(command -v compute-sanitizer || true)
+if [ -z "$sanitizer" ]; then
+    sanitizer=$(ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
+fi
+if [ -z "$sanitizer" ]; then
+    sanitizer=$(timeout 120 find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o \
+        -type f -name compute-sanitizer -print 2>/dev/null | head -n 1)
+fi
+
+# sanitize TOOL: the tiny two-tower step (both towers on GPU 0, two streams) under the tool.
+sanitize() {
+    if [ -z "$sanitizer" ]; then
+        echo "compute-sanitizer not found on this machine"
+        return 77
+    fi
+    echo "$sanitizer --tool $1"
+    ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$sanitizer" --tool "$1" --error-exitcode 99 \
+        "$root/tests/gpu" a_tiny_two_tower_step_matches_the_cpu --exact --test-threads=1 --nocapture
+}
+
+train_run() {
+    timeout "$limit" "$root/bin/alexnet" train --device cuda --devices 0 --max-steps 50 \
+        --no-progress --out "$out/train-run"
+}
+
+# bench NAME: one bench executable; ops chooses the GPU.
+bench() {
+    CARGO_TARGET_DIR="$out/target" ALEXNET_BENCH_DEVICE=cuda timeout "$limit" "$root/benches/$1"
+}
+
+peer_bench() {
+    if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        echo "PyTorch with CUDA does not import here: no peer numbers"
+        return 77
+    fi
+    timeout "$limit" python3 "$root/scripts/peer_bench.py" --out "$out"
+}
+
+check nvidia-smi smi
+check devices devices
+check unit-tests unit_tests
+check gpu-tests gpu_tests
+for tool in memcheck racecheck synccheck; do
+    check "sanitizer-$tool" sanitize "$tool"
+done
+check train-cuda train_run
+for b in "$root"/benches/*; do
+    [ -x "$b" ] && check "bench-$(basename "$b")" bench "$(basename "$b")"
+done
+check peer-bench peer_bench
+
+{
+    printf '\n%-24s %-18s %8s\n' check result seconds
+    for i in "${!names[@]}"; do
+        printf '%-24s %-18s %8s\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}"
+    done
+} | tee "$out/summary.txt"
+
+for r in "${results[@]}"; do
+    case $r in FAIL*) exit 1 ;; esac
+done
+exit 0

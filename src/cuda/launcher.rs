@@ -1,0 +1,460 @@
+//! `CudaLauncher`: the `Launcher` of one tower on one GPU — a stream of its own on the GPU's
+//! shared context. Two towers on one GPU are two launchers on the same context with different
+//! streams; on two GPUs, two contexts. Both are the same code path.
+//!
+//! Ordering rules (cudarc's per-buffer event tracking is off, see `gpu.rs`):
+//! 1. A buffer belongs to the launcher that allocated it (its stream), and only that stream
+//!    writes it: kernels are launched with this launcher's buffers only, and `copy_2d` refuses a
+//!    destination of another stream. Work on one stream runs in order, so within a tower no
+//!    synchronisation is needed. Freeing is stream-ordered too (cudarc frees a buffer with
+//!    `cuMemFreeAsync` on its own stream).
+//! 2. The one cross-stream access is `copy_2d` from another launcher's buffer (the towers'
+//!    exchange). It is ordered both ways with events: the destination stream first waits for
+//!    everything queued so far on the source's stream (so the source's writes are done), and
+//!    after the copy the source's stream waits for the destination's (so a later write or free
+//!    of the source cannot overtake the copy still reading it). An exchange therefore joins the
+//!    two towers' streams, which the model's data flow does anyway.
+//! 3. `download` reads on the buffer's own stream and waits for it; `synchronize` waits for this
+//!    launcher's stream.
+
+use super::driver::{CheckDriver, error_text};
+use super::gpu::Gpu;
+use super::memory::{Counter, MemoryStats};
+use crate::device::launch::{Kernel, LaunchConfig, Launcher};
+use crate::device::{Block, check_2d_blocks};
+use anyhow::{Result, bail, ensure};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, sys};
+use std::ffi::c_void;
+use std::sync::{Arc, OnceLock};
+
+/// A buffer of `f32` on a GPU, owned by the launcher (stream) that allocated it.
+pub struct CudaBuf {
+    /// At least one element: the driver refuses empty allocations, so an empty buffer holds one
+    /// unused float.
+    slice: CudaSlice<f32>,
+    len: usize,
+    counter: Arc<Counter>,
+}
+
+impl CudaBuf {
+    fn bytes(&self) -> usize {
+        self.slice.num_bytes()
+    }
+
+    fn ptr(&self) -> u64 {
+        // With event tracking off, the guard records nothing.
+        let (ptr, _guard) = self.slice.device_ptr(self.slice.stream());
+        ptr
+    }
+
+    fn stream(&self) -> &Arc<CudaStream> {
+        self.slice.stream()
+    }
+
+    /// The GPU it lives on.
+    pub fn ordinal(&self) -> usize {
+        self.slice.ordinal()
+    }
+}
+
+impl Drop for CudaBuf {
+    fn drop(&mut self) {
+        self.counter.sub(self.bytes());
+    }
+}
+
+impl std::fmt::Debug for CudaBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaBuf(cuda:{}, {} floats)", self.ordinal(), self.len)
+    }
+}
+
+#[derive(Clone)]
+pub struct CudaLauncher {
+    gpu: Arc<Gpu>,
+    stream: Arc<CudaStream>,
+    /// The stream's number on its GPU, for descriptions.
+    stream_no: usize,
+}
+
+impl std::fmt::Debug for CudaLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Dynamic shared memory a kernel may use without opting in (`cuFuncSetAttribute`).
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// `ALEXNET_CUDA_CHECK_LAUNCHES=1`: wait for every launch and report a failure against the kernel
+/// that caused it (a kernel's fault otherwise surfaces at the next synchronising call).
+fn check_every_launch() -> bool {
+    static CHECK: OnceLock<bool> = OnceLock::new();
+    *CHECK.get_or_init(|| std::env::var("ALEXNET_CUDA_CHECK_LAUNCHES").is_ok_and(|v| v == "1"))
+}
+
+impl CudaLauncher {
+    /// A launcher with a new stream on GPU `ordinal`. Fails with a clear message where there
+    /// is no driver, no such GPU, or no GPU kernels in this build.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        super::driver::init()?;
+        if !crate::fatbins::KERNELS_EMBEDDED {
+            bail!("{}", super::NO_KERNELS);
+        }
+        let gpu = Gpu::get(ordinal)?;
+        let (stream, stream_no) = gpu.new_stream()?;
+        Ok(CudaLauncher {
+            gpu,
+            stream,
+            stream_no,
+        })
+    }
+
+    /// Another launcher on the same GPU with a stream of its own (a second tower on one GPU).
+    pub fn another_stream(&self) -> Result<Self> {
+        let (stream, stream_no) = self.gpu.new_stream()?;
+        Ok(CudaLauncher {
+            gpu: self.gpu.clone(),
+            stream,
+            stream_no,
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.gpu.ordinal()
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Bytes this process holds on this launcher's GPU, now and at the peak.
+    pub fn memory(&self) -> MemoryStats {
+        self.gpu.memory().stats()
+    }
+
+    fn what(&self) -> String {
+        format!("cuda:{} stream {}", self.ordinal(), self.stream_no)
+    }
+
+    fn new_buf(&self, len: usize) -> Result<CudaBuf> {
+        // cudarc multiplies without a check; a wrapped size would be a short buffer.
+        ensure!(
+            len <= isize::MAX as usize / 4,
+            "{}: a buffer of {len} floats is beyond any address space",
+            self.what()
+        );
+        let slice = self.stream.alloc_zeros::<f32>(len.max(1)).or_fail(|| {
+            let now = self.memory().current;
+            format!(
+                "{}: allocating {len} floats ({}; this process holds {} on the GPU)",
+                self.what(),
+                super::driver::gb(4 * len),
+                super::driver::gb(now)
+            )
+        })?;
+        let counter = self.gpu.memory().clone();
+        counter.add(slice.num_bytes());
+        Ok(CudaBuf {
+            slice,
+            len,
+            counter,
+        })
+    }
+
+    /// One `rows` x `width` copy between the given addresses on this launcher's stream.
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_copy(
+        &self,
+        src_ctx: sys::CUcontext,
+        src: u64,
+        src_pitch: usize,
+        dst: u64,
+        dst_pitch: usize,
+        width_bytes: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let dst_ctx = self.gpu.context().cu_ctx();
+        let stream = self.stream.cu_stream();
+        let contiguous = rows == 1 || (src_pitch == width_bytes && dst_pitch == width_bytes);
+        // SAFETY: the caller checked both blocks lie inside their live buffers; the stream and
+        // both contexts are alive; the descriptors are read during the call.
+        let rc = unsafe {
+            match (contiguous, src_ctx == dst_ctx) {
+                (true, true) => sys::cuMemcpyDtoDAsync_v2(dst, src, width_bytes * rows, stream),
+                (true, false) => {
+                    sys::cuMemcpyPeerAsync(dst, dst_ctx, src, src_ctx, width_bytes * rows, stream)
+                }
+                (false, true) => {
+                    let p = sys::CUDA_MEMCPY2D {
+                        srcXInBytes: 0,
+                        srcY: 0,
+                        srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                        srcHost: std::ptr::null(),
+                        srcDevice: src,
+                        srcArray: std::ptr::null_mut(),
+                        srcPitch: src_pitch,
+                        dstXInBytes: 0,
+                        dstY: 0,
+                        dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                        dstHost: std::ptr::null_mut(),
+                        dstDevice: dst,
+                        dstArray: std::ptr::null_mut(),
+                        dstPitch: dst_pitch,
+                        WidthInBytes: width_bytes,
+                        Height: rows,
+                    };
+                    sys::cuMemcpy2DAsync_v2(&p, stream)
+                }
+                (false, false) => {
+                    // The documented strided copy between contexts: a 3D peer copy of depth 1.
+                    let p = sys::CUDA_MEMCPY3D_PEER {
+                        srcXInBytes: 0,
+                        srcY: 0,
+                        srcZ: 0,
+                        srcLOD: 0,
+                        srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                        srcHost: std::ptr::null(),
+                        srcDevice: src,
+                        srcArray: std::ptr::null_mut(),
+                        srcContext: src_ctx,
+                        srcPitch: src_pitch,
+                        srcHeight: rows,
+                        dstXInBytes: 0,
+                        dstY: 0,
+                        dstZ: 0,
+                        dstLOD: 0,
+                        dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                        dstHost: std::ptr::null_mut(),
+                        dstDevice: dst,
+                        dstArray: std::ptr::null_mut(),
+                        dstContext: dst_ctx,
+                        dstPitch: dst_pitch,
+                        dstHeight: rows,
+                        WidthInBytes: width_bytes,
+                        Height: rows,
+                        Depth: 1,
+                    };
+                    sys::cuMemcpy3DPeerAsync(&p, stream)
+                }
+            }
+        };
+        rc.result().or_fail(|| {
+            format!(
+                "{}: copying {rows} rows of {width_bytes} bytes (pitches {src_pitch} -> {dst_pitch})",
+                self.what()
+            )
+        })
+    }
+
+    /// Starts a timer on this launcher's stream (see `EventTimer`).
+    pub fn start_timer(&self) -> Result<super::EventTimer> {
+        super::EventTimer::start(&self.stream)
+    }
+}
+
+impl Launcher for CudaLauncher {
+    type Buf = CudaBuf;
+
+    fn describe(&self) -> String {
+        format!(
+            "cuda:{} {} (stream {})",
+            self.ordinal(),
+            self.gpu.name(),
+            self.stream_no
+        )
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaBuf> {
+        self.new_buf(len)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<CudaBuf> {
+        let mut buf = self.new_buf(data.len())?;
+        if !data.is_empty() {
+            // From pageable memory the driver stages `data` before returning, so it may be
+            // dropped as soon as this returns.
+            self.stream
+                .memcpy_htod(data, &mut buf.slice)
+                .or_fail(|| format!("{}: uploading {} floats", self.what(), data.len()))?;
+        }
+        Ok(buf)
+    }
+
+    fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
+        let stream = buf.stream();
+        let mut out = vec![0.0f32; buf.slice.len()];
+        stream
+            .memcpy_dtoh(&buf.slice, &mut out)
+            .and_then(|()| stream.synchronize())
+            .or_fail(|| format!("cuda:{}: downloading {} floats", buf.ordinal(), buf.len))?;
+        out.truncate(buf.len);
+        Ok(out)
+    }
+
+    fn len(&self, buf: &CudaBuf) -> usize {
+        buf.len
+    }
+
+    fn device_ptr(&self, buf: &CudaBuf) -> u64 {
+        buf.ptr()
+    }
+
+    fn copy_2d(
+        &self,
+        src: &CudaBuf,
+        from: Block,
+        dst: &mut CudaBuf,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()> {
+        check_2d_blocks(src.len, from, dst.len, to, width, rows)?;
+        if rows == 0 || width == 0 {
+            return Ok(());
+        }
+        ensure!(
+            **dst.stream() == *self.stream,
+            "{}: copy_2d into a buffer of another launcher (cuda:{}); a launcher writes only its own buffers",
+            self.what(),
+            dst.ordinal()
+        );
+        ensure!(
+            rows == 1 || (from.pitch >= width && to.pitch >= width),
+            "{}: copy_2d with a pitch below the width (from {from:?}, to {to:?}, width {width}): rows would overlap",
+            self.what()
+        );
+        let src_stream = src.stream().clone();
+        let cross = *src_stream != *self.stream;
+        if cross {
+            // Rule 2: the source's writes first.
+            src_stream
+                .record_event(None)
+                .and_then(|e| self.stream.wait(&e))
+                .or_fail(|| {
+                    format!(
+                        "{}: waiting for cuda:{}'s stream",
+                        self.what(),
+                        src.ordinal()
+                    )
+                })?;
+        }
+        self.gpu.bind()?;
+        let f = 4; // bytes per float
+        self.enqueue_copy(
+            src_stream.context().cu_ctx(),
+            src.ptr() + (f * from.offset) as u64,
+            f * from.pitch,
+            dst.ptr() + (f * to.offset) as u64,
+            f * to.pitch,
+            f * width,
+            rows,
+        )?;
+        if cross {
+            // Rule 2: nothing later on the source's stream may overtake the copy.
+            self.stream
+                .record_event(None)
+                .and_then(|e| src_stream.wait(&e))
+                .or_fail(|| {
+                    format!(
+                        "cuda:{}: ordering its stream after {}'s copy",
+                        src.ordinal(),
+                        self.what()
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &[*mut c_void]) -> Result<()> {
+        let describe = || {
+            format!(
+                "{}: launching {}::{} (grid {:?}, block {:?}, {} shared bytes)",
+                self.what(),
+                kernel.module,
+                kernel.name,
+                cfg.grid,
+                cfg.block,
+                cfg.shared_bytes
+            )
+        };
+        let f = self
+            .gpu
+            .function(kernel)
+            .map_err(|e| e.context(describe()))?;
+        if let Some(n) = f.params {
+            ensure!(
+                args.len() == n,
+                "{}: {} arguments given, the kernel takes {n}",
+                describe(),
+                args.len()
+            );
+        }
+        self.gpu.bind()?;
+        if cfg.shared_bytes > DEFAULT_SHARED_LIMIT {
+            // Above 48 KiB a kernel must opt in to dynamic shared memory (up to the GPU's
+            // per-block maximum; beyond it the driver refuses, and says so).
+            // SAFETY: `f.raw` is a valid function of the bound context.
+            unsafe {
+                sys::cuFuncSetAttribute(
+                    f.raw,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    i32::try_from(cfg.shared_bytes).unwrap_or(i32::MAX),
+                )
+            }
+            .result()
+            .or_fail(|| format!("{}: allowing that much shared memory", describe()))?;
+        }
+        // cuLaunchKernel copies the values behind `args` before it returns, so they need only
+        // outlive this call (they do: the caller holds them).
+        let mut args = args.to_vec();
+        let [gx, gy, gz] = cfg.grid;
+        let [bx, by, bz] = cfg.block;
+        // SAFETY: by the `Launcher::launch` contract each `args[i]` points to a value of the
+        // kernel's i-th parameter type and every device address among them lies in a live
+        // buffer of this launcher, of the size the kernel uses; the count was checked above
+        // where the driver can tell it.
+        let rc = unsafe {
+            sys::cuLaunchKernel(
+                f.raw,
+                gx,
+                gy,
+                gz,
+                bx,
+                by,
+                bz,
+                cfg.shared_bytes,
+                self.stream.cu_stream(),
+                args.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if let Err(e) = rc.result() {
+            bail!("{}: {}", describe(), error_text(&e));
+        }
+        if check_every_launch() {
+            self.stream
+                .synchronize()
+                .or_fail(|| format!("{} (ALEXNET_CUDA_CHECK_LAUNCHES)", describe()))?;
+        }
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().or_fail(|| {
+            format!(
+                "{}: synchronising (a kernel fault shows here; ALEXNET_CUDA_CHECK_LAUNCHES=1 names the kernel)",
+                self.what()
+            )
+        })?;
+        // Errors cudarc could only record (e.g. in a buffer's asynchronous free).
+        self.gpu
+            .context()
+            .check_err()
+            .or_fail(|| format!("{}: an earlier asynchronous operation", self.what()))
+    }
+}
