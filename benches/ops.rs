@@ -3,7 +3,8 @@
 //! poolings, dropout, fc6–fc8, softmax and the SGD update. Each row gives the median time and the
 //! spread over repeats, the work rate (GFLOP/s for convolutions and fc layers, GB/s of compulsory
 //! traffic for the rest) and its fraction of a ceiling measured in the same run: a large SGEMM
-//! for arithmetic, a large copy for bandwidth. Writes `target/bench/ops.json`.
+//! for arithmetic (on a GPU cuBLAS's, which also runs the fc layers; their rows marked `(own)`
+//! time our GEMM kernels), a large copy for bandwidth. Writes `target/bench/ops.json`.
 //!
 //! The device is GPU 0 where one is usable (timed with CUDA events on its stream, and the peak
 //! memory the run held is reported), else the CPU path (timed by the wall clock);
@@ -26,6 +27,14 @@ trait Timed: Device {
     fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64>;
     /// Bytes held on the device at the peak of the run so far, where the device counts them.
     fn peak_bytes(&self) -> Option<usize>;
+    /// The same device with the fc layers on our own GEMM kernels, where it normally runs them
+    /// elsewhere (cuBLAS); its buffers are this device's.
+    fn own_fc(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl Timed for CpuDevice {
@@ -50,6 +59,11 @@ impl Timed for CudaDevice {
     }
     fn peak_bytes(&self) -> Option<usize> {
         Some(self.launcher().memory().peak)
+    }
+    fn own_fc(&self) -> Option<Self> {
+        let l = self.launcher();
+        l.uses_cublas()
+            .then(|| KernelDevice::new(l.without_cublas()))
     }
 }
 
@@ -150,26 +164,33 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                     dev.alloc(g.outputs)?,
                 );
                 let flops = 2.0 * wl as f64 * n as f64;
-                push(
-                    format!("{name} forward"),
-                    time(dev, repeats, || dev.fc_forward(&g, &x, &w, &b, &mut y))?,
-                    flops,
-                    true,
-                );
-                push(
-                    format!("{name} data grad"),
-                    time(dev, repeats, || dev.fc_backward_data(&g, &dy, &w, &mut dx))?,
-                    flops,
-                    true,
-                );
-                push(
-                    format!("{name} filter grad"),
-                    time(dev, repeats, || {
-                        dev.fc_backward_filter(&g, &x, &dy, &mut dw, &mut db)
-                    })?,
-                    flops,
-                    true,
-                );
+                // As the engine runs them (cuBLAS on a GPU), then on our own GEMM kernels
+                // where those are not what ran.
+                let own = dev.own_fc();
+                let mut runs: Vec<(&D, &str)> = vec![(dev, "")];
+                runs.extend(own.as_ref().map(|o| (o, " (own)")));
+                for (d, tag) in runs {
+                    push(
+                        format!("{name} forward{tag}"),
+                        time(d, repeats, || d.fc_forward(&g, &x, &w, &b, &mut y))?,
+                        flops,
+                        true,
+                    );
+                    push(
+                        format!("{name} data grad{tag}"),
+                        time(d, repeats, || d.fc_backward_data(&g, &dy, &w, &mut dx))?,
+                        flops,
+                        true,
+                    );
+                    push(
+                        format!("{name} filter grad{tag}"),
+                        time(d, repeats, || {
+                            d.fc_backward_filter(&g, &x, &dy, &mut dw, &mut db)
+                        })?,
+                        flops,
+                        true,
+                    );
+                }
                 // The SGD update of this layer's weights: read w, v, g, write w, v.
                 let (mut wv, mut v) = (random(dev, wl, 5)?, dev.alloc(wl)?);
                 let step = SgdStep {

@@ -4,7 +4,7 @@
 #   bin/alexnet                 the CLI
 #   tests/gpu, tests/alexnet-lib the GPU integration tests and the library's unit tests
 #   benches/<name>              every bench executable
-#   scripts/gpu-check.sh, scripts/peer_bench.py
+#   scripts/gpu-check.sh, scripts/peer_bench.py, scripts/side_by_side.py
 #   BUNDLE.txt                  commit, build date, kernel targets
 # Debug info is stripped so the bundle stays under 64 MiB (the most a device run can carry); it
 # prints the bundle's size and fails above that.
@@ -70,7 +70,7 @@ for want in $tests_wanted; do
     fi
 done
 
-cp scripts/gpu-check.sh scripts/peer_bench.py "$bundle/scripts/"
+cp scripts/gpu-check.sh scripts/peer_bench.py scripts/side_by_side.py "$bundle/scripts/"
 {
     echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -8,7 +8,7 @@
 #   ALEXNET_REQUIRE_GPU=1 (a skipped test fails); compute-sanitizer memcheck, racecheck and
 #   synccheck on a tiny two-tower training step; a short synthetic training run with
 #   --device cuda; every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench);
-#   scripts/peer_bench.py where PyTorch with CUDA imports.
+#   scripts/peer_bench.py where PyTorch with CUDA imports; ours and the peer's side by side.
 # It prints a table last (check, result, seconds), also written to OUT_DIR/summary.txt, and
 # exits non-zero if any check failed. GPU_CHECK_TIMEOUT bounds each check (seconds, default 600).
 set -uo pipefail
@@ -162,6 +162,17 @@ for b in "$root"/benches/*; do
     [ -x "$b" ] && check "bench-$(basename "$b")" bench "$(basename "$b")"
 done
 check peer-bench peer_bench
+
+side_by_side() {
+    local ops="$out/target/bench/ops.json" step="$out/target/bench/step.json" peer="$out/peer.json"
+    for f in "$ops" "$step" "$peer"; do
+        [ -f "$f" ] || { echo "no $f: nothing to compare"; return 77; }
+    done
+    python3 "$root/scripts/side_by_side.py" "$ops" "$step" "$peer"
+}
+check side-by-side side_by_side
+echo
+cat "$out/side-by-side.log"
 
 {
     printf '\n%-24s %-18s %8s\n' check result seconds

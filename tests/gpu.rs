@@ -69,6 +69,15 @@ fn every_kernel_at_the_papers_shapes() {
     let Some((l, _lock)) = gpu("every_kernel_at_the_papers_shapes") else {
         return;
     };
+    // The GPU check puts cuBLAS on the library path: there its absence is a failure, not a
+    // silent fallback that would leave the cuBLAS fc path untested.
+    if std::env::var("ALEXNET_REQUIRE_GPU").is_ok_and(|v| v == "1")
+        && std::env::var("ALEXNET_FC_GEMM").is_err()
+    {
+        assert!(l.uses_cublas(), "cuBLAS was not loaded: {}", l.describe());
+    }
+    // The fc layers also on our own GEMM kernels (the path the host executor runs).
+    let own_fc = KernelDevice::new(l.without_cublas());
     let dev = KernelDevice::new(l);
     // Batch 2, full channel counts, one tower's share of each layer as the network runs it;
     // net145 adds the spatial normalisation and its 224-pixel conv1 with end padding.
@@ -79,7 +88,8 @@ fn every_kernel_at_the_papers_shapes() {
             let what = format!("{name} {}", lp.name());
             let r = match &lp.layer {
                 Layer::Conv(_) => check_conv(&dev, &lp.conv_geom(n), seed),
-                Layer::Fc(_) => check_fc(&dev, &lp.fc_geom(n), seed),
+                Layer::Fc(_) => check_fc(&dev, &lp.fc_geom(n), seed)
+                    .and_then(|()| check_fc(&own_fc, &lp.fc_geom(n), seed)),
                 Layer::Lrn(_) => check_lrn(&dev, &lp.lrn_geom(n), seed),
                 Layer::SpatialNorm(_) => check_spatial_norm(&dev, &lp.spatial_norm_geom(n), seed),
                 Layer::MaxPool(_) => check_max_pool(&dev, &lp.pool_geom(n), seed),

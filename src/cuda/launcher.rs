@@ -17,10 +17,11 @@
 //! 3. `download` reads on the buffer's own stream and waits for it; `synchronize` waits for this
 //!    launcher's stream.
 
+use super::blas::{self, Blas};
 use super::driver::{CheckDriver, error_text};
 use super::gpu::Gpu;
 use super::memory::{Counter, MemoryStats};
-use crate::device::launch::{Kernel, LaunchConfig, Launcher};
+use crate::device::launch::{Kernel, LaunchConfig, Launcher, Sgemm};
 use crate::device::{Block, check_2d_blocks};
 use anyhow::{Result, bail, ensure};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, sys};
@@ -75,6 +76,8 @@ pub struct CudaLauncher {
     stream: Arc<CudaStream>,
     /// The stream's number on its GPU, for descriptions.
     stream_no: usize,
+    /// cuBLAS on this stream for the fc layers, or why they run on our kernels instead.
+    blas: Result<Arc<Blas>, &'static str>,
 }
 
 impl std::fmt::Debug for CudaLauncher {
@@ -101,23 +104,40 @@ impl CudaLauncher {
         if !crate::fatbins::KERNELS_EMBEDDED {
             bail!("{}", super::NO_KERNELS);
         }
-        let gpu = Gpu::get(ordinal)?;
-        let (stream, stream_no) = gpu.new_stream()?;
-        Ok(CudaLauncher {
-            gpu,
-            stream,
-            stream_no,
-        })
+        Self::on(Gpu::get(ordinal)?)
     }
 
     /// Another launcher on the same GPU with a stream of its own (a second tower on one GPU).
     pub fn another_stream(&self) -> Result<Self> {
-        let (stream, stream_no) = self.gpu.new_stream()?;
+        Self::on(self.gpu.clone())
+    }
+
+    fn on(gpu: Arc<Gpu>) -> Result<Self> {
+        let (stream, stream_no) = gpu.new_stream()?;
+        let blas = match blas::why_not_cublas() {
+            Some(why) => Err(why),
+            None => Ok(Arc::new(Blas::new(&gpu, &stream)?)),
+        };
         Ok(CudaLauncher {
-            gpu: self.gpu.clone(),
+            gpu,
             stream,
             stream_no,
+            blas,
         })
+    }
+
+    /// The same stream with the fc layers on our own GEMM kernels instead of cuBLAS (to test and
+    /// time those kernels on a GPU).
+    pub fn without_cublas(&self) -> Self {
+        CudaLauncher {
+            blas: Err("requested"),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the fc layers run on cuBLAS.
+    pub fn uses_cublas(&self) -> bool {
+        self.blas.is_ok()
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -261,8 +281,12 @@ impl Launcher for CudaLauncher {
     type Buf = CudaBuf;
 
     fn describe(&self) -> String {
+        let fc = match &self.blas {
+            Ok(_) => "fc on cuBLAS".to_string(),
+            Err(why) => format!("fc on own kernels: {why}"),
+        };
         format!(
-            "cuda:{} {} (stream {})",
+            "cuda:{} {} (stream {}, {fc})",
             self.ordinal(),
             self.gpu.name(),
             self.stream_no
@@ -442,6 +466,17 @@ impl Launcher for CudaLauncher {
                 .or_fail(|| format!("{} (ALEXNET_CUDA_CHECK_LAUNCHES)", describe()))?;
         }
         Ok(())
+    }
+
+    fn vendor_sgemm(&self, g: &Sgemm) -> Result<bool> {
+        match &self.blas {
+            Ok(blas) => blas.sgemm(g).map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn memory_peak(&self) -> Option<usize> {
+        Some(self.memory().peak)
     }
 
     fn synchronize(&self) -> Result<()> {

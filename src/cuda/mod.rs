@@ -2,6 +2,7 @@
 //! crate builds and runs on machines without CUDA, where every entry point returns a clear error
 //! and nothing panics.
 //!
+//! - `blas`: cuBLAS for the fully connected layers.
 //! - `driver`: loading and initialising the driver, GPU properties, error text.
 //! - `gpu`: one context per GPU, kernel modules loaded lazily from the embedded fatbins, peer
 //!   access.
@@ -14,6 +15,7 @@
 //! The ops themselves are `device::kernels::KernelDevice`, shared with the host executor:
 //! [`CudaDevice`] is that device over a `CudaLauncher`.
 
+pub mod blas;
 pub mod driver;
 pub mod gpu;
 pub mod launcher;

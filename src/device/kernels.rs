@@ -5,7 +5,7 @@
 //! The parameter structs below mirror `cuda/params.cuh` field for field; the tile constants
 //! mirror `cuda/gemm.cuh`.
 
-use super::launch::{Kernel, LaunchConfig, Launcher};
+use super::launch::{Kernel, LaunchConfig, Launcher, Sgemm};
 use super::{Block, Device};
 use crate::ops::{
     conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,
@@ -543,6 +543,9 @@ impl<L: Launcher> Device for KernelDevice<L> {
     fn synchronize(&self) -> Result<()> {
         self.launcher.synchronize()
     }
+    fn memory_peak(&self) -> Option<usize> {
+        self.launcher.memory_peak()
+    }
 
     fn conv_forward(
         &self,
@@ -684,11 +687,28 @@ impl<L: Launcher> Device for KernelDevice<L> {
             check_len("w", self.len(w), g.outputs * g.inputs)?;
             check_len("b", self.len(b), g.outputs)?;
             check_len("y", self.len(y), g.n * g.outputs)?;
+            let (xp, wp, bp, yp) = (self.ptr(x), self.ptr(w), self.ptr(b), self.ptr(y));
+            let len = g.n * g.outputs;
+            // Column-major, y^T [outputs, n] = (w^T)^T · x^T; then the bias, in place.
+            let vendor = Sgemm {
+                trans_a: true,
+                trans_b: false,
+                m: g.outputs,
+                n: g.n,
+                k: g.inputs,
+                a: wp,
+                lda: g.inputs,
+                b: xp,
+                ldb: g.inputs,
+                c: yp,
+                ldc: g.outputs,
+            };
+            if len > 0 && self.launcher.vendor_sgemm(&vendor)? {
+                return self.reduce_splits(len, 1, yp, bp, 1, g.outputs, yp);
+            }
             let tiles = g.outputs.div_ceil(GEMM_BM) * g.n.div_ceil(GEMM_BN);
             let (chunk, splits) = split_k(tiles, g.inputs);
             p.k_chunk = chunk as i32;
-            let (xp, wp, bp, yp) = (self.ptr(x), self.ptr(w), self.ptr(b), self.ptr(y));
-            let len = g.n * g.outputs;
             let (out, bias) = if splits > 1 {
                 (self.workspace(splits * len)?, 0)
             } else {
@@ -715,11 +735,28 @@ impl<L: Launcher> Device for KernelDevice<L> {
             check_len("dy", self.len(dy), g.n * g.outputs)?;
             check_len("w", self.len(w), g.outputs * g.inputs)?;
             check_len("dx", self.len(dx), g.n * g.inputs)?;
+            let (dyp, wp, dxp) = (self.ptr(dy), self.ptr(w), self.ptr(dx));
+            let len = g.n * g.inputs;
+            // Column-major, dx^T [inputs, n] = w^T · dy^T.
+            let vendor = Sgemm {
+                trans_a: false,
+                trans_b: false,
+                m: g.inputs,
+                n: g.n,
+                k: g.outputs,
+                a: wp,
+                lda: g.inputs,
+                b: dyp,
+                ldb: g.outputs,
+                c: dxp,
+                ldc: g.inputs,
+            };
+            if len > 0 && self.launcher.vendor_sgemm(&vendor)? {
+                return Ok(());
+            }
             let tiles = g.inputs.div_ceil(GEMM_BM) * g.n.div_ceil(GEMM_BN);
             let (chunk, splits) = split_k(tiles, g.outputs);
             p.k_chunk = chunk as i32;
-            let (dyp, wp, dxp) = (self.ptr(dy), self.ptr(w), self.ptr(dx));
-            let len = g.n * g.inputs;
             let out = if splits > 1 {
                 self.workspace(splits * len)?
             } else {
@@ -753,25 +790,42 @@ impl<L: Launcher> Device for KernelDevice<L> {
             check_len("dy", self.len(dy), g.n * g.outputs)?;
             check_len("dw", self.len(dw), g.outputs * g.inputs)?;
             check_len("db", self.len(db), g.outputs)?;
-            let tiles = g.outputs.div_ceil(GEMM_BM) * g.inputs.div_ceil(GEMM_BN);
-            let (chunk, splits) = split_k(tiles, g.n);
-            p.k_chunk = chunk as i32;
             let (xp, dyp, dwp, dbp) = (self.ptr(x), self.ptr(dy), self.ptr(dw), self.ptr(db));
             let len = g.outputs * g.inputs;
-            let out = if splits > 1 {
-                self.workspace(splits * len)?
-            } else {
-                dwp
+            // Column-major, dw^T [inputs, outputs] = x^T · (dy^T)^T.
+            let vendor = Sgemm {
+                trans_a: false,
+                trans_b: true,
+                m: g.inputs,
+                n: g.outputs,
+                k: g.n,
+                a: xp,
+                lda: g.inputs,
+                b: dyp,
+                ldb: g.outputs,
+                c: dwp,
+                ldc: g.inputs,
             };
-            let cfg = gemm_config(g.inputs, g.outputs, splits)?;
-            self.launch(
-                kernel("fc", "fc_backward_filter_f32"),
-                cfg,
-                &[arg(&p), arg(&xp), arg(&dyp), arg(&out)],
-            )?;
-            if splits > 1 {
-                self.reduce_splits(len, splits, out, 0, 1, 1, dwp)?;
+            if len == 0 || !self.launcher.vendor_sgemm(&vendor)? {
+                let tiles = g.outputs.div_ceil(GEMM_BM) * g.inputs.div_ceil(GEMM_BN);
+                let (chunk, splits) = split_k(tiles, g.n);
+                p.k_chunk = chunk as i32;
+                let out = if splits > 1 {
+                    self.workspace(splits * len)?
+                } else {
+                    dwp
+                };
+                let cfg = gemm_config(g.inputs, g.outputs, splits)?;
+                self.launch(
+                    kernel("fc", "fc_backward_filter_f32"),
+                    cfg,
+                    &[arg(&p), arg(&xp), arg(&dyp), arg(&out)],
+                )?;
+                if splits > 1 {
+                    self.reduce_splits(len, splits, out, 0, 1, 1, dwp)?;
+                }
             }
+            // The bias gradient stays on our kernel: a fixed-order sum, the same on every device.
             self.launch(
                 kernel("fc", "fc_backward_bias_f32"),
                 elementwise(g.outputs)?,

@@ -23,6 +23,23 @@ pub struct LaunchConfig {
     pub shared_bytes: u32,
 }
 
+/// A column-major SGEMM as BLAS defines it, `C = op(A)·op(B)` (op transposes where asked), `C` being
+/// `m` x `n`; addresses as kernels see them (`Launcher::device_ptr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sgemm {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: u64,
+    pub lda: usize,
+    pub b: u64,
+    pub ldb: usize,
+    pub c: u64,
+    pub ldc: usize,
+}
+
 /// Memory and launches of one device that runs the `.cu` kernels.
 pub trait Launcher {
     /// A buffer of `f32` in this device's memory.
@@ -51,4 +68,17 @@ pub trait Launcher {
     /// passed as `u64` device addresses).
     fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &[*mut c_void]) -> Result<()>;
     fn synchronize(&self) -> Result<()>;
+
+    /// Runs `g` with the vendor's SGEMM where this device has one (cuBLAS on a GPU) and returns
+    /// true; false where it has none, and the caller launches its own kernels. The addresses
+    /// must lie in live buffers of this launcher holding the matrices `g` describes.
+    fn vendor_sgemm(&self, g: &Sgemm) -> Result<bool> {
+        let _ = g;
+        Ok(false)
+    }
+
+    /// Bytes held at the peak on this launcher's device, where they are counted (a GPU).
+    fn memory_peak(&self) -> Option<usize> {
+        None
+    }
 }

@@ -102,6 +102,12 @@ pub trait Device {
     /// Waits for everything queued on this device.
     fn synchronize(&self) -> Result<()>;
 
+    /// Bytes held at the peak on the memory this device draws from, where that is counted (a
+    /// GPU, shared by the towers placed on it).
+    fn memory_peak(&self) -> Option<usize> {
+        None
+    }
+
     fn conv_forward(
         &self,
         g: &ConvGeom,

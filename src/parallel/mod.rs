@@ -540,6 +540,12 @@ impl<D: Device> Network<D> {
         }
     }
 
+    /// Each tower's device's peak memory where it is counted (GPUs; two towers on one GPU
+    /// report that GPU's total), else `None`.
+    pub fn memory_peaks(&self) -> Vec<Option<usize>> {
+        self.devices.iter().map(|d| d.memory_peak()).collect()
+    }
+
     /// Bytes of the buffers this network holds on each tower's device: weights, gradients,
     /// momentum, activations and their gradients, exchange buffers (not counting workspaces a
     /// device allocates inside an op).

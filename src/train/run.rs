@@ -162,6 +162,19 @@ impl MetricsLog {
 }
 
 /// Trains `net` from `state` for `cfg.epochs` epochs in total.
+/// `; peak memory per tower's device: 1.52 GB | 1.52 GB` where the devices count it, else empty.
+fn peak_memory<D: Device>(net: &Network<D>) -> String {
+    let peaks = net.memory_peaks();
+    if peaks.iter().all(Option::is_none) {
+        return String::new();
+    }
+    let each: Vec<String> = peaks
+        .iter()
+        .map(|p| p.map_or("-".into(), |b| format!("{:.2} GB", b as f64 / 1e9)))
+        .collect();
+    format!("; peak memory per tower's device: {}", each.join(" | "))
+}
+
 pub fn train<D: Device>(
     net: &mut Network<D>,
     mut state: TrainState,
@@ -265,6 +278,7 @@ pub fn train<D: Device>(
             "epoch_end": state.epoch + 1, "step": state.step, "train_top1_error": train_error,
             "val_top1_error": eval.map(|e| e.top1_error), "val_top5_error": eval.map(|e| e.top5_error),
             "val_loss": eval.map(|e| e.loss), "lr": state.lr,
+            "device_peak_bytes": net.memory_peaks(),
         });
         log.write(line)?;
         let summary = match eval {
@@ -276,7 +290,7 @@ pub fn train<D: Device>(
                 e.images
             ),
             None => format!("epoch {} done", state.epoch + 1),
-        };
+        } + &peak_memory(net);
         match &bar {
             Some(bar) => bar.println(&summary),
             None => eprintln!("{summary}"),

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Our benchmarks and the PyTorch + cuDNN peer's in one table, from their JSON files:
+
+    python3 scripts/side_by_side.py OPS_JSON STEP_JSON PEER_JSON
+
+OPS_JSON is `cargo bench --bench ops`'s target/bench/ops.json, STEP_JSON `--bench step`'s
+target/bench/step.json, PEER_JSON scripts/peer_bench.py's peer.json (all from the same GPU).
+
+Per layer: our ops bench times one tower's share (half the maps or units), the peer the whole
+layer (grouped where the towers do not exchange), so ours is shown as two towers' time, as when
+both run on one GPU one after the other. Forward+backward is ours forward + data gradient + filter
+gradient (conv, fc) or forward + backward (LRN, pooling), and the peer's autograd of the layer
+with respect to its input and parameters. A ratio below 1 means we are faster.
+"""
+
+import json
+import sys
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    ops, step, peer = (json.load(open(p)) for p in sys.argv[1:])
+    ours = {r["op"]: r["median_ms"] for r in ops["ops"]}
+    print(f"ours on {ops['device']}, batch {ops['batch']}; peer PyTorch {peer['torch']} "
+          f"cuDNN {peer['cudnn']} on {peer['gpu']}, batch {peer['batch']}, TF32 off")
+    if ops["batch"] != peer["batch"]:
+        print(f"warning: different batches (ours {ops['batch']}, peer {peer['batch']}): not comparable")
+    print(f"{'layer':<7} {'ours fwd':>9} {'peer fwd':>9} {'ratio':>6}   "
+          f"{'ours f+b':>9} {'peer f+b':>9} {'ratio':>6}   (ms)")
+    for name, p in peer["layers_tf32_off"].items():
+        fwd = ours.get(f"{name} forward")
+        if fwd is None:
+            print(f"{name:<7} (not in our ops bench)")
+            continue
+        back = [f"{name} data grad", f"{name} filter grad"] if name.startswith(("conv", "fc")) \
+            else [f"{name} backward"]
+        if any(b not in ours for b in back):
+            print(f"{name:<7} (no backward rows in our ops bench)")
+            continue
+        fwd2 = 2 * fwd
+        both2 = 2 * (fwd + sum(ours[b] for b in back))
+        pf, pb = p["forward"]["median_ms"], p["forward+backward"]["median_ms"]
+        print(f"{name:<7} {fwd2:9.3f} {pf:9.3f} {fwd2 / pf:6.2f}   {both2:9.3f} {pb:9.3f} {both2 / pb:6.2f}")
+    ours_step = next((r for r in step if r["preset"] == "paper"), None)
+    print()
+    print(f"{'whole training step':<28} {'ms':>9} {'images/s':>10}")
+    if ours_step:
+        print(f"{'ours (paper, ' + str(ours_step['batch']) + ')':<28} {ours_step['median_ms']:9.2f} "
+              f"{ours_step['images_per_s']:10.1f}")
+    for key, label in (("step_tf32_off", "peer, TF32 off"), ("step_tf32_on", "peer, TF32 on")):
+        r = peer[key]
+        print(f"{label:<28} {r['median_ms']:9.2f} {r['images_per_s']:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
