@@ -437,18 +437,30 @@ fn strided_copies_match_the_host_copy_on_one_stream_and_across() {
                 1,
             ),
         ] {
-            let init = data(800, 2, 5.0, 6.0);
-            let mut dst = other.upload(&init).unwrap();
-            other
-                .copy_2d(&src, from, &mut dst, to, width, rows)
-                .unwrap();
-            let mut want = init.clone();
-            copy_2d_host(&src_host, from, &mut want, to, width, rows).unwrap();
-            assert_eq!(
-                bits(&other.download(&dst).unwrap()),
-                bits(&want),
-                "copy from GPU 0 to {what}: {from:?} -> {to:?}, {rows} x {width}"
-            );
+            // Ordered on the compute stream, and on the copy stream joined afterwards (the
+            // exchange's way).
+            for asynchronous in [false, true] {
+                let init = data(800, 2, 5.0, 6.0);
+                let mut dst = other.upload(&init).unwrap();
+                if asynchronous {
+                    other
+                        .copy_2d_async(&src, from, &mut dst, to, width, rows)
+                        .unwrap();
+                    other.join_copies().unwrap();
+                    a.join_copies().unwrap();
+                } else {
+                    other
+                        .copy_2d(&src, from, &mut dst, to, width, rows)
+                        .unwrap();
+                }
+                let mut want = init.clone();
+                copy_2d_host(&src_host, from, &mut want, to, width, rows).unwrap();
+                assert_eq!(
+                    bits(&other.download(&dst).unwrap()),
+                    bits(&want),
+                    "copy from GPU 0 to {what} (async {asynchronous}): {from:?} -> {to:?}, {rows} x {width}"
+                );
+            }
         }
     }
     // A launcher writes only its own buffers.

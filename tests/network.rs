@@ -8,6 +8,7 @@ use alexnet::device::cpu::CpuDevice;
 use alexnet::model::Plan;
 use alexnet::model::grouped::{grouped_spec, stack_towers};
 use alexnet::model::init::init_params;
+use alexnet::model::spec::{Layer, NetSpec};
 use alexnet::parallel::Network;
 use alexnet::tensor::max_rel_err;
 use common::{batch, flatten, tiny_spec};
@@ -20,47 +21,68 @@ const REORDER_TOL: f64 = 1e-4;
 #[test]
 fn two_towers_equal_one_grouped_network() {
     for (first_tower_classifier, tanh) in [(false, false), (true, false), (false, true)] {
-        let spec = tiny_spec(first_tower_classifier, tanh);
-        let plan = Plan::new(&spec).unwrap();
-        let grouped = Plan::new(&grouped_spec(&spec).unwrap()).unwrap();
-        assert_eq!(plan.params(), grouped.params());
-        let params = init_params(&plan, 3);
-        let mut towers = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, 11).unwrap();
-        let mut single =
-            Network::new(&grouped, vec![CpuDevice], &stack_towers(&plan, &params), 11).unwrap();
-        let (images, labels) = batch(&plan, 3, 5);
-        for step in 0..2 {
-            let a = towers.train_step(&images, &labels, 0.05, step).unwrap();
-            let b = single.train_step(&images, &labels, 0.05, step).unwrap();
-            let case = format!(
-                "classifier on first tower: {first_tower_classifier}, tanh: {tanh}, step {step}"
-            );
-            assert!(
-                (a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0),
-                "{case}: loss {} vs {}",
-                a.loss,
-                b.loss
-            );
-            assert!(a.loss.is_finite() && a.loss > 0.0, "{case}");
-            let err = max_rel_err(&towers.logits().unwrap(), &single.logits().unwrap(), 1e-2);
-            assert!(err < REORDER_TOL, "{case}: logits differ by {err}");
-            let (ga, gb) = (
-                flatten(&stack_towers(&plan, &towers.gradients().unwrap())),
-                flatten(&single.gradients().unwrap()),
-            );
-            assert!(
-                ga.iter().any(|&g| g != 0.0),
-                "{case}: gradients are all zero"
-            );
-            let err = max_rel_err(&ga, &gb, 1e-3);
-            assert!(err < REORDER_TOL, "{case}: gradients differ by {err}");
-            let err = max_rel_err(
-                &flatten(&stack_towers(&plan, &towers.params().unwrap())),
-                &flatten(&single.params().unwrap()),
-                1e-2,
-            );
-            assert!(err < REORDER_TOL, "{case}: updated weights differ by {err}");
+        let case = format!("classifier on first tower: {first_tower_classifier}, tanh: {tanh}");
+        towers_equal_one_grouped_network(tiny_spec(first_tower_classifier, tanh), &case);
+    }
+}
+
+/// Past two towers each owner's input gradient sums three parts at every exchange (the network's
+/// general path, which the paper's two towers never take).
+#[test]
+fn three_towers_equal_one_grouped_network() {
+    for first_tower_classifier in [false, true] {
+        let mut spec = tiny_spec(first_tower_classifier, false);
+        spec.towers = 3;
+        for layer in &mut spec.layers {
+            match layer {
+                Layer::Conv(c) => c.filters = 3 * c.filters.div_ceil(3),
+                Layer::Fc(f) if f.units == 16 => f.units = 18,
+                _ => {}
+            }
         }
+        let case = format!("three towers, classifier on first tower: {first_tower_classifier}");
+        towers_equal_one_grouped_network(spec, &case);
+    }
+}
+
+fn towers_equal_one_grouped_network(spec: NetSpec, case: &str) {
+    let plan = Plan::new(&spec).unwrap();
+    let grouped = Plan::new(&grouped_spec(&spec).unwrap()).unwrap();
+    assert_eq!(plan.params(), grouped.params());
+    let params = init_params(&plan, 3);
+    let mut towers = Network::new(&plan, vec![CpuDevice; spec.towers], &params, 11).unwrap();
+    let mut single =
+        Network::new(&grouped, vec![CpuDevice], &stack_towers(&plan, &params), 11).unwrap();
+    let (images, labels) = batch(&plan, 3, 5);
+    for step in 0..2 {
+        let a = towers.train_step(&images, &labels, 0.05, step).unwrap();
+        let b = single.train_step(&images, &labels, 0.05, step).unwrap();
+        let case = format!("{case}, step {step}");
+        assert!(
+            (a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0),
+            "{case}: loss {} vs {}",
+            a.loss,
+            b.loss
+        );
+        assert!(a.loss.is_finite() && a.loss > 0.0, "{case}");
+        let err = max_rel_err(&towers.logits().unwrap(), &single.logits().unwrap(), 1e-2);
+        assert!(err < REORDER_TOL, "{case}: logits differ by {err}");
+        let (ga, gb) = (
+            flatten(&stack_towers(&plan, &towers.gradients().unwrap())),
+            flatten(&single.gradients().unwrap()),
+        );
+        assert!(
+            ga.iter().any(|&g| g != 0.0),
+            "{case}: gradients are all zero"
+        );
+        let err = max_rel_err(&ga, &gb, 1e-3);
+        assert!(err < REORDER_TOL, "{case}: gradients differ by {err}");
+        let err = max_rel_err(
+            &flatten(&stack_towers(&plan, &towers.params().unwrap())),
+            &flatten(&single.params().unwrap()),
+            1e-2,
+        );
+        assert!(err < REORDER_TOL, "{case}: updated weights differ by {err}");
     }
 }
 

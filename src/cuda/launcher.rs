@@ -16,6 +16,10 @@
 //!    two towers' streams, which the model's data flow does anyway.
 //! 3. `download` reads on the buffer's own stream and waits for it; `synchronize` waits for this
 //!    launcher's stream.
+//! 4. `copy_2d_async` from another stream's buffer runs on this launcher's copy stream instead,
+//!    after everything queued so far on both compute streams, and neither compute stream waits
+//!    for it until its `join_copies`: until then the tower computes on (the network queues its
+//!    filter gradients there), reading neither the destination nor writing the source.
 
 use super::blas::{self, Blas};
 use super::driver::{CheckDriver, error_text};
@@ -24,9 +28,10 @@ use super::memory::{Counter, MemoryStats};
 use crate::device::launch::{Kernel, LaunchConfig, Launcher, Sgemm};
 use crate::device::{Block, check_2d_blocks};
 use anyhow::{Result, bail, ensure};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, sys};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, sys};
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A buffer of `f32` on a GPU, owned by the launcher (stream) that allocated it.
 pub struct CudaBuf {
@@ -76,8 +81,21 @@ pub struct CudaLauncher {
     stream: Arc<CudaStream>,
     /// The stream's number on its GPU, for descriptions.
     stream_no: usize,
+    /// Where `copy_2d_async` runs, so an exchange overlaps the tower's compute (rule 4).
+    copy_stream: Arc<CudaStream>,
     /// cuBLAS on this stream for the fc layers, or why they run on our kernels instead.
     blas: Result<Arc<Blas>, &'static str>,
+}
+
+/// The copies each compute stream must wait for at its next `join_copies` (rule 4), by the
+/// stream's handle: copies into its buffers, and copies out of them by other launchers.
+fn pending_copies() -> &'static Mutex<HashMap<usize, Vec<Arc<CudaEvent>>>> {
+    static PENDING: OnceLock<Mutex<HashMap<usize, Vec<Arc<CudaEvent>>>>> = OnceLock::new();
+    PENDING.get_or_init(Default::default)
+}
+
+fn stream_key(stream: &CudaStream) -> usize {
+    stream.cu_stream() as usize
 }
 
 impl std::fmt::Debug for CudaLauncher {
@@ -114,6 +132,10 @@ impl CudaLauncher {
 
     fn on(gpu: Arc<Gpu>) -> Result<Self> {
         let (stream, stream_no) = gpu.new_stream()?;
+        let copy_stream = gpu
+            .context()
+            .new_stream()
+            .or_fail(|| format!("cuda:{}: creating a copy stream", gpu.ordinal()))?;
         let blas = match blas::why_not_cublas() {
             Some(why) => Err(why),
             None => Ok(Arc::new(Blas::new(&gpu, &stream)?)),
@@ -122,6 +144,7 @@ impl CudaLauncher {
             gpu,
             stream,
             stream_no,
+            copy_stream,
             blas,
         })
     }
@@ -186,10 +209,12 @@ impl CudaLauncher {
         })
     }
 
-    /// One `rows` x `width` copy between the given addresses on this launcher's stream.
+    /// One `rows` x `width` copy between the given addresses on `stream` (one of this
+    /// launcher's).
     #[allow(clippy::too_many_arguments)]
     fn enqueue_copy(
         &self,
+        stream: &CudaStream,
         src_ctx: sys::CUcontext,
         src: u64,
         src_pitch: usize,
@@ -199,7 +224,7 @@ impl CudaLauncher {
         rows: usize,
     ) -> Result<()> {
         let dst_ctx = self.gpu.context().cu_ctx();
-        let stream = self.stream.cu_stream();
+        let stream = stream.cu_stream();
         let contiguous = rows == 1 || (src_pitch == width_bytes && dst_pitch == width_bytes);
         // SAFETY: the caller checked both blocks lie inside their live buffers; the stream and
         // both contexts are alive; the descriptors are read during the call.
@@ -271,6 +296,100 @@ impl CudaLauncher {
         })
     }
 
+    /// `copy_2d`, on the compute stream (rules 1, 2), or with `on_copy_stream` and a source of
+    /// another stream on the copy stream (rule 4).
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &self,
+        src: &CudaBuf,
+        from: Block,
+        dst: &mut CudaBuf,
+        to: Block,
+        width: usize,
+        rows: usize,
+        on_copy_stream: bool,
+    ) -> Result<()> {
+        check_2d_blocks(src.len, from, dst.len, to, width, rows)?;
+        if rows == 0 || width == 0 {
+            return Ok(());
+        }
+        ensure!(
+            **dst.stream() == *self.stream,
+            "{}: copy_2d into a buffer of another launcher (cuda:{}); a launcher writes only its own buffers",
+            self.what(),
+            dst.ordinal()
+        );
+        ensure!(
+            rows == 1 || (from.pitch >= width && to.pitch >= width),
+            "{}: copy_2d with a pitch below the width (from {from:?}, to {to:?}, width {width}): rows would overlap",
+            self.what()
+        );
+        let src_stream = src.stream().clone();
+        let cross = *src_stream != *self.stream;
+        let f = 4; // bytes per float
+        let enqueue = |stream: &CudaStream| {
+            self.gpu.bind()?;
+            self.enqueue_copy(
+                stream,
+                src_stream.context().cu_ctx(),
+                src.ptr() + (f * from.offset) as u64,
+                f * from.pitch,
+                dst.ptr() + (f * to.offset) as u64,
+                f * to.pitch,
+                f * width,
+                rows,
+            )
+        };
+        let waiting = |for_whom: &str| {
+            format!(
+                "{}: ordering {for_whom} with cuda:{}'s stream",
+                self.what(),
+                src.ordinal()
+            )
+        };
+        if cross && on_copy_stream {
+            // Rule 4: the copy stream waits for the source's writes and for this stream's
+            // earlier use of `dst`; the copy's completion is joined later by both compute
+            // streams, which meanwhile run on.
+            for stream in [&src_stream, &self.stream] {
+                stream
+                    .record_event(None)
+                    .and_then(|e| self.copy_stream.wait(&e))
+                    .or_fail(|| waiting("the copy stream"))?;
+            }
+            enqueue(&self.copy_stream)?;
+            let done = Arc::new(
+                self.copy_stream
+                    .record_event(None)
+                    .or_fail(|| waiting("the copy stream"))?,
+            );
+            let mut pending = pending_copies().lock().unwrap_or_else(|p| p.into_inner());
+            for stream in [&self.stream, &src_stream] {
+                pending
+                    .entry(stream_key(stream))
+                    .or_default()
+                    .push(done.clone());
+            }
+            return Ok(());
+        }
+        if cross {
+            // Rule 2: the source's writes first.
+            src_stream
+                .record_event(None)
+                .and_then(|e| self.stream.wait(&e))
+                .or_fail(|| waiting("its stream"))?;
+        }
+        enqueue(&self.stream)?;
+        if cross {
+            // Rule 2: nothing later on the source's stream may overtake the copy.
+            self.stream
+                .record_event(None)
+                .and_then(|e| src_stream.wait(&e))
+                .or_fail(|| waiting("the source's stream"))?;
+        }
+        Ok(())
+    }
+
     /// Starts a timer on this launcher's stream (see `EventTimer`).
     pub fn start_timer(&self) -> Result<super::EventTimer> {
         super::EventTimer::start(&self.stream)
@@ -337,59 +456,31 @@ impl Launcher for CudaLauncher {
         width: usize,
         rows: usize,
     ) -> Result<()> {
-        check_2d_blocks(src.len, from, dst.len, to, width, rows)?;
-        if rows == 0 || width == 0 {
-            return Ok(());
-        }
-        ensure!(
-            **dst.stream() == *self.stream,
-            "{}: copy_2d into a buffer of another launcher (cuda:{}); a launcher writes only its own buffers",
-            self.what(),
-            dst.ordinal()
-        );
-        ensure!(
-            rows == 1 || (from.pitch >= width && to.pitch >= width),
-            "{}: copy_2d with a pitch below the width (from {from:?}, to {to:?}, width {width}): rows would overlap",
-            self.what()
-        );
-        let src_stream = src.stream().clone();
-        let cross = *src_stream != *self.stream;
-        if cross {
-            // Rule 2: the source's writes first.
-            src_stream
-                .record_event(None)
-                .and_then(|e| self.stream.wait(&e))
-                .or_fail(|| {
-                    format!(
-                        "{}: waiting for cuda:{}'s stream",
-                        self.what(),
-                        src.ordinal()
-                    )
-                })?;
-        }
-        self.gpu.bind()?;
-        let f = 4; // bytes per float
-        self.enqueue_copy(
-            src_stream.context().cu_ctx(),
-            src.ptr() + (f * from.offset) as u64,
-            f * from.pitch,
-            dst.ptr() + (f * to.offset) as u64,
-            f * to.pitch,
-            f * width,
-            rows,
-        )?;
-        if cross {
-            // Rule 2: nothing later on the source's stream may overtake the copy.
+        self.copy(src, from, dst, to, width, rows, false)
+    }
+
+    fn copy_2d_async(
+        &self,
+        src: &CudaBuf,
+        from: Block,
+        dst: &mut CudaBuf,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()> {
+        self.copy(src, from, dst, to, width, rows, true)
+    }
+
+    fn join_copies(&self) -> Result<()> {
+        let events = pending_copies()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&stream_key(&self.stream))
+            .unwrap_or_default();
+        for e in events {
             self.stream
-                .record_event(None)
-                .and_then(|e| src_stream.wait(&e))
-                .or_fail(|| {
-                    format!(
-                        "cuda:{}: ordering its stream after {}'s copy",
-                        src.ordinal(),
-                        self.what()
-                    )
-                })?;
+                .wait(&e)
+                .or_fail(|| format!("{}: joining its exchange copies", self.what()))?;
         }
         Ok(())
     }
@@ -480,6 +571,7 @@ impl Launcher for CudaLauncher {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.join_copies()?;
         self.stream.synchronize().or_fail(|| {
             format!(
                 "{}: synchronising (a kernel fault shows here; ALEXNET_CUDA_CHECK_LAUNCHES=1 names the kernel)",

@@ -529,6 +529,24 @@ impl<L: Launcher> Device for KernelDevice<L> {
             .copy_2d(src, from, dst, to, width, rows)
             .with_context(|| format!("copy_2d {rows} rows of {width} from {from:?} to {to:?}"))
     }
+    fn copy_2d_async(
+        &self,
+        src: &L::Buf,
+        from: Block,
+        dst: &mut L::Buf,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()> {
+        self.launcher
+            .copy_2d_async(src, from, dst, to, width, rows)
+            .with_context(|| {
+                format!("copy_2d_async {rows} rows of {width} from {from:?} to {to:?}")
+            })
+    }
+    fn join_copies(&self) -> Result<()> {
+        self.launcher.join_copies()
+    }
     fn add_assign(&self, dst: &mut L::Buf, src: &L::Buf) -> Result<()> {
         let n = self.len(dst);
         check_len("add_assign source", self.len(src), n)?;

@@ -64,6 +64,22 @@ pub trait Launcher {
         width: usize,
         rows: usize,
     ) -> Result<()>;
+    /// `copy_2d` that may run beside this launcher's later work; see `Device::copy_2d_async`.
+    fn copy_2d_async(
+        &self,
+        src: &Self::Buf,
+        from: Block,
+        dst: &mut Self::Buf,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()> {
+        self.copy_2d(src, from, dst, to, width, rows)
+    }
+    /// See `Device::join_copies`.
+    fn join_copies(&self) -> Result<()> {
+        Ok(())
+    }
     /// Launches `kernel`; `args[i]` points to the i-th kernel parameter's value (pointers are
     /// passed as `u64` device addresses).
     fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &[*mut c_void]) -> Result<()>;

@@ -96,6 +96,26 @@ pub trait Device {
         rows: usize,
     ) -> Result<()>;
 
+    /// `copy_2d` that may run beside this device's later work (on a GPU, on a copy stream, so a
+    /// tower's exchange overlaps its compute): `dst` holds the copy, and `src` may be written
+    /// again, only after `join_copies` on both devices.
+    fn copy_2d_async(
+        &self,
+        src: &Self::Buf,
+        from: Block,
+        dst: &mut Self::Buf,
+        to: Block,
+        width: usize,
+        rows: usize,
+    ) -> Result<()> {
+        self.copy_2d(src, from, dst, to, width, rows)
+    }
+
+    /// Orders this device's later work after every `copy_2d_async` into or out of its buffers.
+    fn join_copies(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// `dst += src`, elementwise over whole buffers of equal length.
     fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
 

@@ -396,21 +396,17 @@ impl<D: Device> Network<D> {
                 (false, Some(g)) => Some(&mut g[t]),
                 (false, None) => None,
             };
+            // Weighted layers: the input gradient first, so at an exchange its copies overlap
+            // the filter gradients, which come after them (below).
             match &lp.layer {
                 Layer::Conv(_) => {
-                    let g = lp.conv_geom(n);
-                    let wt = &mut st.weights[t];
-                    dev.conv_backward_filter(&g, x, dy, &mut wt.grad_w, &mut wt.grad_b)?;
                     if let Some(dx) = dx {
-                        dev.conv_backward_data(&g, dy, &wt.w, dx)?;
+                        dev.conv_backward_data(&lp.conv_geom(n), dy, &st.weights[t].w, dx)?;
                     }
                 }
                 Layer::Fc(_) => {
-                    let g = lp.fc_geom(n);
-                    let wt = &mut st.weights[t];
-                    dev.fc_backward_filter(&g, x, dy, &mut wt.grad_w, &mut wt.grad_b)?;
                     if let Some(dx) = dx {
-                        dev.fc_backward_data(&g, dy, &wt.w, dx)?;
+                        dev.fc_backward_data(&lp.fc_geom(n), dy, &st.weights[t].w, dx)?;
                     }
                 }
                 // Unweighted layers have no use for the image's gradient.
@@ -427,36 +423,46 @@ impl<D: Device> Network<D> {
                 }
             }
         }
-        if let (true, Some(prev_grad)) = (lp.exchange, prev_grad) {
-            // Each owner's half of every tower's input gradient comes home: its own first, then
-            // the others' in tower order, added up.
-            let prev_len = self.plan.layers[l - 1].output.len();
-            let from = |s: usize| Block {
-                offset: s * prev_len,
-                pitch: lp.input.len(),
-            };
-            let whole = Block {
-                offset: 0,
-                pitch: prev_len,
-            };
+        let mut exchange = match (lp.exchange, prev_grad) {
+            (true, Some(prev_grad)) => Some(prev_grad),
+            _ => None,
+        };
+        // Each owner's half of every tower's input gradient comes home, to be added up: its own
+        // first, then the others' in tower order. The first two copies to each owner go out
+        // asynchronously (the exchange), beside the filter gradients.
+        let prev_len = l
+            .checked_sub(1)
+            .map_or(0, |p| self.plan.layers[p].output.len());
+        let from = |s: usize| Block {
+            offset: s * prev_len,
+            pitch: lp.input.len(),
+        };
+        let whole = Block {
+            offset: 0,
+            pitch: prev_len,
+        };
+        let sources = |s: usize| -> Vec<usize> {
+            let mut order: Vec<usize> = (0..lp.active_towers).collect();
+            if let Some(own) = order.iter().position(|&t| t == s) {
+                order.remove(own);
+                order.insert(0, s);
+            }
+            order
+        };
+        if let Some(prev_grad) = exchange.as_deref_mut() {
             for (s, owner_grad) in prev_grad.iter_mut().enumerate() {
                 let dev = &self.devices[s];
-                let mut sources = (0..lp.active_towers).filter(|&t| t != s);
-                let first_source = if s < lp.active_towers {
-                    s
-                } else {
-                    sources.next().expect("an active tower")
-                };
-                dev.copy_2d(
-                    &st.grad_gathered[first_source],
+                let order = sources(s);
+                dev.copy_2d_async(
+                    &st.grad_gathered[order[0]],
                     from(s),
                     owner_grad,
                     whole,
                     prev_len,
                     n,
                 )?;
-                for t in sources.filter(|&t| t != first_source) {
-                    dev.copy_2d(
+                if let Some(&t) = order.get(1) {
+                    dev.copy_2d_async(
                         &st.grad_gathered[t],
                         from(s),
                         &mut st.returned[s],
@@ -464,6 +470,43 @@ impl<D: Device> Network<D> {
                         prev_len,
                         n,
                     )?;
+                }
+            }
+        }
+        if matches!(lp.layer, Layer::Conv(_) | Layer::Fc(_)) {
+            for t in 0..lp.active_towers {
+                let dev = &self.devices[t];
+                let x = if lp.exchange {
+                    &st.gathered[t]
+                } else {
+                    &prev_out[t]
+                };
+                let (dy, wt) = (&st.grad[t], &mut st.weights[t]);
+                let (dw, db) = (&mut wt.grad_w, &mut wt.grad_b);
+                match &lp.layer {
+                    Layer::Conv(_) => dev.conv_backward_filter(&lp.conv_geom(n), x, dy, dw, db)?,
+                    _ => dev.fc_backward_filter(&lp.fc_geom(n), x, dy, dw, db)?,
+                }
+            }
+        }
+        if let Some(prev_grad) = exchange {
+            for dev in &self.devices {
+                dev.join_copies()?;
+            }
+            for (s, owner_grad) in prev_grad.iter_mut().enumerate() {
+                let dev = &self.devices[s];
+                for (i, &t) in sources(s).iter().enumerate().skip(1) {
+                    if i > 1 {
+                        // Past two towers, the rest one by one through the same buffer.
+                        dev.copy_2d(
+                            &st.grad_gathered[t],
+                            from(s),
+                            &mut st.returned[s],
+                            whole,
+                            prev_len,
+                            n,
+                        )?;
+                    }
                     dev.add_assign(owner_grad, &st.returned[s])?;
                 }
             }
