@@ -138,6 +138,14 @@ pub fn report() -> String {
     }
     let _ = writeln!(
         s,
+        "fc layers: {}",
+        match crate::cuda::blas::why_not_cublas() {
+            None => "cuBLAS".to_string(),
+            Some(why) => format!("our own GEMM kernels ({why})"),
+        }
+    );
+    let _ = writeln!(
+        s,
         "Placement: --device cuda --devices 0,1 puts tower A on GPU 0 and B on GPU 1; --devices 0 puts both on GPU 0 (two streams)."
     );
     s
