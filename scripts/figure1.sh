@@ -13,9 +13,19 @@ max=${3:-60}
 bin=${ALEXNET:-target/release/alexnet}
 common=(--preset cifar --data "$data" --epochs "$max" --lr-schedule constant --until-train-error 0.25
         --no-val --checkpoint-every 390 --no-progress)
+# Whether a run's metrics already show an epoch at or under 25% training error.
+reached() {
+  [[ -f $1/metrics.jsonl ]] && python3 - "$1/metrics.jsonl" <<'PY'
+import json, sys
+ends = [json.loads(l) for l in open(sys.argv[1]) if '"epoch_end"' in l]
+sys.exit(0 if any((e.get("train_top1_error") or 1) <= 0.25 for e in ends) else 1)
+PY
+}
 for act in relu tanh; do
   flag=(--lr "${LR_RELU:-0.001}"); [[ $act == tanh ]] && flag=(--tanh --lr "${LR_TANH:-0.01}")
-  if [[ -f $out/$act/checkpoint.safetensors ]]; then
+  if reached "$out/$act"; then
+    echo "$act: already at the goal, not trained further"
+  elif [[ -f $out/$act/checkpoint.safetensors ]]; then
     "$bin" train "${common[@]}" "${flag[@]}" --resume "$out/$act" || true
   else
     "$bin" train "${common[@]}" "${flag[@]}" --out "$out/$act"
