@@ -25,8 +25,6 @@ use std::time::Instant;
 trait Timed: Device {
     /// Milliseconds `f` takes on the device (everything it queued, done).
     fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64>;
-    /// Bytes held on the device at the peak of the run so far, where the device counts them.
-    fn peak_bytes(&self) -> Option<usize>;
     /// The same device with the fc layers on our own GEMM kernels, where it normally runs them
     /// elsewhere (cuBLAS); its buffers are this device's.
     fn own_fc(&self) -> Option<Self>
@@ -44,9 +42,6 @@ impl Timed for CpuDevice {
         self.synchronize()?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     }
-    fn peak_bytes(&self) -> Option<usize> {
-        None
-    }
 }
 
 impl Timed for CudaDevice {
@@ -56,9 +51,6 @@ impl Timed for CudaDevice {
         let timer = self.launcher().start_timer()?;
         f()?;
         timer.stop()
-    }
-    fn peak_bytes(&self) -> Option<usize> {
-        Some(self.launcher().memory().peak)
     }
     fn own_fc(&self) -> Option<Self> {
         let l = self.launcher();
@@ -398,7 +390,7 @@ fn run<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize, why: &str) -> R
             "rate": rate, "unit": unit, "fraction_of_ceiling": rate / peak,
         }));
     }
-    let peak_bytes = dev.peak_bytes();
+    let peak_bytes = dev.memory_peak();
     match peak_bytes {
         Some(b) => println!("peak device memory held: {:.3} GB", b as f64 / 1e9),
         None => println!("peak device memory: not counted on this device"),

@@ -118,15 +118,8 @@ fn time_step<D: Device>(
         flops / median / 1e6,
         described.join(" | ")
     );
-    if peaks.iter().any(Option::is_some) {
-        let gb: Vec<String> = peaks
-            .iter()
-            .map(|p| p.map_or("-".into(), |b| format!("{:.2} GB", b as f64 / 1e9)))
-            .collect();
-        println!(
-            "         peak memory per tower's device: {}",
-            gb.join(" | ")
-        );
+    if let Some(text) = net.memory_peaks_text() {
+        println!("         peak memory per tower's device: {text}");
     }
     Ok(serde_json::json!({
         "preset": plan.spec.name, "batch": batch, "median_ms": median, "min_ms": ms[0],

@@ -589,6 +589,19 @@ impl<D: Device> Network<D> {
         self.devices.iter().map(|d| d.memory_peak()).collect()
     }
 
+    /// `memory_peaks` for people, `1.52 GB | 1.52 GB`, or `None` where no device counts them.
+    pub fn memory_peaks_text(&self) -> Option<String> {
+        let peaks = self.memory_peaks();
+        if peaks.iter().all(Option::is_none) {
+            return None;
+        }
+        let each: Vec<String> = peaks
+            .iter()
+            .map(|p| p.map_or("-".into(), |b| format!("{:.2} GB", b as f64 / 1e9)))
+            .collect();
+        Some(each.join(" | "))
+    }
+
     /// Bytes of the buffers this network holds on each tower's device: weights, gradients,
     /// momentum, activations and their gradients, exchange buffers (not counting workspaces a
     /// device allocates inside an op).

@@ -162,19 +162,6 @@ impl MetricsLog {
 }
 
 /// Trains `net` from `state` for `cfg.epochs` epochs in total.
-/// `; peak memory per tower's device: 1.52 GB | 1.52 GB` where the devices count it, else empty.
-fn peak_memory<D: Device>(net: &Network<D>) -> String {
-    let peaks = net.memory_peaks();
-    if peaks.iter().all(Option::is_none) {
-        return String::new();
-    }
-    let each: Vec<String> = peaks
-        .iter()
-        .map(|p| p.map_or("-".into(), |b| format!("{:.2} GB", b as f64 / 1e9)))
-        .collect();
-    format!("; peak memory per tower's device: {}", each.join(" | "))
-}
-
 pub fn train<D: Device>(
     net: &mut Network<D>,
     mut state: TrainState,
@@ -290,7 +277,9 @@ pub fn train<D: Device>(
                 e.images
             ),
             None => format!("epoch {} done", state.epoch + 1),
-        } + &peak_memory(net);
+        } + &net.memory_peaks_text().map_or(String::new(), |t| {
+            format!("; peak memory per tower's device: {t}")
+        });
         match &bar {
             Some(bar) => bar.println(&summary),
             None => eprintln!("{summary}"),
