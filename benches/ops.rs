@@ -12,9 +12,9 @@
 //! `cargo bench --bench ops`; `ALEXNET_BENCH_REPEATS` sets the timed runs per op (default 5).
 
 use alexnet::cuda::{CudaDevice, CudaLauncher};
-use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::device::kernels::KernelDevice;
+use alexnet::device::{Device, labels_as_floats};
 use alexnet::model::spec::Layer;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::{dropout::DropoutGeom, fc::FcGeom, philox, sgd::SgdStep};
@@ -274,12 +274,21 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
     let classes = plan.classes;
     let logits = random(dev, n * classes, 6)?;
     let labels: Vec<u32> = (0..n as u32).map(|i| i * 7 % classes as u32).collect();
+    let labels = dev.upload(&labels_as_floats(&labels, classes)?)?;
     let (mut probs, mut dl) = (dev.alloc(n * classes)?, dev.alloc(n * classes)?);
+    let mut losses = dev.alloc(n)?;
     push(
         "softmax xent".into(),
         time(dev, repeats, || {
-            dev.softmax_xent(n, classes, &logits, &labels, &mut probs, &mut dl)
-                .map(|_| ())
+            dev.softmax_xent(
+                n,
+                classes,
+                &logits,
+                &labels,
+                &mut probs,
+                &mut dl,
+                &mut losses,
+            )
         })?,
         3.0 * f4 * (n * classes) as f64,
         false,

@@ -4,6 +4,10 @@
 //! batch 128; else the CPU device, `cifar` at batch 128 and `paper` at batch 8, and it says so.
 //! `ALEXNET_BENCH_DEVICE=cpu|cuda` chooses. Prints a table and writes `target/bench/step.json`.
 //!
+//! Each case is timed twice: with the batch resident on the devices (`Network::train_loaded`,
+//! the condition of the peers' benchmarks, which keep their input on the GPU), and with the
+//! batch uploaded from host memory every step (`Network::train_step`, as `alexnet train` does).
+//!
 //! `cargo bench --bench step`; `ALEXNET_BENCH_REPEATS` sets the timed steps per case.
 
 use alexnet::device::Device;
@@ -40,15 +44,15 @@ fn main() -> Result<()> {
     };
     println!("training step, {repeats} timed steps after one warm-up");
     println!(
-        "{:<8} {:>6} {:>11} {:>11} {:>11} {:>10} {:>9}  devices",
-        "preset", "batch", "median ms", "min ms", "max ms", "images/s", "GFLOP/s"
+        "{:<8} {:>6} {:>9} {:>11} {:>11} {:>11} {:>10} {:>9}  devices",
+        "preset", "batch", "input", "median ms", "min ms", "max ms", "images/s", "GFLOP/s"
     );
     let mut rows = Vec::new();
     let cases: &[(&str, usize)] = if use_gpu { &gpu_cases } else { &cpu_cases };
     for &(name, batch) in cases {
         let plan = Plan::new(&preset(name, &Ablations::default())?)?;
         let towers = plan.spec.towers;
-        let row = if use_gpu {
+        let case_rows = if use_gpu {
             time_step(
                 &plan,
                 alexnet::cuda::devices(&gpus, towers)?,
@@ -58,7 +62,7 @@ fn main() -> Result<()> {
         } else {
             time_step(&plan, vec![CpuDevice; towers], batch, repeats)?
         };
-        rows.push(row);
+        rows.extend(case_rows);
     }
     let dir = std::path::Path::new(
         &std::env::var("CARGO_TARGET_DIR")
@@ -73,13 +77,14 @@ fn main() -> Result<()> {
 }
 
 /// Times `repeats` training steps of a fresh network on `devices` with random images, each step
-/// waited for on every device; prints its row and returns it as JSON.
+/// waited for on every device, first with the batch resident, then uploaded each step; prints
+/// a row for each and returns them as JSON.
 fn time_step<D: Device>(
     plan: &Plan,
     devices: Vec<D>,
     batch: usize,
     repeats: usize,
-) -> Result<serde_json::Value> {
+) -> Result<Vec<serde_json::Value>> {
     let described: Vec<String> = devices.iter().map(|d| d.describe()).collect();
     let mut net = Network::new(plan, devices, &init_params(plan, 1), 1)?;
     let input = plan.spec.input;
@@ -94,23 +99,51 @@ fn time_step<D: Device>(
         |net: &Network<D>| -> Result<()> { net.devices().iter().try_for_each(|d| d.synchronize()) };
     net.train_step(&images, &labels, 0.01, 0)?;
     wait(&net)?;
-    let mut ms = Vec::with_capacity(repeats);
-    for s in 0..repeats {
-        let t = Instant::now();
-        net.train_step(&images, &labels, 0.01, 1 + s as u64)?;
-        wait(&net)?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    let mut rows = Vec::new();
+    for resident in [true, false] {
+        let mut ms = Vec::with_capacity(repeats);
+        for s in 0..repeats {
+            let step = 1 + s as u64;
+            let t = Instant::now();
+            if resident {
+                net.train_loaded(0.01, step)?;
+            } else {
+                net.train_step(&images, &labels, 0.01, step)?;
+            }
+            wait(&net)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        rows.push(row(plan, batch, resident, &mut ms, &described));
     }
+    if let Some(text) = net.memory_peaks_text() {
+        println!("         peak memory per tower's device: {text}");
+    }
+    let peaks = net.memory_peaks();
+    for r in &mut rows {
+        r["device_peak_bytes"] = serde_json::json!(peaks);
+    }
+    Ok(rows)
+}
+
+/// Prints one timed case and returns it as JSON.
+fn row(
+    plan: &Plan,
+    batch: usize,
+    resident: bool,
+    ms: &mut [f64],
+    described: &[String],
+) -> serde_json::Value {
     ms.sort_by(f64::total_cmp);
     let median = ms[ms.len() / 2];
     // Training costs about three forward passes: forward, data gradient, filter gradient.
     let flops = 3.0 * 2.0 * plan.macs() as f64 * batch as f64;
     let images_per_s = batch as f64 / median * 1e3;
-    let peaks = net.memory_peaks();
+    let input = if resident { "resident" } else { "uploaded" };
     println!(
-        "{:<8} {:>6} {:>11.2} {:>11.2} {:>11.2} {:>10.1} {:>9.1}  {}",
+        "{:<8} {:>6} {:>9} {:>11.2} {:>11.2} {:>11.2} {:>10.1} {:>9.1}  {}",
         plan.spec.name,
         batch,
+        input,
         median,
         ms[0],
         ms[ms.len() - 1],
@@ -118,13 +151,10 @@ fn time_step<D: Device>(
         flops / median / 1e6,
         described.join(" | ")
     );
-    if let Some(text) = net.memory_peaks_text() {
-        println!("         peak memory per tower's device: {text}");
-    }
-    Ok(serde_json::json!({
-        "preset": plan.spec.name, "batch": batch, "median_ms": median, "min_ms": ms[0],
-        "max_ms": ms[ms.len() - 1], "images_per_s": images_per_s,
-        "gflops": flops / median / 1e6, "repeats": repeats, "devices": described,
-        "device_peak_bytes": peaks, "cpu_threads": rayon::current_num_threads(),
-    }))
+    serde_json::json!({
+        "preset": plan.spec.name, "batch": batch, "input": input, "median_ms": median,
+        "min_ms": ms[0], "max_ms": ms[ms.len() - 1], "images_per_s": images_per_s,
+        "gflops": flops / median / 1e6, "repeats": ms.len(), "devices": described,
+        "cpu_threads": rayon::current_num_threads(),
+    })
 }

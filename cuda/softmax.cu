@@ -8,8 +8,9 @@
 #define SOFTMAX_THREADS 256
 
 // probs = softmax(row), dlogits = (probs - onehot(label))·inv_n, loss[row] = -log probs[label]
-// computed as -(z[label] - max - log Σ exp(z - max)). Labels come as floats (exact below 2^24).
-// grid n, block SOFTMAX_THREADS.
+// computed as -(z[label] - max - log Σ exp(z - max)). Labels come as floats (exact below 2^24);
+// one that is not a class makes its row's loss NaN (the host sees it; nothing reads out of
+// bounds). grid n, block SOFTMAX_THREADS.
 extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
     softmax_xent_f32(SoftmaxParams p, const float* logits, const float* labels, float* probs,
                      float* dlogits, float* loss) {
@@ -39,13 +40,15 @@ extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
     }
     sum = red[0];
 
-    const int label = (int)labels[row];
+    const float lf = labels[row];
+    const bool valid = lf >= 0.0f && lf < (float)p.classes && lf == floorf(lf);
+    const int label = valid ? (int)lf : -1;
     for (int c = t; c < p.classes; c += SOFTMAX_THREADS) {
         const float pr = expf(z[c] - mx) / sum;
         probs[off + c] = pr;
         dlogits[off + c] = (pr - (c == label ? 1.0f : 0.0f)) * p.inv_n;
     }
-    if (t == 0) loss[row] = -(z[label] - mx - logf(sum));
+    if (t == 0) loss[row] = valid ? -(z[label] - mx - logf(sum)) : NAN;
 }
 
 // Whether (va, ia) ranks before (vb, ib): higher score first, ties to the lower index.

@@ -108,6 +108,43 @@ fn steps_are_bit_identical_across_runs_and_dropout_changes_per_step() {
     assert_ne!(l0, l1);
 }
 
+/// The bench's resident batch (`load_batch` once, then `train_loaded`) trains exactly as the
+/// batch uploaded every step, and stepping with no batch loaded is an error, not stale data.
+#[test]
+fn a_resident_batch_trains_like_one_uploaded_every_step() {
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    let params = init_params(&plan, 1);
+    let (images, labels) = batch(&plan, 4, 2);
+    let fresh = || Network::new(&plan, vec![CpuDevice, CpuDevice], &params, 7).unwrap();
+    let (mut uploaded, mut resident) = (fresh(), fresh());
+    let e = resident.train_loaded(0.05, 0).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("no training batch is loaded"),
+        "{e:#}"
+    );
+    resident.load_batch(&images, &labels).unwrap();
+    for step in 0..3 {
+        let a = uploaded.train_step(&images, &labels, 0.05, step).unwrap();
+        let b = resident.train_loaded(0.05, step).unwrap();
+        assert_eq!(a, b, "step {step}");
+    }
+    assert_eq!(
+        flatten(&uploaded.params().unwrap()),
+        flatten(&resident.params().unwrap())
+    );
+    // predict replaces the batch with unlabelled images.
+    resident.predict(&images, 4).unwrap();
+    let e = resident.train_loaded(0.05, 3).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("no training batch is loaded"),
+        "{e:#}"
+    );
+    let mut bad = labels.clone();
+    bad[1] = plan.classes as u32;
+    let e = resident.train_step(&images, &bad, 0.05, 3).unwrap_err();
+    assert!(format!("{e:#}").contains("out of range"), "{e:#}");
+}
+
 #[test]
 fn a_small_net_fits_a_fixed_batch() {
     // Twenty steps on one batch of random images with random labels: a working forward, backward

@@ -194,13 +194,22 @@ impl Device for CpuDevice {
         n: usize,
         classes: usize,
         logits: &Vec<f32>,
-        labels: &[u32],
+        labels: &Vec<f32>,
         probs: &mut Vec<f32>,
         dlogits: &mut Vec<f32>,
-    ) -> Result<f64> {
-        Ok(ops::softmax::xent_naive(
-            n, classes, logits, labels, probs, dlogits,
-        ))
+        losses: &mut Vec<f32>,
+    ) -> Result<()> {
+        anyhow::ensure!(
+            logits.len() == n * classes && probs.len() == n * classes,
+            "softmax_xent: logits and probs must hold {n}x{classes} values"
+        );
+        anyhow::ensure!(
+            dlogits.len() == n * classes && labels.len() == n && losses.len() == n,
+            "softmax_xent: dlogits must hold {n}x{classes} values, labels and losses {n}"
+        );
+        let labels = super::labels_from_floats(labels, classes)?;
+        ops::softmax::xent_rows_naive(n, classes, logits, &labels, probs, dlogits, losses);
+        Ok(())
     }
     fn sgd_update(
         &self,

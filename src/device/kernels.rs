@@ -11,7 +11,7 @@ use crate::ops::{
     conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,
     spatial_norm::SpatialNormGeom,
 };
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use std::ffi::c_void;
 use std::sync::Mutex;
 
@@ -1106,39 +1106,34 @@ impl<L: Launcher> Device for KernelDevice<L> {
         n: usize,
         classes: usize,
         logits: &L::Buf,
-        labels: &[u32],
+        labels: &L::Buf,
         probs: &mut L::Buf,
         dlogits: &mut L::Buf,
-    ) -> Result<f64> {
-        let run = || -> Result<f64> {
+        losses: &mut L::Buf,
+    ) -> Result<()> {
+        let run = || -> Result<()> {
             ensure!(n > 0 && classes > 0, "empty batch or no classes");
             check_len("logits", self.len(logits), n * classes)?;
             check_len("probs", self.len(probs), n * classes)?;
             check_len("dlogits", self.len(dlogits), n * classes)?;
-            check_len("labels", labels.len(), n)?;
+            check_len("labels", self.len(labels), n)?;
+            check_len("losses", self.len(losses), n)?;
             ensure!(
                 classes < 1 << 24,
                 "{classes} classes: labels travel as exact floats below 2^24"
             );
-            if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
-                bail!("label {bad} out of range for {classes} classes");
-            }
             let p = SoftmaxParams {
                 n: i32_of(n, "n")?,
                 classes: i32_of(classes, "classes")?,
                 inv_n: (1.0 / n as f64) as f32,
             };
             i32_of(n * classes, "logits length")?;
-            let label_buf = self
-                .launcher
-                .upload(&labels.iter().map(|&l| l as f32).collect::<Vec<_>>())?;
-            let loss_buf = self.launcher.alloc(n)?;
             let (zp, lp, pp, dp, lossp) = (
                 self.ptr(logits),
-                self.ptr(&label_buf),
+                self.ptr(labels),
                 self.ptr(probs),
                 self.ptr(dlogits),
-                self.ptr(&loss_buf),
+                self.ptr(losses),
             );
             let cfg = LaunchConfig {
                 grid: [u32_of(n, "rows")?, 1, 1],
@@ -1149,9 +1144,7 @@ impl<L: Launcher> Device for KernelDevice<L> {
                 kernel("softmax", "softmax_xent_f32"),
                 cfg,
                 &[arg(&p), arg(&zp), arg(&lp), arg(&pp), arg(&dp), arg(&lossp)],
-            )?;
-            let losses = self.launcher.download(&loss_buf)?;
-            Ok(losses.iter().map(|&l| l as f64).sum::<f64>() / n as f64)
+            )
         };
         run().with_context(|| format!("softmax_xent (n {n}, classes {classes})"))
     }

@@ -71,6 +71,33 @@ pub fn check_2d_blocks(
     Ok(())
 }
 
+/// Class labels as a device holds them, for `Device::softmax_xent`: one exact `f32` per label
+/// (buffers hold `f32` only), so there must be fewer than 2^24 classes; every label must be one.
+pub fn labels_as_floats(labels: &[u32], classes: usize) -> Result<Vec<f32>> {
+    anyhow::ensure!(
+        classes < 1 << 24,
+        "{classes} classes: labels travel as exact floats below 2^24"
+    );
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
+        anyhow::bail!("label {bad} is out of range for {classes} classes");
+    }
+    Ok(labels.iter().map(|&l| l as f32).collect())
+}
+
+/// The inverse of `labels_as_floats`, checking that each value is a class.
+pub fn labels_from_floats(labels: &[f32], classes: usize) -> Result<Vec<u32>> {
+    labels
+        .iter()
+        .map(|&l| {
+            anyhow::ensure!(
+                l >= 0.0 && l.fract() == 0.0 && (l as usize) < classes,
+                "label {l} is not one of {classes} classes"
+            );
+            Ok(l as u32)
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub trait Device {
     type Buf;
@@ -224,16 +251,20 @@ pub trait Device {
     fn dropout_forward_test(&self, p: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
 
     /// Softmax of `logits` (`[n, classes]`) into `probs`, the gradient of the mean cross-entropy
-    /// into `dlogits`; returns the mean loss.
+    /// into `dlogits`, and each row's loss into `losses` (`[n]`). `labels` (`[n]`, see
+    /// `labels_as_floats`) stays on the device, and nothing comes back to the host, so a training
+    /// step waits for its device only once, at its end. A label outside the classes gives an
+    /// error or, where it is only seen on the device, a NaN loss for its row.
     fn softmax_xent(
         &self,
         n: usize,
         classes: usize,
         logits: &Self::Buf,
-        labels: &[u32],
+        labels: &Self::Buf,
         probs: &mut Self::Buf,
         dlogits: &mut Self::Buf,
-    ) -> Result<f64>;
+        losses: &mut Self::Buf,
+    ) -> Result<()>;
 
     fn sgd_update(
         &self,
@@ -242,4 +273,26 @@ pub trait Device {
         v: &mut Self::Buf,
         grad: &Self::Buf,
     ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_travel_as_exact_floats_and_bad_ones_are_errors() {
+        let floats = labels_as_floats(&[0, 9, 3], 10).unwrap();
+        assert_eq!(floats, [0.0, 9.0, 3.0]);
+        assert_eq!(labels_from_floats(&floats, 10).unwrap(), [0, 9, 3]);
+        let e = labels_as_floats(&[0, 10], 10).unwrap_err();
+        assert!(format!("{e}").contains("label 10 is out of range for 10 classes"));
+        assert!(labels_as_floats(&[0], 1 << 24).is_err());
+        for bad in [10.0, -1.0, 2.5, f32::NAN] {
+            let e = labels_from_floats(&[bad], 10).unwrap_err();
+            assert!(
+                format!("{e}").contains("is not one of 10 classes"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

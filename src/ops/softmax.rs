@@ -2,21 +2,21 @@
 
 use crate::tensor::Real;
 
-/// Writes the softmax of each row of `logits` into `probs` and `dlogits = (probs - onehot) / n`,
-/// the gradient of the mean loss; returns the mean loss `-(1/n) Σ log probs[label]`.
-pub fn xent_naive<T: Real>(
+/// Writes the softmax of each row of `logits` into `probs`, `dlogits = (probs - onehot) / n`
+/// (the gradient of the mean loss) and each row's loss `-log probs[label]` into `losses`.
+pub fn xent_rows_naive<T: Real>(
     n: usize,
     classes: usize,
     logits: &[T],
     labels: &[u32],
     probs: &mut [T],
     dlogits: &mut [T],
-) -> f64 {
+    losses: &mut [T],
+) {
     assert_eq!(logits.len(), n * classes);
-    assert_eq!(labels.len(), n);
+    assert!(labels.len() == n && losses.len() == n);
     assert!(probs.len() == logits.len() && dlogits.len() == logits.len());
     let inv_n = T::from_f64_lossy(1.0 / n as f64);
-    let mut loss = 0.0;
     for s in 0..n {
         let label = labels[s] as usize;
         assert!(
@@ -33,9 +33,27 @@ pub fn xent_naive<T: Real>(
             dlogits[s * classes + c] = (p - onehot) * inv_n;
         }
         // log p[label] computed as z - max - log(sum), which stays finite when p underflows.
-        loss -= (row[label] - max - sum.ln()).to_f64().unwrap();
+        losses[s] = -(row[label] - max - sum.ln());
     }
-    loss / n as f64
+}
+
+/// `xent_rows_naive` that returns the mean loss instead of each row's.
+pub fn xent_naive<T: Real>(
+    n: usize,
+    classes: usize,
+    logits: &[T],
+    labels: &[u32],
+    probs: &mut [T],
+    dlogits: &mut [T],
+) -> f64 {
+    let mut losses = vec![T::zero(); n];
+    xent_rows_naive(n, classes, logits, labels, probs, dlogits, &mut losses);
+    mean_loss(&losses)
+}
+
+/// The mean of per-row losses, summed in f64 in row order.
+pub fn mean_loss<T: Real>(losses: &[T]) -> f64 {
+    losses.iter().map(|l| l.to_f64().unwrap()).sum::<f64>() / losses.len() as f64
 }
 
 /// The `k` largest entries of `row`, highest first; ties go to the lower class index.

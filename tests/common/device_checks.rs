@@ -20,9 +20,9 @@
 
 #![allow(dead_code)]
 
-use alexnet::device::Device;
 use alexnet::device::kernels::KernelDevice;
 use alexnet::device::launch::Launcher;
+use alexnet::device::{Device, labels_as_floats};
 use alexnet::ops::{
     activation,
     conv::{self, ConvGeom},
@@ -405,9 +405,29 @@ pub fn check_softmax_xent<D: Device>(dev: &D, n: usize, classes: usize, seed: u6
     let z = data(n * classes, seed, -5.0, 5.0);
     let labels: Vec<u32> = (0..n).map(|s| ((s * 7919 + 3) % classes) as u32).collect();
     let (mut probs, mut dz) = (dev.alloc(n * classes)?, dev.alloc(n * classes)?);
-    let loss = dev.softmax_xent(n, classes, &dev.upload(&z)?, &labels, &mut probs, &mut dz)?;
+    let mut losses = dev.alloc(n)?;
+    let label_buf = dev.upload(&labels_as_floats(&labels, classes)?)?;
+    let logits = dev.upload(&z)?;
+    dev.softmax_xent(
+        n,
+        classes,
+        &logits,
+        &label_buf,
+        &mut probs,
+        &mut dz,
+        &mut losses,
+    )?;
     let (mut want_p, mut want_dz) = (vec![0.0; n * classes], vec![0.0; n * classes]);
-    let want_loss = softmax::xent_naive(n, classes, &f64s(&z), &labels, &mut want_p, &mut want_dz);
+    let mut want_losses = vec![0.0; n];
+    softmax::xent_rows_naive(
+        n,
+        classes,
+        &f64s(&z),
+        &labels,
+        &mut want_p,
+        &mut want_dz,
+        &mut want_losses,
+    );
     let what = format!("softmax_xent n {n} classes {classes}");
     assert_within(
         &format!("{what} probs"),
@@ -420,11 +440,42 @@ pub fn check_softmax_xent<D: Device>(dev: &D, n: usize, classes: usize, seed: u6
         err_vs_max(&dev.download(&dz)?, &want_dz),
         TOL_ELEMENTWISE,
     );
+    // Each row's loss is a log of a sum over the classes: a reduction.
     assert_within(
-        &format!("{what} loss"),
-        (loss - want_loss).abs() / want_loss.abs(),
+        &format!("{what} losses"),
+        max_rel_err(&dev.download(&losses)?, &want_losses, 1e-12),
         TOL_REDUCE,
     );
+    // A label that is not a class: an error, or a NaN loss for that row only.
+    let mut bad = labels_as_floats(&labels, classes)?;
+    bad[n - 1] = classes as f32;
+    let bad_buf = dev.upload(&bad)?;
+    match dev.softmax_xent(
+        n,
+        classes,
+        &logits,
+        &bad_buf,
+        &mut probs,
+        &mut dz,
+        &mut losses,
+    ) {
+        Err(e) => assert!(
+            format!("{e:#}").contains("not one of"),
+            "{what}: unexpected error for a bad label: {e:#}"
+        ),
+        Ok(()) => {
+            let got = dev.download(&losses)?;
+            assert!(
+                got[n - 1].is_nan(),
+                "{what}: a bad label gave loss {}",
+                got[n - 1]
+            );
+            assert!(
+                got[..n - 1].iter().all(|l| l.is_finite()),
+                "{what}: other rows spoiled"
+            );
+        }
+    }
     Ok(())
 }
 
