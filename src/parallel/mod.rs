@@ -509,56 +509,20 @@ impl<D: Device> Network<D> {
                 }
             }
         }
-        let mut exchange = match (lp.exchange, prev_grad) {
-            (true, Some(prev_grad)) => Some(prev_grad),
+        let exchange = match (lp.exchange, prev_grad) {
+            (true, Some(prev_grad)) => {
+                let prev_len = self.plan.layers[l - 1].output.len();
+                let homing = Homing {
+                    prev_len,
+                    input_len: lp.input.len(),
+                    towers: lp.active_towers,
+                    n,
+                };
+                homing.send(&self.devices, st, prev_grad)?;
+                Some((homing, prev_grad))
+            }
             _ => None,
         };
-        // Each owner's half of every tower's input gradient comes home, to be added up: its own
-        // first, then the others' in tower order. The first two copies to each owner go out
-        // asynchronously (the exchange), beside the filter gradients.
-        let prev_len = l
-            .checked_sub(1)
-            .map_or(0, |p| self.plan.layers[p].output.len());
-        let from = |s: usize| Block {
-            offset: s * prev_len,
-            pitch: lp.input.len(),
-        };
-        let whole = Block {
-            offset: 0,
-            pitch: prev_len,
-        };
-        let sources = |s: usize| -> Vec<usize> {
-            let mut order: Vec<usize> = (0..lp.active_towers).collect();
-            if let Some(own) = order.iter().position(|&t| t == s) {
-                order.remove(own);
-                order.insert(0, s);
-            }
-            order
-        };
-        if let Some(prev_grad) = exchange.as_deref_mut() {
-            for (s, owner_grad) in prev_grad.iter_mut().enumerate() {
-                let dev = &self.devices[s];
-                let order = sources(s);
-                dev.copy_2d_async(
-                    &st.grad_gathered[order[0]],
-                    from(s),
-                    owner_grad,
-                    whole,
-                    prev_len,
-                    n,
-                )?;
-                if let Some(&t) = order.get(1) {
-                    dev.copy_2d_async(
-                        &st.grad_gathered[t],
-                        from(s),
-                        &mut st.returned[s],
-                        whole,
-                        prev_len,
-                        n,
-                    )?;
-                }
-            }
-        }
         if matches!(lp.layer, Layer::Conv(_) | Layer::Fc(_)) {
             for t in 0..lp.active_towers {
                 let dev = &self.devices[t];
@@ -575,27 +539,8 @@ impl<D: Device> Network<D> {
                 }
             }
         }
-        if let Some(prev_grad) = exchange {
-            for dev in &self.devices {
-                dev.join_copies()?;
-            }
-            for (s, owner_grad) in prev_grad.iter_mut().enumerate() {
-                let dev = &self.devices[s];
-                for (i, &t) in sources(s).iter().enumerate().skip(1) {
-                    if i > 1 {
-                        // Past two towers, the rest one by one through the same buffer.
-                        dev.copy_2d(
-                            &st.grad_gathered[t],
-                            from(s),
-                            &mut st.returned[s],
-                            whole,
-                            prev_len,
-                            n,
-                        )?;
-                    }
-                    dev.add_assign(owner_grad, &st.returned[s])?;
-                }
-            }
+        if let Some((homing, prev_grad)) = exchange {
+            homing.sum(&self.devices, st, prev_grad)?;
         }
         Ok(())
     }
@@ -772,6 +717,99 @@ impl<D: Device> Network<D> {
 
 /// Dropout over tower `tower`'s slice, indexed by each unit's place in the whole layer so the
 /// masks do not depend on how the layer is split.
+/// Backward at an exchange: every tower's gradient of its gathered input holds a block for each
+/// owner of the previous layer (block `s` for tower `s`'s output), which goes home and is added
+/// there: the owner's own block first, then the others' in tower order.
+struct Homing {
+    /// Floats per sample of one tower's previous output, and of the gathered input.
+    prev_len: usize,
+    input_len: usize,
+    towers: usize,
+    n: usize,
+}
+
+impl Homing {
+    /// Owner `s`'s block of a gathered gradient.
+    fn from(&self, s: usize) -> Block {
+        Block {
+            offset: s * self.prev_len,
+            pitch: self.input_len,
+        }
+    }
+
+    fn whole(&self) -> Block {
+        Block {
+            offset: 0,
+            pitch: self.prev_len,
+        }
+    }
+
+    /// The towers whose blocks owner `s` adds up, in order: its own first.
+    fn sources(&self, s: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.towers).collect();
+        if let Some(own) = order.iter().position(|&t| t == s) {
+            order.remove(own);
+            order.insert(0, s);
+        }
+        order
+    }
+
+    /// Starts the first two copies to each owner, asynchronously (the exchange), so they run
+    /// beside the filter gradients queued next.
+    fn send<D: Device>(
+        &self,
+        devices: &[D],
+        st: &mut LayerState<D::Buf>,
+        prev_grad: &mut [D::Buf],
+    ) -> Result<()> {
+        let (n, len) = (self.n, self.prev_len);
+        for (s, owner_grad) in prev_grad.iter_mut().enumerate() {
+            let dev = &devices[s];
+            let order = self.sources(s);
+            let own = &st.grad_gathered[order[0]];
+            dev.copy_2d_async(own, self.from(s), owner_grad, self.whole(), len, n)?;
+            if let Some(&t) = order.get(1) {
+                let other = &st.grad_gathered[t];
+                let landing = &mut st.returned[s];
+                dev.copy_2d_async(other, self.from(s), landing, self.whole(), len, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for `send`'s copies and adds the blocks up on each owner.
+    fn sum<D: Device>(
+        &self,
+        devices: &[D],
+        st: &mut LayerState<D::Buf>,
+        prev_grad: &mut [D::Buf],
+    ) -> Result<()> {
+        let (n, len) = (self.n, self.prev_len);
+        for dev in devices {
+            dev.join_copies()?;
+        }
+        for (s, owner_grad) in prev_grad.iter_mut().enumerate() {
+            let dev = &devices[s];
+            for (i, &t) in self.sources(s).iter().enumerate().skip(1) {
+                if i > 1 {
+                    // Past two towers, the rest one by one through the same landing buffer.
+                    let other = &st.grad_gathered[t];
+                    dev.copy_2d(
+                        other,
+                        self.from(s),
+                        &mut st.returned[s],
+                        self.whole(),
+                        len,
+                        n,
+                    )?;
+                }
+                dev.add_assign(owner_grad, &st.returned[s])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn dropout_geom(lp: &LayerPlan, tower: usize, n: usize, seed: u64, step: u64) -> DropoutGeom {
     let Layer::Dropout(d) = &lp.layer else {
         unreachable!("dropout geometry of a {} layer", lp.layer.kind())
