@@ -22,6 +22,7 @@ use alexnet::ops::dropout::DropoutGeom;
 use alexnet::parallel::{Network, StepStats};
 use alexnet::tensor::max_rel_err;
 use common::device_checks::*;
+use common::step_checks::{tensors, tiny_steps_match_the_cpu};
 use common::{batch, tiny_spec};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
@@ -55,13 +56,6 @@ fn plan(name: &str) -> Plan {
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn flat(p: &NetParams) -> Vec<Vec<f32>> {
-    p.iter()
-        .flatten()
-        .flat_map(|t| [t.weight.data.clone(), t.bias.data.clone()])
-        .collect()
 }
 
 #[test]
@@ -121,20 +115,6 @@ fn every_kernel_at_the_papers_shapes() {
     let fc6 = plan("paper").layer("fc6").unwrap().params / 2;
     check_sgd(&dev, fc6, 3).unwrap();
     check_fill(&dev, 1 << 20).unwrap();
-}
-
-/// The difference between a GPU result and the CPU's, per tensor: the largest error relative to
-/// the element, with a floor of 1e-2 of the tensor's largest magnitude (for elements that
-/// cancel to near zero).
-fn tensor_errors(gpu: &[Vec<f32>], cpu: &[Vec<f32>]) -> f64 {
-    assert_eq!(gpu.len(), cpu.len());
-    gpu.iter()
-        .zip(cpu)
-        .map(|(g, c)| {
-            let scale = c.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-            max_rel_err(g, c, (1e-2 * scale).max(f64::MIN_POSITIVE))
-        })
-        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -243,46 +223,7 @@ fn a_tiny_two_tower_step_matches_the_cpu() {
     let Some((_l, _lock)) = gpu("a_tiny_two_tower_step_matches_the_cpu") else {
         return;
     };
-    // As tests/emu_step.rs: sums of a few hundred terms in another order, and the GPU's
-    // `__expf`-class intrinsics, over two steps; 1e-4 relative with floors of 1e-2 of each
-    // tensor's scale.
-    const TOL: f64 = 1e-4;
-    for (first_tower_classifier, tanh) in [(false, false), (true, true)] {
-        let p = Plan::new(&tiny_spec(first_tower_classifier, tanh)).unwrap();
-        let params = init_params(&p, 6);
-        let mut cpu = Network::new(&p, vec![CpuDevice, CpuDevice], &params, 3).unwrap();
-        let mut gpu_net =
-            Network::new(&p, alexnet::cuda::devices(&[0], 2).unwrap(), &params, 3).unwrap();
-        let (images, labels) = batch(&p, 3, 4);
-        for step in 0..2 {
-            let case = format!(
-                "classifier on tower 0 only: {first_tower_classifier}, tanh {tanh}, step {step}"
-            );
-            let a = cpu.train_step(&images, &labels, 0.05, step).unwrap();
-            let b = gpu_net.train_step(&images, &labels, 0.05, step).unwrap();
-            assert!(
-                (a.loss - b.loss).abs() < TOL * a.loss,
-                "{case}: loss {} vs {}",
-                a.loss,
-                b.loss
-            );
-            assert_eq!(
-                (a.top1_errors, a.top5_errors),
-                (b.top1_errors, b.top5_errors),
-                "{case}"
-            );
-            let grads = tensor_errors(
-                &flat(&gpu_net.gradients().unwrap()),
-                &flat(&cpu.gradients().unwrap()),
-            );
-            assert!(grads < TOL, "{case}: gradients differ by {grads:.3e}");
-            let weights = tensor_errors(
-                &flat(&gpu_net.params().unwrap()),
-                &flat(&cpu.params().unwrap()),
-            );
-            assert!(weights < TOL, "{case}: weights differ by {weights:.3e}");
-        }
-    }
+    tiny_steps_match_the_cpu(|| alexnet::cuda::devices(&[0], 2).unwrap(), 2);
 }
 
 /// `steps` training steps of `plan` on `devices`, a new batch each step: the stats of each and
@@ -301,7 +242,7 @@ fn run<D: Device>(
             net.train_step(&images, &labels, 0.01, s).unwrap()
         })
         .collect();
-    (stats, flat(&net.params().unwrap()))
+    (stats, tensors(&net.params().unwrap()))
 }
 
 #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod device_checks;
+pub mod step_checks;
 
 use alexnet::model::init::NetParams;
 use alexnet::model::{NetSpec, Plan};
