@@ -312,11 +312,14 @@ impl<D: Device> Network<D> {
             &before[l - 1].out
         };
         if lp.exchange {
-            // Every tower's previous output, side by side, on every active tower.
+            // Every tower's previous output, side by side, on every active tower. The copies
+            // between towers go on copy streams, as backward's do; every tower joins them before
+            // this layer computes, since its input needs them all. (So forward gains no overlap
+            // here: that would take splitting the layer's sum into own and other halves.)
             let prev_len = self.plan.layers[l - 1].output.len();
             for (t, gathered) in st.gathered.iter_mut().enumerate() {
                 for (s, src) in prev_out.iter().enumerate() {
-                    self.devices[t].copy_2d(
+                    self.devices[t].copy_2d_async(
                         src,
                         Block {
                             offset: 0,
@@ -331,6 +334,9 @@ impl<D: Device> Network<D> {
                         n,
                     )?;
                 }
+            }
+            for dev in &self.devices {
+                dev.join_copies()?;
             }
         }
         for t in 0..lp.active_towers {
