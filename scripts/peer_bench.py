@@ -2,7 +2,7 @@
 """The peer: the paper's two-tower network in PyTorch + cuDNN on the same GPU, timed the way
 `cargo bench --bench ops` and `--bench step` time ours.
 
-    python3 scripts/peer_bench.py [--batch 128] [--repeats 20] [--out DIR]
+    python3 scripts/peer_bench.py [--batch 128] [--repeats 20] [--out DIR] [--device cuda]
 
 The network matches `alexnet model --preset paper` layer for layer: grouped convolutions where a
 tower reads only its own maps (conv2, conv4, conv5), full ones where the towers exchange (conv3,
@@ -14,13 +14,15 @@ costs the same time.
 
 It prints and writes (DIR/peer.json) images/s of a full training step with TF32 off and on, and
 cuDNN's time per layer (forward and backward) for the same shapes, timed with CUDA events after
-warm-up.
+warm-up. `--device cpu` (wall-clock timing) only checks the script where there is no GPU; its
+numbers are not the peer's.
 """
 
 import argparse
 import json
 import os
 import statistics
+import time
 
 import torch
 import torch.nn as nn
@@ -53,11 +55,20 @@ class PaperNet(nn.Module):
         return self.fc8(x)
 
 
+DEVICE = "cuda"
+
+
 def time_ms(fn, repeats, warmup=3):
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
     times = []
+    if DEVICE != "cuda":
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        return times
+    torch.cuda.synchronize()
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -76,10 +87,10 @@ def training_step_bench(batch, repeats, tf32):
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
-    net = PaperNet().cuda().train()
+    net = PaperNet().to(DEVICE).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
-    x = torch.randn(batch, 3, 227, 227, device="cuda")
-    y = torch.randint(0, 1000, (batch,), device="cuda")
+    x = torch.randn(batch, 3, 227, 227, device=DEVICE)
+    y = torch.randint(0, 1000, (batch,), device=DEVICE)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -95,7 +106,7 @@ def layer_bench(batch, repeats):
     """cuDNN/cuBLAS time per layer at the same shapes, forward and backward (TF32 off)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    net = PaperNet().cuda()
+    net = PaperNet().to(DEVICE)
     shapes = {
         "conv1": (net.conv1, (3, 227, 227)),
         "conv2": (net.conv2, (96, 27, 27)),
@@ -113,7 +124,7 @@ def layer_bench(batch, repeats):
     }
     rows = {}
     for name, (layer, shape) in shapes.items():
-        x = torch.randn(batch, *shape, device="cuda", requires_grad=True)
+        x = torch.randn(batch, *shape, device=DEVICE, requires_grad=True)
         out = layer(x)
         grad = torch.randn_like(out)
         fwd = summary(time_ms(lambda: layer(x), repeats))
@@ -127,9 +138,12 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     result = {
-        "gpu": torch.cuda.get_device_name(0),
+        "gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (script check only)",
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version(),
         "batch": args.batch,
