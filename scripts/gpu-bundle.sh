@@ -11,7 +11,8 @@
 #
 # nvcc is found as build.rs finds it (NVCC, CUDA_HOME/CUDA_PATH, PATH); a build without GPU
 # kernels is refused. ALEXNET_CUDA_ARCHS chooses the SASS targets (default 80,90).
-# Then, on the GPU machine: bash gpu-bundle/scripts/gpu-check.sh OUT_DIR
+# Then, on the GPU machine: bash gpu-bundle/scripts/gpu-check.sh OUT_DIR (see its header for
+# GPU_CHECK_ARCHIVE, which packs the logs into one file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -14,6 +14,9 @@
 # GPU_CHECK_BUDGET the whole run (default 540, so a lease of minutes still gets its table): a
 # check that would start with under 15 s left is skipped and says so. GPU tests come first, then
 # the sanitizers and a training run, then the benchmarks.
+# GPU_CHECK_ARCHIVE=FILE.tar.gz also packs every log, JSON and summary (files under 4 MiB, so no
+# checkpoints) into that one file: a device run brings back only a few files, so run it as
+#     GPU_CHECK_ARCHIVE=$OUT/gpu-check.tar.gz bash gpu-bundle/scripts/gpu-check.sh /tmp/gpu-check
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -193,6 +196,12 @@ cat "$out/side-by-side.log"
         printf '%-24s %-18s %8s\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}"
     done
 } | tee "$out/summary.txt"
+
+if [ -n "${GPU_CHECK_ARCHIVE:-}" ]; then
+    (cd "$out" && find . -type f -size -4M -print0 | tar czf "$GPU_CHECK_ARCHIVE" --null -T -) &&
+        echo "logs and JSON packed into $GPU_CHECK_ARCHIVE" ||
+        echo "could not pack the logs into $GPU_CHECK_ARCHIVE"
+fi
 
 for r in "${results[@]}"; do
     case $r in FAIL*) exit 1 ;; esac
