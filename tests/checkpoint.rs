@@ -2,9 +2,10 @@
 
 mod common;
 
+use alexnet::data::Augment;
 use alexnet::device::cpu::CpuDevice;
-use alexnet::model::Plan;
 use alexnet::model::init::init_params;
+use alexnet::model::{NetSpec, Plan};
 use alexnet::parallel::Network;
 use alexnet::train::checkpoint::{self, TrainState};
 use common::{batch, flatten, tiny_spec};
@@ -76,6 +77,27 @@ fn checkpoints_of_other_models_and_other_files_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("fc5"), "{err}");
+
+    // The same layers trained another way (the released code's augmentation) are refused too,
+    // and the error says what differs.
+    let mut net145_spec = tiny_spec(false, false);
+    net145_spec.augment = Augment::Net145;
+    let same_layers = Plan::new(&net145_spec).unwrap();
+    let p = init_params(&same_layers, 1);
+    let path = dir.path().join("net145.safetensors");
+    checkpoint::save(&path, &same_layers, &TrainState::default(), &p, &p).unwrap();
+    let err = checkpoint::load(&path)
+        .unwrap()
+        .check_model(&plan)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("augmentation Net145 vs Paper"), "{err}");
+
+    // A spec written before `augment` existed reads as the paper's augmentation.
+    let mut old = serde_json::to_value(&plan.spec).unwrap();
+    old.as_object_mut().unwrap().remove("augment").unwrap();
+    let read: NetSpec = serde_json::from_value(old).unwrap();
+    assert_eq!(read, plan.spec);
 
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"definitely not a checkpoint").unwrap();

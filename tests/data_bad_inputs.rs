@@ -394,9 +394,16 @@ fn splits_are_found_and_predict_views_come_from_one_file() {
         .unwrap()
         .stats;
     let g = Geometry::new(32, 28).unwrap();
-    let views = image_views(&rgb_jpeg(64, 48), &stats, g, EvalViews::TenCrop).unwrap();
+    let views = image_views(
+        &rgb_jpeg(64, 48),
+        &stats,
+        g,
+        EvalViews::TenCrop,
+        Augment::Paper,
+    )
+    .unwrap();
     assert_eq!(views.len(), 10 * g.input_len());
     // The training set is this one image, so the mean is the image: every view is all zeros.
     assert!(views.iter().all(|&v| v == 0.0));
-    assert!(image_views(b"junk", &stats, g, EvalViews::Centre).is_err());
+    assert!(image_views(b"junk", &stats, g, EvalViews::Centre, Augment::Paper).is_err());
 }

@@ -174,14 +174,13 @@ fn the_loader_serves_the_synthetic_set_from_memory() {
     let batch = &a[2];
     for (slot, &sample) in batch.samples.iter().enumerate() {
         let aug = augment::draw(4, 0, sample, g, 0.1);
-        let shift = augment::colour_shift(&stats, aug.alpha);
+        let px = Pixels::train(Augment::Paper, &aug, &stats, 0.1, g);
         let mut expect = vec![0f32; g.input_len()];
         augment::render(
             &ds.load(sample, 32).unwrap(),
             &stats.mean,
             g,
-            aug.view,
-            shift,
+            &px,
             &mut expect,
         );
         assert_eq!(
@@ -198,14 +197,54 @@ fn the_loader_serves_the_synthetic_set_from_memory() {
     let sample = plain.samples[0];
     let view = augment::draw(4, 0, sample, g, 0.0).view;
     let mut expect = vec![0f32; g.input_len()];
+    let px = Pixels::eval(Augment::Paper, view, g);
     augment::render(
         &ds.load(sample, 32).unwrap(),
         &stats.mean,
         g,
-        view,
-        [0.0; 3],
+        &px,
         &mut expect,
     );
     assert_eq!(&plain.images[..g.input_len()], &expect[..]);
     assert!(loader.set_colour_noise(-1.0).is_err());
+
+    // The released code's augmentation: one crop and mirror per 32 consecutive positions of the
+    // epoch, noise per image, the centre of the mean, and the division by 1.1.
+    let net145 = LoaderConfig {
+        augment: Augment::Net145,
+        ..config_for_net145()
+    };
+    let loader = Loader::new(ds.clone(), stats.clone(), net145).unwrap();
+    let batches: Vec<Batch> = loader.epoch(1, 0).take(2).map(Result::unwrap).collect();
+    let mut views = Vec::new();
+    for (index, batch) in batches.iter().enumerate() {
+        for (slot, &sample) in batch.samples.iter().enumerate() {
+            let position = index * 32 + slot;
+            let aug = augment::draw_for(Augment::Net145, 4, 1, position, sample, g, 0.1);
+            let px = Pixels::train(Augment::Net145, &aug, &stats, 0.1, g);
+            let mut expect = vec![0f32; g.input_len()];
+            augment::render(
+                &ds.load(sample, 32).unwrap(),
+                &stats.mean,
+                g,
+                &px,
+                &mut expect,
+            );
+            assert_eq!(
+                &batch.images[slot * g.input_len()..][..g.input_len()],
+                &expect[..],
+                "position {position}"
+            );
+            views.push(aug.view);
+        }
+    }
+    assert!(views[..32].iter().all(|v| *v == views[0]));
+    assert!(views[32..].iter().all(|v| *v == views[32]));
+}
+
+/// `LoaderConfig` of the loader test above: 32 crops of 28 from 32, batches of 32, seed 4.
+fn config_for_net145() -> LoaderConfig {
+    let mut config = LoaderConfig::train(Geometry::new(32, 28).unwrap(), 32, 4);
+    config.threads = 2;
+    config
 }

@@ -154,6 +154,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         Arc::new(stats),
         LoaderConfig {
             threads: threads(args.threads),
+            augment: ck.spec.augment,
             ..LoaderConfig::eval(geometry, args.batch, views)
         },
     )?;
@@ -212,7 +213,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     } else {
         EvalViews::Centre
     };
-    let (classes, images) = (plan.classes, args.images.clone());
+    let (classes, images, augment) = (plan.classes, args.images.clone(), ck.spec.augment);
     let class_name = |c: usize| -> String {
         let folder = stats
             .classes
@@ -229,7 +230,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         for path in &images {
             let input = std::fs::read(path)
                 .with_context(|| format!("reading {}", path.display()))
-                .and_then(|bytes| image_views(&bytes, &stats, geometry, views));
+                .and_then(|bytes| image_views(&bytes, &stats, geometry, views, augment));
             let input = match input {
                 Ok(v) => v,
                 Err(e) => {

@@ -274,6 +274,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         stats.clone(),
         LoaderConfig {
             threads,
+            augment: spec.augment,
             ..LoaderConfig::train(geometry, args.batch, state.seed)
         },
     )?;
@@ -289,6 +290,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 stats,
                 LoaderConfig {
                     threads,
+                    augment: spec.augment,
                     ..LoaderConfig::eval(geometry, args.batch, views)
                 },
             )?,

@@ -1,6 +1,6 @@
 //! From a base image to the network's input: the paper's training augmentation (random crop,
 //! horizontal mirror, PCA colour noise) and its evaluation views (centre crop, ten crops), each
-//! with the mean image subtracted.
+//! with the mean image subtracted; or the released code's variant of them (`Augment::Net145`).
 //!
 //! Output scale: `f32` CHW, pixel values in 0..255 minus the mean image (so roughly −128..128),
 //! as the paper implies; no further scaling. Every random choice is drawn from
@@ -10,9 +10,63 @@
 use super::stats::Stats;
 use crate::ops::philox;
 use anyhow::{Result, ensure};
+use serde::{Deserialize, Serialize};
 
 /// Names the augmentation's Philox stream: this tag in the high half, the epoch in the low half.
 const STREAM_AUGMENT: u64 = 0xDA7A_0002 << 32;
+/// The same for views drawn once per chunk of images (`Augment::Net145`).
+const STREAM_CHUNK_VIEWS: u64 = 0xDA7A_0003 << 32;
+
+/// How training images are augmented and the mean image subtracted: the paper's text, or the
+/// released code that produced its numbers (DESIGN §1; `convdata.py` of the 2012 source).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Augment {
+    /// §4.1 as written: crop and mirror drawn per image; colour noise Σ p_i α_i λ_i with
+    /// α ~ N(0, σ²) per image (see `colour_shift`); the mean image cut where the crop is, and
+    /// mirrored with it.
+    #[default]
+    Paper,
+    /// The released code: crop and mirror drawn once per chunk of 32 consecutive images of the
+    /// epoch's order; colour noise σ·Σ p_i r_i √λ_i with r ~ N(0, 1) per image, and the
+    /// mean-subtracted image plus its noise divided by 1 + σ (in training only); the mean image's
+    /// centre crop subtracted from every view, in training and at test.
+    Net145,
+}
+
+/// Consecutive images that share one crop and mirror under `Augment::Net145` (`crop_chunk`).
+pub const NET145_CROP_CHUNK: usize = 32;
+
+impl Augment {
+    /// How many consecutive images of an epoch's order share one crop and mirror.
+    pub fn crop_chunk(self) -> usize {
+        match self {
+            Augment::Paper => 1,
+            Augment::Net145 => NET145_CROP_CHUNK,
+        }
+    }
+
+    /// Where the mean image is cut for an input cut at `view`.
+    pub fn mean_view(self, view: View, g: Geometry) -> View {
+        match self {
+            Augment::Paper => view,
+            Augment::Net145 => EvalViews::Centre.views(g)[0],
+        }
+    }
+
+    /// The colour shift and the scale of a training input for noise coefficients `alpha`
+    /// (drawn by `draw` with σ = `colour_noise`).
+    pub fn colour(self, stats: &Stats, alpha: [f64; 3], colour_noise: f64) -> ([f32; 3], f32) {
+        match self {
+            Augment::Paper => (colour_shift(stats, alpha), 1.0),
+            Augment::Net145 => {
+                // √λ: the standard deviation along each component, on the 0..255 scale.
+                let shift = mix(stats, alpha, |a, lambda| a * lambda.max(0.0).sqrt());
+                (shift, (1.0 / (1.0 + colour_noise)) as f32)
+            }
+        }
+    }
+}
 /// Words reserved per sample in that stream (crop x, crop y, mirror, 3 × 2 for the normals).
 const WORDS_PER_SAMPLE: u64 = 16;
 
@@ -100,14 +154,42 @@ pub struct Augmentation {
 pub fn draw(seed: u64, epoch: u32, sample: usize, g: Geometry, alpha_std: f64) -> Augmentation {
     let stream = STREAM_AUGMENT | epoch as u64;
     let w = |k: u64| philox::word(seed, stream, sample as u64 * WORDS_PER_SAMPLE + k);
+    let view = random_view(w, g);
+    let alpha = [0, 1, 2].map(|i| alpha_std * philox::normal(w(3 + 2 * i), w(4 + 2 * i)));
+    Augmentation { view, alpha }
+}
+
+/// `draw` under `augment` for the sample at `position` of the epoch's order: where the crop and
+/// mirror are drawn once per chunk, they are the chunk's (keyed by the position, so a replaced
+/// unreadable sample takes its slot's view); α stays the sample's own.
+pub fn draw_for(
+    augment: Augment,
+    seed: u64,
+    epoch: u32,
+    position: usize,
+    sample: usize,
+    g: Geometry,
+    alpha_std: f64,
+) -> Augmentation {
+    let mut aug = draw(seed, epoch, sample, g, alpha_std);
+    let chunk = augment.crop_chunk();
+    if chunk > 1 {
+        let stream = STREAM_CHUNK_VIEWS | epoch as u64;
+        let w = |k: u64| philox::word(seed, stream, (position / chunk) as u64 * 4 + k);
+        aug.view = random_view(w, g);
+    }
+    aug
+}
+
+/// A crop corner uniform over the `(base − crop + 1)²` positions and a mirror with probability
+/// ½, from words 0, 1 and 2 of `w`.
+fn random_view(w: impl Fn(u64) -> u32, g: Geometry) -> View {
     let positions = (g.base - g.crop + 1) as u64;
-    let view = View {
+    View {
         x: ((w(0) as u64 * positions) >> 32) as usize,
         y: ((w(1) as u64 * positions) >> 32) as usize,
         mirror: w(2) >> 31 == 1,
-    };
-    let alpha = [0, 1, 2].map(|i| alpha_std * philox::normal(w(3 + 2 * i), w(4 + 2 * i)));
-    Augmentation { view, alpha }
+    }
 }
 
 /// The paper's colour noise for coefficients `alpha`: `[p1 p2 p3]·[α1λ1 α2λ2 α3λ3]ᵀ`, in 0..255
@@ -119,39 +201,78 @@ pub fn draw(seed: u64, epoch: u32, sample: usize, g: Geometry, alpha_std: f64) -
 /// eigenvalues widely reused since (fb.resnet.torch: 0.2175, 0.0188, 0.0045); the shared
 /// 100-image sample gives 0.187, 0.016, 0.003 on it, so α = 0.1 shifts a pixel by ~5 levels.
 pub fn colour_shift(stats: &Stats, alpha: [f64; 3]) -> [f32; 3] {
+    mix(stats, alpha, |a, lambda| a * lambda / 255.0)
+}
+
+/// `Σ_i p_i · weight(α_i, λ_i)` over the colour principal components p_i, per channel.
+fn mix(stats: &Stats, alpha: [f64; 3], weight: impl Fn(f64, f64) -> f64) -> [f32; 3] {
     let mut shift = [0.0f64; 3];
-    for ((a, lambda), p) in alpha.iter().zip(stats.eigenvalues).zip(stats.eigenvectors) {
-        let weight = a * lambda / 255.0;
+    for ((&a, lambda), p) in alpha.iter().zip(stats.eigenvalues).zip(stats.eigenvectors) {
+        let w = weight(a, lambda);
         for (s, pc) in shift.iter_mut().zip(p) {
-            *s += pc * weight;
+            *s += pc * w;
         }
     }
     shift.map(|s| s as f32)
 }
 
-/// Writes one network input: the `crop`×`crop` window of `image` (HWC `u8`, `base`×`base`) at
-/// `view`, minus the mean image (CHW, cut at the same place and mirrored with it), plus `shift`
-/// per channel, as CHW `f32` into `out` (`3 * crop * crop`).
-pub fn render(
-    image: &[u8],
-    mean: &[f32],
-    g: Geometry,
-    view: View,
-    shift: [f32; 3],
-    out: &mut [f32],
-) {
+/// What `render` makes of a base image: the crop at `view`, minus the mean image cut at
+/// `mean_view`, plus `shift` per channel, all times `scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pixels {
+    pub view: View,
+    pub mean_view: View,
+    pub shift: [f32; 3],
+    pub scale: f32,
+}
+
+impl Pixels {
+    /// An evaluation view under `augment`: no noise, scale 1.
+    pub fn eval(augment: Augment, view: View, g: Geometry) -> Pixels {
+        Pixels {
+            view,
+            mean_view: augment.mean_view(view, g),
+            shift: [0.0; 3],
+            scale: 1.0,
+        }
+    }
+
+    /// A training input under `augment` with the random choices `aug`.
+    pub fn train(
+        augment: Augment,
+        aug: &Augmentation,
+        stats: &Stats,
+        colour_noise: f64,
+        g: Geometry,
+    ) -> Pixels {
+        let (shift, scale) = augment.colour(stats, aug.alpha, colour_noise);
+        Pixels {
+            view: aug.view,
+            mean_view: augment.mean_view(aug.view, g),
+            shift,
+            scale,
+        }
+    }
+}
+
+/// Writes one network input as `px` says: the `crop`×`crop` window of `image` (HWC `u8`,
+/// `base`×`base`) minus the mean image (CHW), as CHW `f32` into `out` (`3 * crop * crop`).
+pub fn render(image: &[u8], mean: &[f32], g: Geometry, px: &Pixels, out: &mut [f32]) {
     let (base, crop) = (g.base, g.crop);
     debug_assert_eq!(image.len(), base * base * 3);
     debug_assert_eq!(mean.len(), base * base * 3);
     debug_assert_eq!(out.len(), g.input_len());
+    // Column `x` of the output reads column `at(v, x)` of the base image for view `v`.
+    let at = |v: View, x: usize| v.x + if v.mirror { crop - 1 - x } else { x };
+    let (view, mv) = (px.view, px.mean_view);
     for c in 0..3 {
+        let (shift, plane) = (px.shift[c], &mean[c * base * base..][..base * base]);
         for y in 0..crop {
-            let row = (view.y + y) * base;
+            let (row, mean_row) = ((view.y + y) * base, (mv.y + y) * base);
             let dst = &mut out[(c * crop + y) * crop..][..crop];
             for (x, d) in dst.iter_mut().enumerate() {
-                let sx = view.x + if view.mirror { crop - 1 - x } else { x };
-                let pixel = image[(row + sx) * 3 + c] as f32;
-                *d = pixel - mean[c * base * base + row + sx] + shift[c];
+                let pixel = image[(row + at(view, x)) * 3 + c] as f32;
+                *d = (pixel - plane[mean_row + at(mv, x)] + shift) * px.scale;
             }
         }
     }
@@ -186,18 +307,18 @@ mod tests {
             .collect();
         let mean = vec![1.0; 48];
         let mut out = vec![0.0; 12];
-        render(
-            &image,
-            &mean,
-            g,
-            View {
-                x: 1,
-                y: 2,
-                mirror: true,
-            },
-            [0.5, 0.0, -0.5],
-            &mut out,
-        );
+        let view = View {
+            x: 1,
+            y: 2,
+            mirror: true,
+        };
+        let px = Pixels {
+            view,
+            mean_view: Augment::Paper.mean_view(view, g),
+            shift: [0.5, 0.0, -0.5],
+            scale: 1.0,
+        };
+        render(&image, &mean, g, &px, &mut out);
         // Channel 0, row y=2: columns 2, 1 (mirrored).
         assert_eq!(
             &out[..4],
@@ -209,6 +330,107 @@ mod tests {
             ]
         );
         assert_eq!(out[8], 200.0 + 20.0 + 2.0 - 1.0 - 0.5);
+    }
+
+    #[test]
+    fn net145_subtracts_the_centre_of_the_mean_and_scales() {
+        let g = Geometry::new(4, 2).unwrap();
+        // Pixel (x, y) channel c holds 100 + 10y + x + 50c; mean (x, y) channel c is x + 4y + c.
+        let image: Vec<u8> = (0..16)
+            .flat_map(|p| (0..3).map(move |c| (100 + 10 * (p / 4) + p % 4 + 50 * c) as u8))
+            .collect();
+        let mean: Vec<f32> = (0..48).map(|i| (i % 16 + i / 16) as f32).collect();
+        let view = View {
+            x: 0,
+            y: 2,
+            mirror: true,
+        };
+        let px = Pixels {
+            view,
+            mean_view: Augment::Net145.mean_view(view, g),
+            shift: [2.0, 0.0, 0.0],
+            scale: 0.5,
+        };
+        assert_eq!(
+            px.mean_view,
+            View {
+                x: 1,
+                y: 1,
+                mirror: false
+            }
+        );
+        let mut out = vec![0.0; 12];
+        render(&image, &mean, g, &px, &mut out);
+        // Channel 0, output (0, 0): image (1, 2) (mirrored), mean (1, 1) (the centre, unmirrored).
+        assert_eq!(out[0], (121.0 - 5.0 + 2.0) * 0.5);
+        // Output (1, 1): image (0, 3), mean (2, 2).
+        assert_eq!(out[3], (130.0 - 10.0 + 2.0) * 0.5);
+        // Channel 2, output (1, 0): image (0, 2), mean (2, 1) + 2.
+        assert_eq!(out[9], (220.0 - 8.0) * 0.5);
+        // Evaluation views under net145 use the same centre of the mean, unscaled.
+        let eval = Pixels::eval(Augment::Net145, view, g);
+        assert_eq!(
+            (eval.mean_view, eval.shift, eval.scale),
+            (px.mean_view, [0.0; 3], 1.0)
+        );
+        assert_eq!(Pixels::eval(Augment::Paper, view, g).mean_view, view);
+    }
+
+    #[test]
+    fn net145_draws_crops_per_chunk_of_32_and_noise_per_image() {
+        let g = Geometry::new(256, 224).unwrap();
+        let at = |augment, position, sample| draw_for(augment, 5, 2, position, sample, g, 0.1);
+        // Paper: `draw_for` is `draw`, the sample's own.
+        assert_eq!(at(Augment::Paper, 7, 99), draw(5, 2, 99, g, 0.1));
+        let first = at(Augment::Net145, 0, 1000);
+        for position in 1..32 {
+            let a = at(Augment::Net145, position, 1000 + position);
+            assert_eq!(a.view, first.view, "position {position}");
+            assert_eq!(a.alpha, draw(5, 2, 1000 + position, g, 0.1).alpha);
+        }
+        // Chunks draw independently: among 64 chunks, crops differ and about half are mirrored.
+        let views: Vec<View> = (0..64)
+            .map(|c| at(Augment::Net145, 32 * c, c).view)
+            .collect();
+        let distinct: std::collections::HashSet<_> = views.iter().map(|v| (v.x, v.y)).collect();
+        assert!(distinct.len() > 50, "{} distinct crops", distinct.len());
+        let mirrored = views.iter().filter(|v| v.mirror).count();
+        assert!((16..=48).contains(&mirrored), "{mirrored} of 64 mirrored");
+        assert!(views.iter().all(|v| v.x <= 32 && v.y <= 32));
+    }
+
+    #[test]
+    fn net145_colour_noise_uses_root_eigenvalues_and_divides_by_one_plus_sigma() {
+        let stats = Stats {
+            base: 4,
+            mean: vec![0.0; 48],
+            covariance: [[400.0, 0.0, 0.0], [0.0, 100.0, 0.0], [0.0, 0.0, 25.0]],
+            eigenvalues: [400.0, 100.0, 25.0],
+            eigenvectors: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+            images: 1,
+            samples: 1,
+            classes: Vec::new(),
+        };
+        let alpha = [0.1, -0.2, 0.3];
+        let (shift, scale) = Augment::Net145.colour(&stats, alpha, 0.1);
+        assert_eq!(shift, [0.1 * 20.0, -0.2 * 10.0, 0.3 * 5.0]);
+        assert_eq!(scale, (1.0 / 1.1f64) as f32);
+        let (shift, scale) = Augment::Paper.colour(&stats, alpha, 0.1);
+        assert_eq!(
+            shift,
+            [
+                0.1 * 400.0 / 255.0,
+                -0.2 * 100.0 / 255.0,
+                0.3 * 25.0 / 255.0
+            ]
+            .map(|v: f64| v as f32)
+        );
+        assert_eq!(scale, 1.0);
+        // No noise: no division either, as in the released code.
+        assert_eq!(
+            Augment::Net145.colour(&stats, [0.0; 3], 0.0),
+            ([0.0; 3], 1.0)
+        );
     }
 
     #[test]

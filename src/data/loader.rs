@@ -14,7 +14,7 @@
 //! fails) at most once per loader. A replacement is augmented as itself (keyed by its own sample
 //! index).
 
-use super::augment::{self, EvalViews, Geometry};
+use super::augment::{self, Augment, EvalViews, Geometry, Pixels};
 use super::source::Dataset;
 use super::stats::Stats;
 use super::{BadSample, thread_pool};
@@ -48,6 +48,8 @@ pub struct LoaderConfig {
     pub geometry: Geometry,
     pub batch_size: usize,
     pub mode: Mode,
+    /// The paper's augmentation, or the released code's (`net145`).
+    pub augment: Augment,
     /// Seeds the shuffle and the augmentation.
     pub seed: u64,
     /// Decoding threads.
@@ -66,6 +68,7 @@ impl LoaderConfig {
             geometry,
             batch_size,
             mode: Mode::Train { colour_noise: 0.1 },
+            augment: Augment::Paper,
             seed,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             prefetch: 4,
@@ -430,10 +433,13 @@ impl Shared {
                         let sample = order[(position + step) % n] as usize;
                         match self.base_image(sample) {
                             Ok(image) => {
-                                let aug =
-                                    augment::draw(self.config.seed, epoch, sample, g, colour_noise);
-                                let shift = augment::colour_shift(&self.stats, aug.alpha);
-                                augment::render(&image, &self.stats.mean, g, aug.view, shift, out);
+                                let style = self.config.augment;
+                                let (seed, noise) = (self.config.seed, colour_noise);
+                                let aug = augment::draw_for(
+                                    style, seed, epoch, position, sample, g, noise,
+                                );
+                                let px = Pixels::train(style, &aug, &self.stats, noise, g);
+                                augment::render(&image, &self.stats.mean, g, &px, out);
                                 return Ok((sample, skipped));
                             }
                             Err(error) => skipped.push(self.bad_sample(sample, error)),
@@ -480,7 +486,8 @@ impl Shared {
                     let image = self.base_image(sample)?;
                     let mut out = vec![0f32; per_image];
                     for (view, dst) in view_list.iter().zip(out.chunks_exact_mut(g.input_len())) {
-                        augment::render(&image, &self.stats.mean, g, *view, [0.0; 3], dst);
+                        let px = Pixels::eval(self.config.augment, *view, g);
+                        augment::render(&image, &self.stats.mean, g, &px, dst);
                     }
                     Ok(out)
                 })

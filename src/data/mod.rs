@@ -63,7 +63,7 @@ pub mod source;
 pub mod stats;
 pub mod synthetic;
 
-pub use augment::{EvalViews, Geometry, View};
+pub use augment::{Augment, EvalViews, Geometry, Pixels, View};
 pub use loader::{Batch, Batches, Loader, LoaderConfig, Mode, Throughput};
 pub use source::{Dataset, OpenOptions, Sample, Splits};
 pub use stats::{Prepared, Stats, prepare};
@@ -93,8 +93,15 @@ impl BadSample {
 }
 
 /// The network inputs for one encoded image (for `predict`): decoded, cut to the base image, and
-/// each of `views` rendered with the mean subtracted, `[views, 3, crop, crop]` in one `Vec`.
-pub fn image_views(bytes: &[u8], stats: &Stats, g: Geometry, views: EvalViews) -> Result<Vec<f32>> {
+/// each of `views` rendered with the mean subtracted as `augment` does it, `[views, 3, crop,
+/// crop]` in one `Vec`.
+pub fn image_views(
+    bytes: &[u8],
+    stats: &Stats,
+    g: Geometry,
+    views: EvalViews,
+    augment: Augment,
+) -> Result<Vec<f32>> {
     anyhow::ensure!(
         stats.base == g.base,
         "the statistics are for base {}, not {}",
@@ -108,7 +115,7 @@ pub fn image_views(bytes: &[u8], stats: &Stats, g: Geometry, views: EvalViews) -
         .into_iter()
         .zip(out.chunks_exact_mut(g.input_len()))
     {
-        augment::render(&image, &stats.mean, g, view, [0.0; 3], dst);
+        augment::render(&image, &stats.mean, g, &Pixels::eval(augment, view, g), dst);
     }
     Ok(out)
 }

@@ -305,13 +305,17 @@ impl Plan {
         let t = self.spec.towers;
         writeln!(
             s,
-            "{} ({} tower{}, input {}x{}x{})",
+            "{} ({} tower{}, input {}x{}x{}, {} augmentation)",
             self.spec.name,
             t,
             if t == 1 { "" } else { "s" },
             self.spec.input.size,
             self.spec.input.size,
-            self.spec.input.channels
+            self.spec.input.channels,
+            match self.spec.augment {
+                crate::data::Augment::Paper => "the paper's",
+                crate::data::Augment::Net145 => "the released code's",
+            }
         )
         .unwrap();
         writeln!(

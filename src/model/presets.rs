@@ -3,6 +3,7 @@
 //! net; `cifar` a small four-layer net for Figure 1 style runs on 32x32 images.
 
 use super::spec::*;
+use crate::data::Augment;
 use anyhow::{Result, bail};
 
 pub const PRESETS: &[&str] = &["paper", "one-tower", "net145", "cifar"];
@@ -181,6 +182,7 @@ fn paper_like(
         towers,
         layers,
         optim: OptimSpec::default(),
+        augment: Augment::Paper,
     }
 }
 
@@ -257,6 +259,7 @@ fn net145(ab: &Ablations) -> NetSpec {
             bias_decay: false,
             ..OptimSpec::default()
         },
+        augment: Augment::Net145,
     }
 }
 
@@ -291,6 +294,7 @@ fn cifar(ab: &Ablations) -> NetSpec {
         towers: 2,
         layers,
         optim: OptimSpec::default(),
+        augment: Augment::Paper,
     }
 }
 

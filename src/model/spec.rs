@@ -14,6 +14,10 @@ pub struct NetSpec {
     pub layers: Vec<Layer>,
     #[serde(default)]
     pub optim: OptimSpec,
+    /// How training images are augmented and the mean subtracted (`paper` unless a spec says
+    /// `net145`, the released code's way).
+    #[serde(default)]
+    pub augment: crate::data::Augment,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -193,6 +193,18 @@ impl Checkpoint {
                 b.output_total()
             );
         }
+        if self.spec.layers == plan.spec.layers && self.spec.towers == plan.spec.towers {
+            bail!(
+                "the checkpoint's network {:?} has the same layers as {:?} but is trained \
+                 differently (optimiser {:?} vs {:?}; augmentation {:?} vs {:?})",
+                self.spec.name,
+                plan.spec.name,
+                self.spec.optim,
+                plan.spec.optim,
+                self.spec.augment,
+                plan.spec.augment
+            );
+        }
         bail!(
             "the checkpoint is of network {:?} ({} layers, {} towers), not {:?} ({} layers, {} towers)",
             self.spec.name,
