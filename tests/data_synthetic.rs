@@ -161,7 +161,7 @@ fn the_loader_serves_the_synthetic_set_from_memory() {
     assert!(loader.caches());
     assert_eq!(loader.batches_per_epoch(), 200 / 32);
     let a: Vec<Batch> = loader.epoch(0, 0).map(Result::unwrap).collect();
-    let b: Vec<Batch> = Loader::new(ds.clone(), stats.clone(), config)
+    let b: Vec<Batch> = Loader::new(ds.clone(), stats.clone(), config.clone())
         .unwrap()
         .epoch(0, 0)
         .map(Result::unwrap)
@@ -171,21 +171,18 @@ fn the_loader_serves_the_synthetic_set_from_memory() {
 
     // Each image is exactly its (seed, epoch, sample) augmentation of its base image.
     let g = Geometry::new(32, 28).unwrap();
+    let expected = |sample: usize, px: &Pixels| {
+        let mut out = vec![0f32; g.input_len()];
+        augment::render(&ds.load(sample, 32).unwrap(), &stats.mean, g, px, &mut out);
+        out
+    };
     let batch = &a[2];
     for (slot, &sample) in batch.samples.iter().enumerate() {
         let aug = augment::draw(4, 0, sample, g, 0.1);
         let px = Pixels::train(Augment::Paper, &aug, &stats, 0.1, g);
-        let mut expect = vec![0f32; g.input_len()];
-        augment::render(
-            &ds.load(sample, 32).unwrap(),
-            &stats.mean,
-            g,
-            &px,
-            &mut expect,
-        );
         assert_eq!(
             &batch.images[slot * g.input_len()..][..g.input_len()],
-            &expect[..]
+            &expected(sample, &px)[..]
         );
     }
 
@@ -196,23 +193,15 @@ fn the_loader_serves_the_synthetic_set_from_memory() {
     assert_ne!(plain.images, batch.images);
     let sample = plain.samples[0];
     let view = augment::draw(4, 0, sample, g, 0.0).view;
-    let mut expect = vec![0f32; g.input_len()];
     let px = Pixels::eval(Augment::Paper, view, g);
-    augment::render(
-        &ds.load(sample, 32).unwrap(),
-        &stats.mean,
-        g,
-        &px,
-        &mut expect,
-    );
-    assert_eq!(&plain.images[..g.input_len()], &expect[..]);
+    assert_eq!(&plain.images[..g.input_len()], &expected(sample, &px)[..]);
     assert!(loader.set_colour_noise(-1.0).is_err());
 
     // The released code's augmentation: one crop and mirror per 32 consecutive positions of the
     // epoch, noise per image, the centre of the mean, and the division by 1.1.
     let net145 = LoaderConfig {
         augment: Augment::Net145,
-        ..config_for_net145()
+        ..config
     };
     let loader = Loader::new(ds.clone(), stats.clone(), net145).unwrap();
     let batches: Vec<Batch> = loader.epoch(1, 0).take(2).map(Result::unwrap).collect();
@@ -222,17 +211,9 @@ fn the_loader_serves_the_synthetic_set_from_memory() {
             let position = index * 32 + slot;
             let aug = augment::draw_for(Augment::Net145, 4, 1, position, sample, g, 0.1);
             let px = Pixels::train(Augment::Net145, &aug, &stats, 0.1, g);
-            let mut expect = vec![0f32; g.input_len()];
-            augment::render(
-                &ds.load(sample, 32).unwrap(),
-                &stats.mean,
-                g,
-                &px,
-                &mut expect,
-            );
             assert_eq!(
                 &batch.images[slot * g.input_len()..][..g.input_len()],
-                &expect[..],
+                &expected(sample, &px)[..],
                 "position {position}"
             );
             views.push(aug.view);
@@ -240,11 +221,4 @@ fn the_loader_serves_the_synthetic_set_from_memory() {
     }
     assert!(views[..32].iter().all(|v| *v == views[0]));
     assert!(views[32..].iter().all(|v| *v == views[32]));
-}
-
-/// `LoaderConfig` of the loader test above: 32 crops of 28 from 32, batches of 32, seed 4.
-fn config_for_net145() -> LoaderConfig {
-    let mut config = LoaderConfig::train(Geometry::new(32, 28).unwrap(), 32, 4);
-    config.threads = 2;
-    config
 }

@@ -298,13 +298,18 @@ mod tests {
         assert_eq!(EvalViews::Centre.views(g), vec![v[4]]);
     }
 
+    /// A 4×4 HWC image whose pixel (x, y) channel c holds 100 + 10y + x + 50c.
+    fn ramp_4x4() -> Vec<u8> {
+        (0..16)
+            .flat_map(|p| (0..3).map(move |c| (100 + 10 * (p / 4) + p % 4 + 50 * c) as u8))
+            .collect()
+    }
+
     #[test]
     fn render_crops_mirrors_and_subtracts_the_mean() {
         let g = Geometry::new(4, 2).unwrap();
-        // Pixel (x, y) channel c holds 100 + 10y + x + 50c; the mean is 1 everywhere.
-        let image: Vec<u8> = (0..16)
-            .flat_map(|p| (0..3).map(move |c| (100 + 10 * (p / 4) + p % 4 + 50 * c) as u8))
-            .collect();
+        // The mean is 1 everywhere.
+        let image = ramp_4x4();
         let mean = vec![1.0; 48];
         let mut out = vec![0.0; 12];
         let view = View {
@@ -335,10 +340,8 @@ mod tests {
     #[test]
     fn net145_subtracts_the_centre_of_the_mean_and_scales() {
         let g = Geometry::new(4, 2).unwrap();
-        // Pixel (x, y) channel c holds 100 + 10y + x + 50c; mean (x, y) channel c is x + 4y + c.
-        let image: Vec<u8> = (0..16)
-            .flat_map(|p| (0..3).map(move |c| (100 + 10 * (p / 4) + p % 4 + 50 * c) as u8))
-            .collect();
+        // Mean (x, y) channel c is x + 4y + c.
+        let image = ramp_4x4();
         let mean: Vec<f32> = (0..48).map(|i| (i % 16 + i / 16) as f32).collect();
         let view = View {
             x: 0,
