@@ -93,6 +93,22 @@ fn checkpoints_of_other_models_and_other_files_are_refused() {
         .to_string();
     assert!(err.contains("augmentation Net145 vs Paper"), "{err}");
 
+    // A renamed copy is refused too, but not as trained differently: only the name differs.
+    let mut renamed_spec = tiny_spec(false, false);
+    renamed_spec.name = "renamed".into();
+    let renamed = Plan::new(&renamed_spec).unwrap();
+    let path = dir.path().join("renamed.safetensors");
+    checkpoint::save(&path, &renamed, &TrainState::default(), &p, &p).unwrap();
+    let err = checkpoint::load(&path)
+        .unwrap()
+        .check_model(&plan)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"renamed\"") && !err.contains("trained differently"),
+        "{err}"
+    );
+
     // A spec written before `augment` existed reads as the paper's augmentation.
     let mut old = serde_json::to_value(&plan.spec).unwrap();
     old.as_object_mut().unwrap().remove("augment").unwrap();

@@ -193,16 +193,18 @@ impl Checkpoint {
                 b.output_total()
             );
         }
-        if self.spec.layers == plan.spec.layers && self.spec.towers == plan.spec.towers {
+        let (here, there) = (&plan.spec, &self.spec);
+        let same_net = here.layers == there.layers && here.towers == there.towers;
+        if same_net && (here.optim != there.optim || here.augment != there.augment) {
             bail!(
                 "the checkpoint's network {:?} has the same layers as {:?} but is trained \
                  differently (optimiser {:?} vs {:?}; augmentation {:?} vs {:?})",
-                self.spec.name,
-                plan.spec.name,
-                self.spec.optim,
-                plan.spec.optim,
-                self.spec.augment,
-                plan.spec.augment
+                there.name,
+                here.name,
+                there.optim,
+                here.optim,
+                there.augment,
+                here.augment
             );
         }
         bail!(
