@@ -38,6 +38,14 @@ pub enum Augment {
 pub const NET145_CROP_CHUNK: usize = 32;
 
 impl Augment {
+    /// Whose augmentation this is, for `alexnet model`'s header.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Augment::Paper => "the paper's",
+            Augment::Net145 => "the released code's",
+        }
+    }
+
     /// How many consecutive images of an epoch's order share one crop and mirror.
     pub fn crop_chunk(self) -> usize {
         match self {

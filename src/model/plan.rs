@@ -312,10 +312,7 @@ impl Plan {
             self.spec.input.size,
             self.spec.input.size,
             self.spec.input.channels,
-            match self.spec.augment {
-                crate::data::Augment::Paper => "the paper's",
-                crate::data::Augment::Net145 => "the released code's",
-            }
+            self.spec.augment.describe()
         )
         .unwrap();
         writeln!(
