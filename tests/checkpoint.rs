@@ -40,6 +40,7 @@ fn resuming_from_a_checkpoint_continues_bit_exactly() {
         &state,
         &first_half.params().unwrap(),
         &first_half.velocities().unwrap(),
+        None,
     )
     .unwrap();
     drop(first_half);
@@ -70,7 +71,7 @@ fn checkpoints_of_other_models_and_other_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.safetensors");
     let p = init_params(&other, 1);
-    checkpoint::save(&path, &other, &TrainState::default(), &p, &p).unwrap();
+    checkpoint::save(&path, &other, &TrainState::default(), &p, &p, None).unwrap();
     let err = checkpoint::load(&path)
         .unwrap()
         .check_model(&plan)
@@ -85,7 +86,7 @@ fn checkpoints_of_other_models_and_other_files_are_refused() {
     let same_layers = Plan::new(&net145_spec).unwrap();
     let p = init_params(&same_layers, 1);
     let path = dir.path().join("net145.safetensors");
-    checkpoint::save(&path, &same_layers, &TrainState::default(), &p, &p).unwrap();
+    checkpoint::save(&path, &same_layers, &TrainState::default(), &p, &p, None).unwrap();
     let err = checkpoint::load(&path)
         .unwrap()
         .check_model(&plan)
@@ -98,7 +99,7 @@ fn checkpoints_of_other_models_and_other_files_are_refused() {
     renamed_spec.name = "renamed".into();
     let renamed = Plan::new(&renamed_spec).unwrap();
     let path = dir.path().join("renamed.safetensors");
-    checkpoint::save(&path, &renamed, &TrainState::default(), &p, &p).unwrap();
+    checkpoint::save(&path, &renamed, &TrainState::default(), &p, &p, None).unwrap();
     let err = checkpoint::load(&path)
         .unwrap()
         .check_model(&plan)

@@ -78,6 +78,7 @@ fn one_epoch_of_cifar10_reaches_forty_percent_test_accuracy() {
         time_limit: None,
         stop_at_train_error: None,
         progress: false,
+        data: None,
     };
     let state = TrainState {
         lr: 0.01,

@@ -232,13 +232,20 @@ fn loader_counts_and_skips_bad_files_and_training_goes_on() {
     all.sort();
     assert_eq!(all, (0..15).collect::<Vec<_>>());
 
-    // Batches of one: a bad file's batch would be empty, so it is not sent at all.
+    // Batches of one: a bad file's batch is empty, and still sent so that it names the file.
     let mut config = LoaderConfig::eval(g, 1, EvalViews::Centre);
     config.threads = 1;
     let single = Loader::new(ds.clone(), stats, config).unwrap();
     let batches: Vec<Batch> = single.epoch(0, 0).map(Result::unwrap).collect();
-    assert_eq!(batches.len(), 13);
-    assert!(batches.iter().all(|b| b.len() == 1));
+    assert_eq!(batches.len(), 15);
+    assert_eq!(batches.iter().filter(|b| b.len() == 1).count(), 13);
+    let empty: Vec<&Batch> = batches.iter().filter(|b| b.is_empty()).collect();
+    assert_eq!(empty.len(), 2);
+    assert!(
+        empty
+            .iter()
+            .all(|b| b.skipped.len() == 1 && b.images.is_empty())
+    );
     assert_eq!(single.bad_samples().len(), 2);
 }
 
@@ -258,6 +265,7 @@ fn flat_validation_with_a_labels_file_in_both_forms() {
             &OpenOptions {
                 labels: Some(file),
                 classes,
+                ..OpenOptions::default()
             },
         )
     };

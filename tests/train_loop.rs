@@ -85,6 +85,7 @@ fn run(
         time_limit: None,
         stop_at_train_error: None,
         progress: false,
+        data: None,
     };
     let (params, momentum, state) = starting_point(&plan, resume.then_some(dir), 4, 0.05).unwrap();
     let mut net = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, state.seed).unwrap();
@@ -173,6 +174,7 @@ fn training_stops_at_the_goal_error_and_logs_each_epochs_training_error() {
         time_limit: None,
         stop_at_train_error: Some(1.0),
         progress: false,
+        data: None,
     };
     let (params, _, state) = starting_point(&plan, None, 4, 0.05).unwrap();
     let mut net = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, state.seed).unwrap();

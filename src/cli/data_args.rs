@@ -1,6 +1,9 @@
 //! Opening datasets and their statistics for the commands.
 
-use crate::data::{Dataset, OpenOptions, Splits, Stats, prepare as prepare_stats};
+use crate::data::{
+    BadSample, Dataset, OpenOptions, Splits, Stats, prepare_with, unreadable_classes,
+};
+use crate::progress::Progress;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,26 @@ pub struct PrepareArgs {
     /// Decoding threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: ReadLimits,
+    /// No progress bar (a line every few seconds instead), e.g. for logs.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Bounds on what one file of a dataset may cost to read.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// Image files larger than this many MiB are skipped by name, unread (the default is far
+    /// above any real photograph).
+    #[arg(long, value_name = "MIB", default_value_t = crate::files::DEFAULT_MAX_IMAGE_BYTES >> 20)]
+    pub max_image_mib: u64,
+}
+
+impl ReadLimits {
+    pub fn max_image_bytes(&self) -> u64 {
+        self.max_image_mib.saturating_mul(1 << 20)
+    }
 }
 
 pub fn threads(t: Option<usize>) -> usize {
@@ -44,11 +67,12 @@ pub fn splits(root: &Path) -> Result<Splits> {
 }
 
 /// Opens a dataset and prints its warnings (empty class folders, files that are not images).
-pub fn open(path: &Path, classes: Option<Vec<String>>) -> Result<Arc<Dataset>> {
+pub fn open(path: &Path, classes: Option<Vec<String>>, limits: ReadLimits) -> Result<Arc<Dataset>> {
     let ds = Dataset::open_with(
         path,
         &OpenOptions {
             classes,
+            max_image_bytes: Some(limits.max_image_bytes()),
             ..OpenOptions::default()
         },
     )?;
@@ -60,7 +84,7 @@ pub fn open(path: &Path, classes: Option<Vec<String>>) -> Result<Arc<Dataset>> {
 
 pub fn prepare(args: &PrepareArgs) -> Result<()> {
     let splits = splits(&args.data)?;
-    let train = open(&splits.train, None)?;
+    let train = open(&splits.train, None, args.limits)?;
     println!(
         "{}: {} images in {} classes",
         splits.train.display(),
@@ -68,15 +92,19 @@ pub fn prepare(args: &PrepareArgs) -> Result<()> {
         train.classes().len()
     );
     let t = std::time::Instant::now();
-    let prepared = prepare_stats(
+    let progress = Progress::new(
+        format!("statistics of {}", splits.train.display()),
+        train.len() as u64,
+        !args.no_progress,
+    );
+    let prepared = prepare_with(
         &train,
         args.base,
         threads(args.threads),
         args.stats.as_deref(),
+        &progress,
     )?;
-    for bad in &prepared.bad {
-        eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
-    }
+    report_bad(&train, &prepared.bad);
     let s = &prepared.stats;
     let path = prepared
         .path
@@ -95,6 +123,16 @@ pub fn prepare(args: &PrepareArgs) -> Result<()> {
         prepared.bad.len()
     );
     Ok(())
+}
+
+/// Prints each file a full pass could not read, once, and the classes left with no image.
+pub fn report_bad(dataset: &Dataset, bad: &[BadSample]) {
+    for b in bad {
+        eprintln!("skipped unreadable {}: {}", b.path, b.error);
+    }
+    for w in unreadable_classes(dataset, bad) {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// Loads statistics from `path`, naming it in the error.

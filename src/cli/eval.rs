@@ -1,6 +1,6 @@
 //! `alexnet eval`, `alexnet predict` and `alexnet filters`: using a trained checkpoint.
 
-use super::data_args::{load_stats, open, splits, threads};
+use super::data_args::{ReadLimits, load_stats, open, splits, threads};
 use super::devices::{DeviceKind, Job, dispatch, parse_gpus};
 use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats, image_views};
 use crate::device::Device;
@@ -33,6 +33,8 @@ pub struct CheckpointArgs {
     pub device: DeviceKind,
     #[arg(long, default_value = "0,1")]
     pub devices: String,
+    #[command(flatten)]
+    pub limits: ReadLimits,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +83,12 @@ fn load_checkpoint(path: &Path) -> Result<(PathBuf, Checkpoint)> {
         path.to_path_buf()
     };
     let ck = checkpoint::load(&file)?;
+    if !ck.checksummed {
+        eprintln!(
+            "note: {} predates tensor checksums; its weights were checked only for being finite",
+            file.display()
+        );
+    }
     Ok((file, ck))
 }
 
@@ -143,7 +151,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let sp = splits(&args.data)?;
     let path = sp.val.unwrap_or(sp.train);
     let classes = (!stats.classes.is_empty()).then(|| stats.classes.clone());
-    let data = open(&path, classes)?;
+    let data = open(&path, classes, args.ck.limits)?;
     let views = if args.ck.ten_crop {
         EvalViews::TenCrop
     } else {
@@ -193,8 +201,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 
 /// `<class> <description>` lines.
 fn read_synsets(path: &Path) -> Result<std::collections::HashMap<String, String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::files::read_text(path)?;
     Ok(text
         .lines()
         .filter_map(|l| l.split_once(char::is_whitespace))
@@ -214,6 +221,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         EvalViews::Centre
     };
     let (classes, images, augment) = (plan.classes, args.images.clone(), ck.spec.augment);
+    let max_bytes = args.ck.limits.max_image_bytes();
     let class_name = |c: usize| -> String {
         let folder = stats
             .classes
@@ -228,13 +236,12 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let work = |predict: &mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>| -> Result<usize> {
         let mut failed = 0;
         for path in &images {
-            let input = std::fs::read(path)
-                .with_context(|| format!("reading {}", path.display()))
+            let input = crate::files::read_capped_unnamed(path, max_bytes)
                 .and_then(|bytes| image_views(&bytes, &stats, geometry, views, augment));
             let input = match input {
                 Ok(v) => v,
                 Err(e) => {
-                    eprintln!("{}: {e:#}", path.display());
+                    eprintln!("skipped {}: {e:#}", path.display());
                     failed += 1;
                     continue;
                 }

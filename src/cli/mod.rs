@@ -95,8 +95,7 @@ impl NetArgs {
 
     pub fn spec_or(&self, default_preset: &str) -> Result<NetSpec> {
         if let Some(path) = &self.spec {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading spec {}", path.display()))?;
+            let text = crate::files::read_text(path).context("reading the spec")?;
             return NetSpec::from_json(&text)
                 .with_context(|| format!("parsing spec {}", path.display()));
         }
@@ -113,6 +112,15 @@ impl NetArgs {
         };
         preset(self.preset.as_deref().unwrap_or(default_preset), &ab)
     }
+}
+
+/// `error: <what failed>` and a `caused by:` line for each cause under it.
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut text = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        text += &format!("\n  caused by: {cause}");
+    }
+    text
 }
 
 pub fn main() -> Result<()> {

@@ -1,24 +1,36 @@
 //! `alexnet train`.
+//!
+//! A start checks everything it can before it writes anything: the network, the data, the
+//! schedule, the devices' list, that the run folder holds no other run and that no other process
+//! trains in it (a lock, see [`RunFolder`]). A resume trains on the data, spec and statistics the
+//! run was started with, as its checkpoint records them. If the start fails before the first step,
+//! the folder is left as it was (or removed, if this start made it).
 
 use super::NetArgs;
-use super::data_args::{open, splits, threads};
+use super::data_args::{ReadLimits, open, report_bad, splits, threads};
 use super::devices::{DeviceKind, Job, dispatch, parse_gpus};
-use crate::data::{Dataset, EvalViews, Geometry, Loader, LoaderConfig, Split, Synthetic, prepare};
+use crate::data::stats::compute_with;
+use crate::data::{
+    Dataset, EvalViews, Geometry, Loader, LoaderConfig, Split, Stats, Synthetic, prepare_with,
+};
 use crate::device::Device;
 use crate::model::Plan;
 use crate::model::init::NetParams;
 use crate::parallel::Network;
+use crate::progress::Progress;
 use crate::train::batches::{LoaderBatches, LoaderEval};
-use crate::train::checkpoint::TrainState;
+use crate::train::checkpoint::{self, Checkpoint, DataRecord, DataSource, TrainState};
 use crate::train::plot::plot_metrics;
 use crate::train::run::{
-    EvalBatches, TrainConfig, TrainOutcome, checkpoint_path, starting_point, train,
+    EvalBatches, TrainConfig, TrainOutcome, checkpoint_path, interrupt_flag, train,
 };
+use crate::train::run_folder::RunFolder;
 use crate::train::schedule::Schedule;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -26,7 +38,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub net: NetArgs,
     /// Training data: a root holding train/ and val/ (or .tar, or test/), a class-folder tree, or a
-    /// tar of one. Without it: the built-in synthetic set, for about a minute.
+    /// tar of one. Without it: the built-in synthetic set, for about a minute; with --resume, the
+    /// data the run was started on (given, it must have the run's classes).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Validation set, if not found under --data.
@@ -36,7 +49,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_val: bool,
     /// Dataset statistics (mean image, colour PCA) [default: beside the training set if present,
-    /// else computed and saved in the run folder].
+    /// else computed and saved in the run folder]. A resumed run keeps its own.
     #[arg(long)]
     pub stats: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -89,6 +102,8 @@ pub struct TrainArgs {
     /// No progress bar (plain lines), e.g. for logs.
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub limits: ReadLimits,
 }
 
 struct TrainJob {
@@ -100,6 +115,8 @@ struct TrainJob {
     train: LoaderBatches,
     val: Option<LoaderEval>,
     cfg: TrainConfig,
+    /// Set once the devices hold the network: the run has begun (see [`RunFolder::start_flag`]).
+    started: Arc<AtomicBool>,
 }
 
 impl Job for TrainJob {
@@ -122,155 +139,389 @@ impl Job for TrainJob {
             self.batch,
             mb.join(" | ")
         );
+        ensure!(
+            !interrupt_flag().load(Ordering::SeqCst),
+            "interrupted before training began; the run folder is as it was"
+        );
+        self.started.store(true, Ordering::SeqCst);
         let val = self.val.as_mut().map(|v| v as &mut dyn EvalBatches);
         train(&mut net, self.state, &mut self.train, val, &self.cfg)
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    let synthetic = args.data.is_none();
-    // The network: from the checkpoint when resuming without a choice, else the arguments.
-    let resume_ck = match &args.resume {
-        Some(p) => {
-            let path = if p.is_dir() {
-                checkpoint_path(p)
-            } else {
-                p.clone()
-            };
-            Some(
-                crate::train::checkpoint::load(&path)
-                    .with_context(|| format!("cannot resume from {}", p.display()))?,
-            )
+/// The run being continued: its folder, checkpoint file and what the checkpoint holds.
+struct Resume {
+    folder: PathBuf,
+    file: PathBuf,
+    ck: Checkpoint,
+}
+
+impl Resume {
+    fn open(path: &Path) -> Result<Resume> {
+        let (folder, file) = if path.is_dir() {
+            (path.to_path_buf(), checkpoint_path(path))
+        } else {
+            let folder = path.parent().map(PathBuf::from).unwrap_or_default();
+            (folder, path.to_path_buf())
+        };
+        let ck = checkpoint::load(&file)
+            .with_context(|| format!("cannot resume from {}", path.display()))?;
+        if !ck.checksummed {
+            eprintln!(
+                "note: {} predates tensor checksums; its weights were checked only for being finite",
+                file.display()
+            );
         }
+        Ok(Resume { folder, file, ck })
+    }
+
+    fn record(&self) -> Option<&DataRecord> {
+        self.ck.data.as_ref()
+    }
+}
+
+/// The datasets a run trains and validates on, and how to find them again.
+struct Data {
+    train: Arc<Dataset>,
+    val: Option<Arc<Dataset>>,
+    source: DataSource,
+}
+
+fn synthetic_data(seed: u64) -> Data {
+    Data {
+        train: Arc::new(Dataset::synthetic(Synthetic::new(seed, Split::Train))),
+        val: Some(Arc::new(Dataset::synthetic(Synthetic::new(
+            seed,
+            Split::Val,
+        )))),
+        source: DataSource::Synthetic { seed },
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Opens `--data` (and `--val`), or with neither on a resume, the data the run recorded.
+fn open_data(args: &TrainArgs, resume: Option<&Resume>) -> Result<Option<Data>> {
+    let recorded = resume.and_then(Resume::record);
+    let (root, train_path, recorded_val) = match (&args.data, resume, recorded) {
+        (Some(root), _, _) => {
+            let sp = splits(root)?;
+            (root.clone(), sp.train, sp.val)
+        }
+        (None, None, _) => return Ok(None),
+        (None, Some(r), None) => bail!(
+            "{} does not record what it was trained on (it was saved by an older version): pass \
+             --data with the run's dataset, and --base if it was not the default",
+            r.file.display()
+        ),
+        (None, Some(_), Some(record)) => match &record.source {
+            DataSource::Synthetic { seed } => return Ok(Some(synthetic_data(*seed))),
+            DataSource::Files { root, train, val } => (root.clone(), train.clone(), val.clone()),
+        },
+    };
+    let train = open(&train_path, None, args.limits).with_context(|| {
+        if args.data.is_none() {
+            format!(
+                "the run's training set {} cannot be opened: if it moved, pass --data with its new place",
+                train_path.display()
+            )
+        } else {
+            format!("opening the training set {}", train_path.display())
+        }
+    })?;
+    let val_path = match (&args.val, args.no_val) {
+        (_, true) => None,
+        (Some(v), false) => Some(v.clone()),
+        (None, false) => recorded_val,
+    };
+    let val = match &val_path {
+        Some(v) => Some(
+            open(v, Some(train.classes().to_vec()), args.limits).with_context(|| {
+                format!(
+                    "opening the validation set {} (--no-val trains without one)",
+                    v.display()
+                )
+            })?,
+        ),
         None => None,
     };
-    let spec = match (&resume_ck, args.net.chosen()) {
-        (Some(ck), false) => ck.spec.clone(),
-        _ => args
-            .net
-            .spec_or(if synthetic { "cifar" } else { "paper" })?,
-    };
-    let plan = Plan::new(&spec).context("the network spec does not make sense")?;
-    let crop = spec.input.size;
-    let base = args.base.unwrap_or(if crop > 64 { 256 } else { crop });
-    let geometry = Geometry::new(base, crop)?;
-    let out = args
-        .out
-        .clone()
-        .or_else(|| {
-            args.resume.as_ref().map(|p| {
-                if p.is_dir() {
-                    p.clone()
-                } else {
-                    p.parent().map(PathBuf::from).unwrap_or_default()
-                }
-            })
-        })
-        .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
-    if args.resume.is_none() && checkpoint_path(&out).exists() {
+    Ok(Some(Data {
+        source: DataSource::Files {
+            root: absolute(&root),
+            train: absolute(&train_path),
+            val: val_path.as_deref().map(absolute),
+        },
+        train,
+        val,
+    }))
+}
+
+/// Refuses data that does not fit the run being resumed: other classes always; a training set
+/// that changed since the run started unless `--data` says to use it as it is now.
+fn check_resumed_data(args: &TrainArgs, record: &DataRecord, data: &Data) -> Result<()> {
+    let train = &data.train;
+    if train.classes() != record.classes.as_slice() {
+        let first = train
+            .classes()
+            .iter()
+            .zip(&record.classes)
+            .position(|(a, b)| a != b)
+            .unwrap_or(train.classes().len().min(record.classes.len()));
         bail!(
-            "{} already holds a checkpoint: pass --resume {} to continue it, or --out to start a new run elsewhere",
-            out.display(),
-            out.display()
+            "{} has {} classes, the run was trained on {} (they differ from class {} on: {:?} here, \
+             {:?} in the run): resume with the run's data",
+            train.path().display(),
+            train.classes().len(),
+            record.classes.len(),
+            first,
+            train.classes().get(first),
+            record.classes.get(first)
         );
     }
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("creating the run folder {}", out.display()))?;
-
-    // Data.
-    let threads = threads(args.threads);
-    let (train_set, val_set, stats) = if synthetic {
-        let minutes = args.max_minutes.unwrap_or(1.0);
-        eprintln!(
-            "No --data given: training the {} preset for about {minutes} minute(s) on the built-in synthetic set \
-             ({} procedurally drawn {}x{} images in 10 classes, nothing read from disk), to show the engine working. \
-             For real data pass --data DIR (see README).",
-            spec.name,
-            Synthetic::new(args.seed, Split::Train).len(),
-            base,
-            base
-        );
-        let train = Arc::new(Dataset::synthetic(Synthetic::new(args.seed, Split::Train)));
-        let val = Arc::new(Dataset::synthetic(Synthetic::new(args.seed, Split::Val)));
-        let stats = prepare(&train, base, threads, None)?.stats;
-        (train, Some(val), stats)
-    } else {
-        let root = args.data.as_ref().expect("not synthetic");
-        let sp = splits(root)?;
-        let train = open(&sp.train, None)?;
-        let val = match args.val.as_ref().or(sp.val.as_ref()) {
-            Some(v) if !args.no_val => Some(open(v, Some(train.classes().to_vec()))?),
-            _ => None,
-        };
-        eprintln!(
-            "training set {}: {} images in {} classes; validation: {}",
-            sp.train.display(),
+    let fingerprint = train.fingerprint();
+    if fingerprint != record.fingerprint {
+        let what = format!(
+            "the training set {} has changed since the run started ({} images now, {} then; \
+             fingerprint {fingerprint}, then {})",
+            train.path().display(),
             train.len(),
-            train.classes().len(),
-            val.as_ref()
-                .map_or("none".to_string(), |v| format!("{} images", v.len()))
+            record.samples,
+            record.fingerprint
         );
         ensure!(
-            train.classes().len() == plan.classes,
-            "the training set has {} classes but the network's classifier has {}: pick a preset or spec whose last layer has {} units",
-            train.classes().len(),
-            plan.classes,
-            train.classes().len()
+            args.data.is_some(),
+            "{what}: its batches would differ from the run's. Pass --data {} to continue on it as it is now",
+            train.path().display()
         );
-        // Statistics: --stats, else the file `alexnet prepare` leaves beside the training set,
-        // else computed now and kept in the run folder (never written into the dataset).
-        let beside = crate::data::stats::default_path(&train, base)
-            .ok()
-            .filter(|p| p.exists());
-        let path = args
-            .stats
-            .clone()
-            .or(beside)
-            .unwrap_or_else(|| out.join(format!("stats-{base}.safetensors")));
-        let t = std::time::Instant::now();
-        let prepared = prepare(&train, base, threads, Some(&path))?;
-        eprintln!(
-            "dataset statistics: {} {} ({:.1} s)",
-            if prepared.reused {
+        eprintln!("note: {what}; continuing on it as --data asks");
+    }
+    Ok(())
+}
+
+/// Statistics read from a file beside the data or given by `--stats`, or computed now (kept in
+/// memory: the caller saves them in the run folder once the start is checked).
+fn dataset_stats(args: &TrainArgs, train: &Dataset, base: usize, threads: usize) -> Result<Stats> {
+    let progress = Progress::new(
+        format!("statistics of {}", train.path().display()),
+        train.len() as u64,
+        !args.no_progress,
+    )
+    .interruptible(interrupt_flag());
+    let t = std::time::Instant::now();
+    if train.is_synthetic() {
+        return Ok(compute_with(train, base, threads, &progress)?.0);
+    }
+    let beside = crate::data::stats::default_path(train, base)
+        .ok()
+        .filter(|p| p.exists());
+    let (stats, bad, said) = match args.stats.clone().or(beside) {
+        Some(path) => {
+            let prepared = prepare_with(train, base, threads, Some(&path), &progress)?;
+            let verb = if prepared.reused {
                 "read"
             } else {
                 "computed and saved to"
-            },
-            path.display(),
-            t.elapsed().as_secs_f64()
-        );
-        (train, val, prepared.stats)
+            };
+            (
+                prepared.stats,
+                prepared.bad,
+                format!("{verb} {}", path.display()),
+            )
+        }
+        None => {
+            let (stats, bad) = compute_with(train, base, threads, &progress)?;
+            (stats, bad, "computed".to_string())
+        }
     };
-    // The run keeps the statistics it trained with, for eval and predict.
-    stats.save(&out.join("stats.safetensors"))?;
+    report_bad(train, &bad);
+    eprintln!(
+        "dataset statistics: {said} ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(stats)
+}
 
-    let (params, momentum, mut state) = starting_point(
-        &plan,
-        args.resume.as_deref(),
-        args.seed,
-        args.lr.unwrap_or(spec.optim.lr),
-    )?;
-    if let Some(ck) = &resume_ck {
+pub fn run(args: TrainArgs) -> Result<()> {
+    // Signals first: an interruption while starting (statistics take minutes on ImageNet) stops
+    // the start cleanly rather than killing the process between two writes.
+    let _ = interrupt_flag();
+    let resume = args.resume.as_deref().map(Resume::open).transpose()?;
+    let synthetic_default = args.data.is_none() && resume.is_none();
+
+    // The network: the checkpoint's when resuming without a choice, else the arguments.
+    let spec = match (&resume, args.net.chosen()) {
+        (Some(r), false) => r.ck.spec.clone(),
+        _ => args
+            .net
+            .spec_or(if synthetic_default { "cifar" } else { "paper" })?,
+    };
+    let plan = Plan::new(&spec).context("the network spec does not make sense")?;
+    if let Some(r) = &resume {
+        r.ck.check_model(&plan)
+            .with_context(|| format!("cannot resume from {}", r.file.display()))?;
         ensure!(
-            ck.state.batch == 0 || ck.state.batch == args.batch,
+            r.ck.state.batch == 0 || r.ck.state.batch == args.batch,
             "the run was trained with batch {}, not {}: resume with --batch {} to continue it exactly",
-            ck.state.batch,
+            r.ck.state.batch,
             args.batch,
-            ck.state.batch
-        );
-        eprintln!(
-            "resuming {} at epoch {}, batch {} (step {})",
-            out.display(),
-            state.epoch + 1,
-            state.batch_in_epoch,
-            state.step
+            r.ck.state.batch
         );
     }
+    let recorded = resume.as_ref().and_then(Resume::record);
+    let crop = spec.input.size;
+    let base = match (args.base, recorded) {
+        (Some(b), Some(r)) if b != r.base => bail!(
+            "the run was trained from {0}x{0} base images, not {b}x{b}: drop --base or pass --base {0}",
+            r.base
+        ),
+        (Some(b), _) => b,
+        (None, Some(r)) => r.base,
+        (None, None) => {
+            if crop > 64 {
+                256
+            } else {
+                crop
+            }
+        }
+    };
+    let geometry = Geometry::new(base, crop)?;
+    let schedule = args.lr_schedule.parse::<Schedule>()?;
+    let gpus = parse_gpus(&args.devices)?;
+
+    // The run folder: never another run's.
+    let out = args
+        .out
+        .clone()
+        .or_else(|| resume.as_ref().map(|r| r.folder.clone()))
+        .unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
+    let continues_in_place = resume
+        .as_ref()
+        .is_some_and(|r| absolute(&r.file) == absolute(&checkpoint_path(&out)));
+    if !continues_in_place && checkpoint_path(&out).exists() {
+        bail!(
+            "{} already holds a checkpoint{}: pass --resume {} to continue it, or --out to start a new run elsewhere",
+            out.display(),
+            if resume.is_some() {
+                " of another run"
+            } else {
+                ""
+            },
+            out.display()
+        );
+    }
+
+    // Data.
+    let threads = threads(args.threads);
+    let data = match open_data(&args, resume.as_ref())? {
+        Some(d) => d,
+        None => {
+            let minutes = args.max_minutes.unwrap_or(1.0);
+            eprintln!(
+                "No --data given: training the {} preset for about {minutes} minute(s) on the built-in synthetic set \
+                 ({} procedurally drawn {}x{} images in 10 classes, nothing read from disk), to show the engine working. \
+                 For real data pass --data DIR (see README).",
+                spec.name,
+                Synthetic::new(args.seed, Split::Train).len(),
+                base,
+                base
+            );
+            synthetic_data(args.seed)
+        }
+    };
+    let synthetic = data.train.is_synthetic();
+    if !synthetic {
+        eprintln!(
+            "training set {}: {} images in {} classes; validation: {}",
+            data.train.path().display(),
+            data.train.len(),
+            data.train.classes().len(),
+            data.val
+                .as_ref()
+                .map_or("none".to_string(), |v| format!("{} images", v.len()))
+        );
+    }
+    ensure!(
+        data.train.classes().len() == plan.classes,
+        "the training set has {} classes but the network's classifier has {}: pick a preset or spec whose last layer has {} units",
+        data.train.classes().len(),
+        plan.classes,
+        data.train.classes().len()
+    );
+    if let Some(record) = recorded {
+        check_resumed_data(&args, record, &data)?;
+    }
+    // The statistics a resumed run started with are its own; a new run takes them from the data.
+    let run_stats_path = resume.as_ref().map(|r| r.folder.join("stats.safetensors"));
+    let run_stats = match run_stats_path.as_ref().filter(|p| p.exists()) {
+        Some(path) => {
+            ensure!(
+                args.stats.is_none(),
+                "the run keeps the statistics it started with ({}); --stats is for new runs",
+                path.display()
+            );
+            let stats = super::data_args::load_stats(path)?;
+            ensure!(
+                stats.base == base
+                    && (stats.classes.is_empty() || stats.classes == data.train.classes()),
+                "{} is for {}x{} images of {} classes, not this run's {base}x{base} images of {} classes",
+                path.display(),
+                stats.base,
+                stats.base,
+                stats.classes.len(),
+                data.train.classes().len()
+            );
+            Some(stats)
+        }
+        None => None,
+    };
+
+    // Every check that needs no work is done: claim the folder (a lock, held until the end).
+    let mut folder = RunFolder::claim(&out)?;
+    if let Some(pid) = &folder.took_over_from {
+        eprintln!(
+            "note: took over {}'s lock from process {pid}, which is no longer running",
+            out.display()
+        );
+    }
+    let stats = match run_stats {
+        Some(s) => s,
+        None => dataset_stats(&args, &data.train, base, threads)?,
+    };
+    let (params, momentum, mut state) = match resume {
+        Some(r) => {
+            eprintln!(
+                "resuming {} at epoch {}, batch {} (step {})",
+                out.display(),
+                r.ck.state.epoch + 1,
+                r.ck.state.batch_in_epoch,
+                r.ck.state.step
+            );
+            (r.ck.params, Some(r.ck.momentum), r.ck.state)
+        }
+        None => (
+            crate::model::init::init_params(&plan, args.seed),
+            None,
+            TrainState {
+                lr: args.lr.unwrap_or(spec.optim.lr),
+                seed: args.seed,
+                ..TrainState::default()
+            },
+        ),
+    };
     state.batch = args.batch;
 
+    let record = DataRecord {
+        source: data.source.clone(),
+        fingerprint: data.train.fingerprint(),
+        samples: data.train.len(),
+        classes: data.train.classes().to_vec(),
+        base,
+    };
     let stats = Arc::new(stats);
     let loader = Loader::new(
-        train_set.clone(),
+        data.train.clone(),
         stats.clone(),
         LoaderConfig {
             threads,
@@ -283,11 +534,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         EvalViews::Centre
     };
-    let val = match val_set {
+    let val = match data.val {
         Some(v) => Some(LoaderEval::new(
             Loader::new(
                 v,
-                stats,
+                stats.clone(),
                 LoaderConfig {
                     threads,
                     augment: spec.augment,
@@ -300,7 +551,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let cfg = TrainConfig {
         epochs: args.epochs,
-        schedule: args.lr_schedule.parse::<Schedule>()?,
+        schedule,
         out_dir: out.clone(),
         checkpoint_every: args.checkpoint_every,
         max_steps: args.max_steps,
@@ -310,7 +561,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .map(|m| Duration::from_secs_f64(m * 60.0)),
         stop_at_train_error: args.until_train_error,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        data: Some(record),
     };
+    // The run keeps the statistics it trained with, for eval, predict and resuming.
+    let kept_stats = out.join("stats.safetensors");
+    if !kept_stats.exists() {
+        stats.save(&kept_stats)?;
+        folder.created(kept_stats);
+    }
     eprintln!(
         "{}: {} parameters, {} towers, batch {}, {} batches per epoch, learning rate {}",
         spec.name,
@@ -330,8 +588,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         train: LoaderBatches::new(loader),
         val,
         cfg,
+        started: folder.start_flag(),
     };
-    let outcome = dispatch(args.device, spec.towers, &parse_gpus(&args.devices)?, job)?;
+    let outcome = dispatch(args.device, spec.towers, &gpus, job)?;
     let png = out.join("curves.png");
     if let Err(e) = plot_metrics(&out.join("metrics.jsonl"), &png) {
         eprintln!("warning: could not draw the curves: {e:#}");
@@ -365,10 +624,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     if s.epoch < args.epochs {
         println!(
-            "Continue with: alexnet train --resume {} --batch {}{}",
+            "Continue with: alexnet train --resume {} --batch {}",
             out.display(),
-            args.batch,
-            if synthetic { "" } else { " --data ..." }
+            args.batch
         );
     }
     Ok(())

@@ -36,9 +36,9 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     };
     let decoded = match (decoded, complete) {
         (Ok(image), Ok(())) => image,
-        (Ok(_), Err(truncated)) => return Err(truncated),
+        (Ok(_), Err(broken)) => return Err(broken),
         (Err(e), Ok(())) => bail!("corrupt {name}: {e}"),
-        (Err(e), Err(truncated)) => bail!("{truncated}; the decoder also fails: {e}"),
+        (Err(e), Err(broken)) => bail!("{broken}; the decoder also fails: {e}"),
     };
     let rgb = decoded.into_rgb8();
     ensure!(rgb.width() > 0 && rgb.height() > 0, "image has no pixels");
@@ -66,14 +66,31 @@ pub fn decode_base(bytes: &[u8], base: usize) -> Result<Vec<u8>> {
     Ok(to_base(&decode_rgb(bytes)?, base))
 }
 
-/// The JPEG decoder is lenient: data cut short decodes, the missing part grey. A truncated file
-/// is caught here instead, by walking the marker segments (skipping each scan's entropy-coded
-/// data) until the end-of-image marker; reaching the end of the bytes first means truncation.
-/// Stray bytes between segments are stepped over, as libjpeg does, and anything after the
-/// end-of-image marker is ignored.
+/// The JPEG decoder is lenient: data cut short decodes, the missing part grey, and so do damaged
+/// bytes. Both are caught here instead, by walking the marker segments (skipping each scan's
+/// entropy-coded data) until the end-of-image marker. Running off the end of the bytes means
+/// truncation when no end-of-image marker follows the first scan's start (it cannot occur inside
+/// entropy-coded data, so a cut file has none there); when one does, the walk was thrown off by
+/// damaged bytes in the middle, and the file is called corrupt. Stray bytes between segments are
+/// stepped over, as libjpeg does, and anything after the end-of-image marker is ignored.
 fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
     let n = bytes.len();
-    let truncated = || anyhow!("truncated JPEG: {n} bytes end before the end-of-image marker");
+    walk_jpeg_segments(bytes).map_err(|()| {
+        let scan = bytes.windows(2).position(|w| w == [0xFF, 0xDA]);
+        let end_marker = scan.and_then(|s| bytes[s..].windows(2).position(|w| w == [0xFF, 0xD9]));
+        match end_marker {
+            Some(_) => anyhow!(
+                "corrupt JPEG: damaged bytes in the middle break its structure before the end-of-image marker"
+            ),
+            None => anyhow!("truncated JPEG: {n} bytes end before the end-of-image marker"),
+        }
+    })
+}
+
+/// Follows the marker segments to the end-of-image marker: `Err` if the bytes run out first.
+fn walk_jpeg_segments(bytes: &[u8]) -> std::result::Result<(), ()> {
+    let n = bytes.len();
+    let truncated = || ();
     let mut i = 2; // after the start-of-image marker
     loop {
         // The next marker: 0xFF (any number of fill bytes) and a code.
@@ -95,7 +112,7 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
         let len = bytes.get(i..i + 2).ok_or_else(truncated)?;
         i += u16::from_be_bytes([len[0], len[1]]) as usize;
         if i > n {
-            return Err(truncated());
+            return Err(());
         }
         if code == 0xDA {
             // Entropy-coded data: 0xFF is followed by a stuffed 0x00 or a restart marker until
@@ -106,7 +123,7 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
                     .position(|&x| x == 0xFF)
                     .ok_or_else(truncated)?;
                 match bytes.get(i + 1) {
-                    None => return Err(truncated()),
+                    None => return Err(()),
                     Some(0x00 | 0xD0..=0xD7) => i += 2,
                     Some(_) => break,
                 }
@@ -140,6 +157,26 @@ mod tests {
             let err = check_jpeg_complete(&full[..cut]).unwrap_err().to_string();
             assert!(err.contains("truncated"), "cut at {cut}: {err}");
         }
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_corrupt_not_truncated() {
+        let full = jpeg(64, 48);
+        let scan = full.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        // A marker-like pair with a length that jumps past the end, inside the scan data.
+        let mut damaged = full.clone();
+        let at = scan + (full.len() - scan) / 2;
+        damaged[at..at + 4].copy_from_slice(&[0xFF, 0xC4, 0xFF, 0xF0]);
+        let e = check_jpeg_complete(&damaged).unwrap_err().to_string();
+        assert!(
+            e.starts_with("corrupt JPEG") && !e.contains("truncated"),
+            "{e}"
+        );
+        // The same damage in a file that is also cut short is still truncation.
+        let e = check_jpeg_complete(&damaged[..at + 10])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! Unreadable files: in training, the slot of a bad sample at epoch position `p` takes the first
 //! readable sample at positions `p+1, p+2, …` (wrapping) of the same epoch order, so the batch
 //! size stays fixed and the choice is deterministic; in evaluation the bad sample is left out
-//! (that batch is shorter; one left with no image is not sent). Either way it is reported in
+//! (that batch is shorter; one left with no image is still sent, empty, so that its skipped
+//! files are reported; consumers pass over it). Either way it is reported in
 //! [`Batch::skipped`] and counted in [`Loader::bad_samples`], and each file is decoded (and
 //! fails) at most once per loader. A replacement is augmented as itself (keyed by its own sample
 //! index).
@@ -363,11 +364,6 @@ impl Shared {
             }
             self.busy_nanos
                 .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            // An evaluation batch whose every file was bad has nothing to score: not sent (its
-            // files are in `bad_samples`).
-            if batch.as_ref().is_ok_and(Batch::is_empty) {
-                continue;
-            }
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
                 return;
@@ -388,7 +384,7 @@ impl Shared {
             }
             let decoded = self
                 .dataset
-                .load(index, self.config.geometry.base)
+                .load_unnamed(index, self.config.geometry.base)
                 .map(Arc::from)
                 .map_err(|e| format!("{e:#}"));
             if let Err(error) = &decoded {

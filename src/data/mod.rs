@@ -66,7 +66,7 @@ pub mod synthetic;
 pub use augment::{Augment, EvalViews, Geometry, Pixels, View};
 pub use loader::{Batch, Batches, Loader, LoaderConfig, Mode, Throughput};
 pub use source::{Dataset, OpenOptions, Sample, Splits};
-pub use stats::{Prepared, Stats, prepare};
+pub use stats::{Prepared, Stats, prepare, prepare_with};
 pub use synthetic::{Split, Synthetic};
 
 use anyhow::{Context, Result};
@@ -90,6 +90,28 @@ impl BadSample {
             error: format!("{error:#}"),
         }
     }
+}
+
+/// Warnings for the classes of `dataset` none of whose images could be read (given every bad
+/// sample of a full pass, as statistics make one): such a class can never be predicted right.
+pub fn unreadable_classes(dataset: &Dataset, bad: &[BadSample]) -> Vec<String> {
+    let mut bad_per_class = vec![0usize; dataset.classes().len()];
+    for b in bad {
+        bad_per_class[dataset.label(b.index) as usize] += 1;
+    }
+    dataset
+        .class_counts()
+        .iter()
+        .zip(&bad_per_class)
+        .zip(dataset.classes())
+        .filter(|((all, bad), _)| **all > 0 && **bad == **all)
+        .map(|((&all, _), class)| {
+            format!(
+                "class {class} of {} has no readable image (all {all} of its files were skipped)",
+                dataset.path().display()
+            )
+        })
+        .collect()
 }
 
 /// The network inputs for one encoded image (for `predict`): decoded, cut to the base image, and

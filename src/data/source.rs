@@ -48,6 +48,9 @@ pub struct OpenOptions {
     /// must be among them, label indices refer to them. Without it, classes are this dataset's
     /// own folder names (or, flat, the sorted distinct label names).
     pub classes: Option<Vec<String>>,
+    /// The most bytes one image file may hold; a larger one is skipped by name without being
+    /// read [default: [`crate::files::DEFAULT_MAX_IMAGE_BYTES`]].
+    pub max_image_bytes: Option<u64>,
 }
 
 /// A dataset: its classes, its samples, and the means to read them.
@@ -57,6 +60,7 @@ pub struct Dataset {
     samples: Vec<Sample>,
     store: Store,
     warnings: Vec<String>,
+    max_image_bytes: u64,
 }
 
 enum Store {
@@ -95,12 +99,11 @@ impl Dataset {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("dataset not found: {}", path.display()))?;
         let flat = options.labels.is_some();
-        let (store, files, dirs) = if meta.is_dir() {
-            let (files, dirs) = list_folder(path, flat)?;
-            (Store::Folder, files, dirs)
+        let (store, listing) = if meta.is_dir() {
+            (Store::Folder, list_folder(path, flat)?)
         } else {
-            let (file, files, dirs) = list_tar(path, flat)?;
-            (Store::Tar(file), files, dirs)
+            let (file, listing) = list_tar(path, flat)?;
+            (Store::Tar(file), listing)
         };
         let mut dataset = Dataset {
             path: path.to_path_buf(),
@@ -108,8 +111,12 @@ impl Dataset {
             samples: Vec::new(),
             store,
             warnings: Vec::new(),
+            max_image_bytes: options
+                .max_image_bytes
+                .unwrap_or(crate::files::DEFAULT_MAX_IMAGE_BYTES),
         };
-        dataset.arrange(files, dirs, options)?;
+        dataset.report_unreadable(&listing.unreadable);
+        dataset.arrange(listing.files, listing.dirs, options)?;
         Ok(dataset)
     }
 
@@ -130,6 +137,7 @@ impl Dataset {
             samples,
             store: Store::Synthetic(synthetic),
             warnings: Vec::new(),
+            max_image_bytes: crate::files::DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 
@@ -179,14 +187,52 @@ impl Dataset {
         }
     }
 
+    /// A fingerprint of what the dataset holds: XXH3-64 over its classes and every sample's name,
+    /// label and (for tar members) size, as 16 hex digits. Cheap (no file is read), and it changes
+    /// when images are added, removed, renamed or relabelled, which is what would make a resumed
+    /// run see other batches than the ones it started with; a file rewritten in place under the
+    /// same name is not noticed.
+    pub fn fingerprint(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut field = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        if let Store::Synthetic(s) = &self.store {
+            field(s.describe().as_bytes());
+        }
+        for c in &self.classes {
+            field(c.as_bytes());
+        }
+        for s in &self.samples {
+            field(s.name.as_bytes());
+            field(&s.label.to_le_bytes());
+            field(&s.size.to_le_bytes());
+        }
+        format!("{:016x}", h.digest())
+    }
+
     /// The encoded bytes of sample `index` (an error for the synthetic dataset, which has none).
+    /// Errors name the file.
     pub fn read(&self, index: usize) -> Result<Vec<u8>> {
+        self.read_unnamed(index)
+            .with_context(|| format!("reading {}", self.describe(index)))
+    }
+
+    /// [`Dataset::read`] with errors that do not repeat the file's name (the caller gives it).
+    fn read_unnamed(&self, index: usize) -> Result<Vec<u8>> {
         let sample = &self.samples[index];
+        let cap = self.max_image_bytes;
         match &self.store {
-            Store::Folder => std::fs::read(self.path.join(&sample.name))
-                .with_context(|| format!("reading {}", self.describe(index))),
-            Store::Tar(file) => read_at(file, sample.offset, sample.size as usize)
-                .with_context(|| format!("reading {}", self.describe(index))),
+            Store::Folder => crate::files::read_capped_unnamed(&self.path.join(&sample.name), cap),
+            Store::Tar(file) => {
+                ensure!(
+                    sample.size <= cap,
+                    "the member is {} bytes, more than the limit of {cap} bytes per image",
+                    sample.size
+                );
+                Ok(read_at(file, sample.offset, sample.size as usize)?)
+            }
             Store::Synthetic(_) => bail!("the synthetic dataset has no files"),
         }
     }
@@ -194,12 +240,35 @@ impl Dataset {
     /// Sample `index` as a `base`×`base` RGB image, `u8` in HWC order: decoded and cut to the
     /// centred square, then resized (see [`decode::to_base`]). Errors name the file.
     pub fn load(&self, index: usize, base: usize) -> Result<Vec<u8>> {
+        self.load_unnamed(index, base)
+            .with_context(|| format!("cannot use {}", self.describe(index)))
+    }
+
+    /// [`Dataset::load`] with errors that do not name the file, for reports that name it once
+    /// themselves ([`super::BadSample`]).
+    pub(crate) fn load_unnamed(&self, index: usize, base: usize) -> Result<Vec<u8>> {
         if let Store::Synthetic(synthetic) = &self.store {
             return Ok(synthetic.render(index, base));
         }
-        let bytes = self.read(index)?;
+        let bytes = self.read_unnamed(index)?;
         decode::decode_base(&bytes, base)
-            .with_context(|| format!("decoding {}", self.describe(index)))
+    }
+
+    /// Entries that are no image to read (FIFOs, devices, broken links, names that are not
+    /// UTF-8): each named in the warnings, up to a screenful.
+    fn report_unreadable(&mut self, unreadable: &[(String, String)]) {
+        const SHOWN: usize = 20;
+        for (name, why) in unreadable.iter().take(SHOWN) {
+            self.warnings
+                .push(format!("skipped {}: {why}", self.member_path(name)));
+        }
+        if unreadable.len() > SHOWN {
+            self.warnings.push(format!(
+                "{}: skipped {} more entries that are not readable files",
+                self.path.display(),
+                unreadable.len() - SHOWN
+            ));
+        }
     }
 
     /// Turns the listing into classes and samples.
@@ -330,8 +399,7 @@ impl Dataset {
             ));
         }
         files.sort_by(|a, b| a.parts.cmp(&b.parts));
-        let text = std::fs::read_to_string(labels_path)
-            .with_context(|| format!("reading labels file {}", labels_path.display()))?;
+        let text = crate::files::read_text(labels_path).context("reading the labels file")?;
         let lines = parse_labels(&text)
             .with_context(|| format!("labels file {}", labels_path.display()))?;
         if given.is_none() && lines.iter().any(|l| l.label.parse::<u32>().is_ok()) {
@@ -504,63 +572,120 @@ fn is_image(parts: &[String]) -> bool {
     lower.ends_with(".jpg") || lower.ends_with(".jpeg") || lower.ends_with(".png")
 }
 
+/// What listing a dataset found: files (with where a tar member's bytes lie), folders, and the
+/// entries that cannot be read as files, each with the reason.
+#[derive(Default)]
+struct Listing {
+    files: Vec<Found>,
+    dirs: Vec<Vec<String>>,
+    /// (path below the root, lossily if not UTF-8; why it is not read).
+    unreadable: Vec<(String, String)>,
+}
+
 /// Lists a folder two levels deep (`<class>/<image>`), or one level when `flat`.
-fn list_folder(root: &Path, flat: bool) -> Result<(Vec<Found>, Vec<Vec<String>>)> {
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    for (name, is_dir) in read_dir_sorted(root)? {
-        if !is_dir {
-            files.push(Found {
+fn list_folder(root: &Path, flat: bool) -> Result<Listing> {
+    let mut listing = Listing::default();
+    for entry in read_dir_sorted(root, &[], &mut listing.unreadable)? {
+        match entry {
+            (name, EntryKind::File) => listing.files.push(Found {
                 parts: vec![name],
                 offset: 0,
                 size: 0,
-            });
-        } else if !flat && !name.starts_with('.') {
-            for (inner, inner_is_dir) in read_dir_sorted(&root.join(&name))? {
-                if !inner_is_dir {
-                    files.push(Found {
-                        parts: vec![name.clone(), inner],
-                        offset: 0,
-                        size: 0,
-                    });
+            }),
+            (name, EntryKind::Dir) if !flat && !name.starts_with('.') => {
+                let parent = [name.clone()];
+                for inner in read_dir_sorted(&root.join(&name), &parent, &mut listing.unreadable)? {
+                    if let (inner, EntryKind::File) = inner {
+                        listing.files.push(Found {
+                            parts: vec![name.clone(), inner],
+                            offset: 0,
+                            size: 0,
+                        });
+                    }
                 }
+                listing.dirs.push(vec![name]);
             }
-            dirs.push(vec![name]);
+            _ => {}
         }
     }
-    Ok((files, dirs))
+    Ok(listing)
 }
 
-/// Entries of a folder as (name, is a folder), sorted by name; symbolic links are followed.
-fn read_dir_sorted(dir: &Path) -> Result<Vec<(String, bool)>> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum EntryKind {
+    File,
+    Dir,
+}
+
+/// Entries of a folder that are regular files or folders (symbolic links resolved), sorted by
+/// name. Everything else (FIFOs, sockets, devices, broken or looping links, names that are not
+/// UTF-8) is added to `unreadable` as `parent/name` with the reason; it never stops the listing.
+fn read_dir_sorted(
+    dir: &Path,
+    parent: &[String],
+    unreadable: &mut Vec<(String, String)>,
+) -> Result<Vec<(String, EntryKind)>> {
+    let below = |name: &str| {
+        let mut parts = parent.to_vec();
+        parts.push(name.to_string());
+        parts.join("/")
+    };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let path = entry.path();
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|n| anyhow!("{}: file name {n:?} is not UTF-8", dir.display()))?;
-        // The entry's own type comes with the listing; only links need a look at their target.
-        let kind = entry
-            .file_type()
-            .with_context(|| format!("reading {}", path.display()))?;
-        let is_dir = if kind.is_symlink() {
-            std::fs::metadata(&path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .is_dir()
-        } else {
-            kind.is_dir()
+        let name = match entry.file_name().into_string() {
+            Ok(name) => name,
+            Err(raw) => {
+                let lossy = raw.to_string_lossy().into_owned();
+                unreadable.push((below(&lossy), "its name is not UTF-8".into()));
+                continue;
+            }
         };
-        out.push((name, is_dir));
+        // The entry's own type comes with the listing; only links need a look at their target.
+        let kind = match entry.file_type() {
+            Ok(kind) if kind.is_symlink() => match std::fs::metadata(entry.path()) {
+                Ok(target) => target.file_type(),
+                Err(e) => {
+                    let why = match e.raw_os_error() {
+                        Some(libc::ELOOP) => "a symbolic link that loops".to_string(),
+                        _ if e.kind() == std::io::ErrorKind::NotFound => {
+                            "a broken symbolic link (its target does not exist)".to_string()
+                        }
+                        _ => format!("a symbolic link that cannot be followed ({e})"),
+                    };
+                    unreadable.push((below(&name), why));
+                    continue;
+                }
+            },
+            Ok(kind) => kind,
+            Err(e) => {
+                unreadable.push((below(&name), format!("cannot be read ({e})")));
+                continue;
+            }
+        };
+        if kind.is_dir() {
+            out.push((name, EntryKind::Dir));
+        } else if kind.is_file() {
+            out.push((name, EntryKind::File));
+        } else {
+            let what = crate::files::kind_name(kind);
+            unreadable.push((below(&name), format!("{what}, not a regular file")));
+        }
     }
     out.sort();
     Ok(out)
 }
 
-/// Indexes an uncompressed tar: every regular member's path, data offset and size. A single top
-/// folder wrapping the whole tree is stripped.
-fn list_tar(path: &Path, flat: bool) -> Result<(File, Vec<Found>, Vec<Vec<String>>)> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+/// Tar's block size: headers and member data start on multiples of it.
+const TAR_BLOCK: u64 = 512;
+
+/// Indexes an uncompressed tar: every regular member's path, data offset and size (hard links
+/// and symbolic links to regular members read their target's bytes). Every member type that
+/// GNU, ustar and pax tar write is either read or reported in `unreadable`; an archive whose
+/// members run past its end, or that ends without its end-of-archive block, is an error that
+/// says so. A single top folder wrapping the whole tree is stripped.
+fn list_tar(path: &Path, flat: bool) -> Result<(File, Listing)> {
+    let (file, archive_len) = crate::files::open_regular(path)?;
     let mut magic = [0u8; 2];
     if read_at(&file, 0, 2)
         .map(|m| magic.copy_from_slice(&m))
@@ -572,54 +697,220 @@ fn list_tar(path: &Path, flat: bool) -> Result<(File, Vec<Found>, Vec<Vec<String
             path.display()
         );
     }
-    let not_a_tar = || format!("reading {}: not a folder or a tar archive", path.display());
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let mut listing = Listing::default();
+    // Member path → (offset, size) of every regular member, for links to find their target.
+    let mut regular: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
+    let mut symlinks: Vec<(Vec<String>, PathBuf)> = Vec::new();
+    let (mut members, mut end) = (0usize, 0u64);
     {
         let mut archive = tar::Archive::new(&file);
-        let entries = archive.entries_with_seek().with_context(|| not_a_tar())?;
+        let entries = archive
+            .entries_with_seek()
+            .with_context(|| format!("reading {}", path.display()))?;
         for entry in entries {
-            let entry = entry.with_context(|| not_a_tar())?;
+            let entry = entry.map_err(|e| {
+                if members == 0 {
+                    anyhow!(
+                        "{} is not a folder or a tar archive (it does not start with a tar header)",
+                        path.display()
+                    )
+                } else {
+                    anyhow!(
+                        "{} is a damaged or truncated tar archive: after {members} members, the \
+                         next header (near byte {end}) cannot be read: {}",
+                        path.display(),
+                        printable(&e.to_string())
+                    )
+                }
+            })?;
+            members += 1;
+            let (offset, size) = (entry.raw_file_position(), entry.size());
+            let data_end = offset.checked_add(size).filter(|&e| e <= archive_len);
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let Some(data_end) = data_end else {
+                bail!(
+                    "{} is truncated: member {members} ({name}) claims {size} bytes at byte \
+                     {offset}, but the archive ends at byte {archive_len} ({} members read before it)",
+                    path.display(),
+                    members - 1
+                );
+            };
+            end = data_end.div_ceil(TAR_BLOCK) * TAR_BLOCK;
+            let parts = member_parts(Path::new(&name));
             let kind = entry.header().entry_type();
-            let member = entry
-                .path()
-                .with_context(|| format!("reading tar {}", path.display()))?;
-            let parts: Vec<String> = member
-                .components()
-                .filter_map(|c| match c {
-                    Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-                    _ => None,
-                })
-                .collect();
-            if parts.is_empty() {
-                continue;
+            use tar::EntryType as T;
+            match kind {
+                // Metadata for the archive as a whole, not a member.
+                T::XGlobalHeader => continue,
+                _ if parts.is_empty() => continue,
+                T::Directory => listing.dirs.push(parts),
+                T::Regular | T::Continuous => {
+                    regular.insert(parts.clone(), (offset, size));
+                    listing.files.push(Found {
+                        parts,
+                        offset,
+                        size,
+                    });
+                }
+                T::Link => {
+                    // GNU tar stores a file's later copies as hard links to its first.
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| member_parts(Path::new(&*String::from_utf8_lossy(&t))));
+                    match target.as_ref().and_then(|t| regular.get(t)) {
+                        Some(&(offset, size)) => listing.files.push(Found {
+                            parts,
+                            offset,
+                            size,
+                        }),
+                        None => listing.unreadable.push((
+                            parts.join("/"),
+                            "a hard link to no regular member before it".into(),
+                        )),
+                    }
+                }
+                T::Symlink => match entry.link_name_bytes() {
+                    Some(t) => symlinks.push((
+                        parts,
+                        PathBuf::from(String::from_utf8_lossy(&t).into_owned()),
+                    )),
+                    None => listing
+                        .unreadable
+                        .push((parts.join("/"), "a symbolic link without a target".into())),
+                },
+                other => {
+                    let what = match other {
+                        T::Fifo => "a FIFO".to_string(),
+                        T::Char => "a character device".to_string(),
+                        T::Block => "a block device".to_string(),
+                        T::GNUSparse => "a sparse file (not read from archives)".to_string(),
+                        other => format!("a tar member of type {:?}", other.as_byte() as char),
+                    };
+                    listing
+                        .unreadable
+                        .push((parts.join("/"), format!("{what}, not a regular file")));
+                }
             }
-            if kind.is_dir() {
-                dirs.push(parts);
-            } else if kind.is_file() {
-                files.push(Found {
-                    parts,
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                });
-            }
+        }
+    }
+    // A tar ends with zero blocks; reaching the end of the bytes first means it was cut short at
+    // a member boundary (the iterator stops quietly there). An empty file is an empty archive.
+    if archive_len > 0 && archive_len < end + TAR_BLOCK {
+        bail!(
+            "{} is truncated: it ends after {members} members without tar's end-of-archive block \
+             (a copy or download cut short?)",
+            path.display()
+        );
+    }
+    // Symbolic links read their target's bytes when it is a regular member (followed through
+    // other links, at most a few deep).
+    let links: BTreeMap<Vec<String>, PathBuf> = symlinks.iter().cloned().collect();
+    for (parts, _) in symlinks {
+        match resolve_tar_link(&parts, &links, &regular) {
+            Ok((offset, size)) => listing.files.push(Found {
+                parts,
+                offset,
+                size,
+            }),
+            Err(why) => listing.unreadable.push((parts.join("/"), why)),
         }
     }
     // `[<top>/]<class>/<image>` (or `[<top>/]<image>` when flat): strip the one top folder.
     let depth = if flat { 1 } else { 2 };
-    let images = files.iter().filter(|f| is_image(&f.parts));
+    let images = listing.files.iter().filter(|f| is_image(&f.parts));
     let tops: BTreeSet<&str> = images.clone().map(|f| f.parts[0].as_str()).collect();
     if tops.len() == 1 && images.clone().all(|f| f.parts.len() == depth + 1) {
         let top = tops.into_iter().next().unwrap_or_default().to_string();
-        files.retain(|f| f.parts.len() > 1 && f.parts[0] == top);
-        for f in &mut files {
+        listing
+            .files
+            .retain(|f| f.parts.len() > 1 && f.parts[0] == top);
+        for f in &mut listing.files {
             f.parts.remove(0);
         }
-        dirs.retain(|d| d.len() > 1 && d[0] == top);
-        for d in &mut dirs {
+        listing.dirs.retain(|d| d.len() > 1 && d[0] == top);
+        for d in &mut listing.dirs {
             d.remove(0);
         }
+        for (name, _) in &mut listing.unreadable {
+            if let Some(rest) = name.strip_prefix(&format!("{top}/")) {
+                *name = rest.to_string();
+            }
+        }
     }
-    Ok((file, files, dirs))
+    Ok((file, listing))
+}
+
+/// A member path's normal components (`./a/b` and `a/b` are the same member).
+fn member_parts(path: &Path) -> Vec<String> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The regular member a tar symbolic link at `parts` points to, or why it points to none.
+fn resolve_tar_link(
+    parts: &[String],
+    links: &BTreeMap<Vec<String>, PathBuf>,
+    regular: &BTreeMap<Vec<String>, (u64, u64)>,
+) -> std::result::Result<(u64, u64), String> {
+    let mut at = parts.to_vec();
+    for _ in 0..8 {
+        let Some(target) = links.get(&at) else {
+            return regular.get(&at).copied().ok_or_else(|| {
+                format!(
+                    "a symbolic link to {}, which is no regular member of the archive",
+                    at.join("/")
+                )
+            });
+        };
+        if target.is_absolute() {
+            return Err(format!(
+                "a symbolic link to {}, outside the archive",
+                target.display()
+            ));
+        }
+        // Relative to the link's folder, `..` resolved lexically.
+        at.pop();
+        for c in target.components() {
+            match c {
+                Component::Normal(s) => at.push(s.to_string_lossy().into_owned()),
+                Component::ParentDir => {
+                    if at.pop().is_none() {
+                        return Err(format!(
+                            "a symbolic link to {}, outside the archive",
+                            target.display()
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Err("a symbolic link that loops (or chains more than 8 links)".into())
+}
+
+/// A message from a parser made safe to print: control and non-ASCII bytes become `?`, and it
+/// is cut to a line.
+fn printable(message: &str) -> String {
+    let clean: String = message
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(120)
+        .collect();
+    if message.chars().count() > 120 {
+        format!("{clean}...")
+    } else {
+        clean
+    }
 }
 
 /// Reads `len` bytes at `offset` without moving a shared cursor, so threads can read one file at

@@ -7,6 +7,7 @@
 
 use super::source::Dataset;
 use super::{BadSample, thread_pool};
+use crate::progress::Progress;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -79,8 +80,19 @@ pub fn prepare(
     threads: usize,
     path: Option<&Path>,
 ) -> Result<Prepared> {
+    prepare_with(dataset, base, threads, path, &Progress::hidden())
+}
+
+/// [`prepare`], reporting each image to `progress` and stopping early if it is interrupted.
+pub fn prepare_with(
+    dataset: &Dataset,
+    base: usize,
+    threads: usize,
+    path: Option<&Path>,
+    progress: &Progress,
+) -> Result<Prepared> {
     if dataset.is_synthetic() && path.is_none() {
-        let (stats, bad) = compute(dataset, base, threads)?;
+        let (stats, bad) = compute_with(dataset, base, threads, progress)?;
         return Ok(Prepared {
             stats,
             path: None,
@@ -107,7 +119,7 @@ pub fn prepare(
             });
         }
     }
-    let (stats, bad) = compute(dataset, base, threads)?;
+    let (stats, bad) = compute_with(dataset, base, threads, progress)?;
     stats.save(&path).map_err(|e| {
         if explicit {
             e
@@ -191,6 +203,16 @@ impl Sums {
 /// One pass over `dataset` at `base`×`base` with `threads` threads. Unreadable images are left out
 /// and returned, sorted by index.
 pub fn compute(dataset: &Dataset, base: usize, threads: usize) -> Result<(Stats, Vec<BadSample>)> {
+    compute_with(dataset, base, threads, &Progress::hidden())
+}
+
+/// [`compute`], reporting each image to `progress`; an interruption ends it with an error.
+pub fn compute_with(
+    dataset: &Dataset,
+    base: usize,
+    threads: usize,
+    progress: &Progress,
+) -> Result<(Stats, Vec<BadSample>)> {
     ensure!(
         !dataset.is_empty(),
         "{} holds no images",
@@ -203,15 +225,26 @@ pub fn compute(dataset: &Dataset, base: usize, threads: usize) -> Result<(Stats,
             .fold(
                 || Sums::new(base),
                 |mut sums, i| {
-                    match dataset.load(i, base) {
+                    if progress.interrupted() {
+                        return sums;
+                    }
+                    match dataset.load_unnamed(i, base) {
                         Ok(img) => sums.add_image(&img),
                         Err(e) => sums.bad.push(BadSample::new(dataset, i, &e)),
                     }
+                    progress.inc();
                     sums
                 },
             )
             .reduce(|| Sums::new(base), Sums::merge)
     });
+    progress.finish();
+    if progress.interrupted() {
+        bail!(
+            "interrupted while computing the statistics of {}",
+            dataset.path().display()
+        );
+    }
     let mut bad = sums.bad;
     bad.sort_by_key(|b| b.index);
     if sums.images == 0 {
@@ -326,11 +359,6 @@ fn read_f64(st: &SafeTensors, name: &str, len: usize) -> Result<Vec<f64>> {
         .collect())
 }
 
-/// Where [`Stats::save`] writes before renaming into place.
-fn temp_path(path: &Path) -> PathBuf {
-    path.with_extension(format!("tmp{}", std::process::id()))
-}
-
 impl Stats {
     /// Writes a safetensors file: `mean` f32 `[3, base, base]`, `covariance` and `eigenvectors`
     /// f64 `[3, 3]` (eigenvectors as rows), `eigenvalues` f64 `[3]`; base, counts and class names
@@ -361,14 +389,11 @@ impl Stats {
             ("classes".to_string(), serde_json::to_string(&self.classes)?),
         ]);
         let bytes = safetensors::serialize(tensors, Some(metadata))?;
-        let tmp = temp_path(path);
-        std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        crate::files::write_atomic(path, &bytes)
     }
 
     pub fn load(path: &Path) -> Result<Stats> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = crate::files::read_whole(path)?;
         Self::parse(&bytes).with_context(|| format!("reading statistics file {}", path.display()))
     }
 
@@ -391,7 +416,7 @@ impl Stats {
             .collect();
         let rows = |v: Vec<f64>| [[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]];
         let values = read_f64(&st, "eigenvalues", 3)?;
-        Ok(Stats {
+        let stats = Stats {
             base,
             mean,
             covariance: rows(read_f64(&st, "covariance", 9)?),
@@ -400,7 +425,16 @@ impl Stats {
             images: get("images")?.parse()?,
             samples: get("samples")?.parse()?,
             classes: serde_json::from_str(get("classes")?)?,
-        })
+        };
+        let finite = stats.mean.iter().all(|m| (0.0..=255.0).contains(m))
+            && stats.covariance.iter().flatten().all(|v| v.is_finite())
+            && stats.eigenvalues.iter().all(|v| v.is_finite())
+            && stats.eigenvectors.iter().flatten().all(|v| v.is_finite());
+        ensure!(
+            finite,
+            "the mean image or colour PCA holds values that are not finite pixel statistics: the file is damaged"
+        );
+        Ok(stats)
     }
 }
 
@@ -427,7 +461,7 @@ mod tests {
 
         // The default location cannot be written (a folder squats on the temporary file's name:
         // tests run as root, whom read-only permissions do not stop): the error says what to do.
-        std::fs::create_dir(temp_path(&path)).unwrap();
+        std::fs::create_dir(crate::files::partial_path(&path)).unwrap();
         let e = format!("{:#}", prepare(&ds, 8, 1, None).unwrap_err());
         assert!(
             e.contains("pass an explicit path for the statistics file"),
@@ -443,7 +477,7 @@ mod tests {
         );
 
         // Writable again: written beside the dataset once, then reused.
-        std::fs::remove_dir(temp_path(&path)).unwrap();
+        std::fs::remove_dir(crate::files::partial_path(&path)).unwrap();
         assert!(!prepare(&ds, 8, 1, None).unwrap().reused);
         let again = prepare(&ds, 8, 1, None).unwrap();
         assert!(again.reused && again.path == Some(beside));

@@ -82,18 +82,19 @@ impl EvalBatches for LoaderEval {
     }
     fn next_batch(&mut self) -> Result<Option<Batch>> {
         let batches = self.current.as_mut().context("restart was not called")?;
-        match batches.next() {
-            None => Ok(None),
-            Some(b) => {
-                let b = b?;
-                for bad in &b.skipped {
-                    eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
-                }
-                Ok(Some(Batch {
+        // A batch whose every file was bad comes empty, only to name them: passed over.
+        for b in batches.by_ref() {
+            let b = b?;
+            for bad in &b.skipped {
+                eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
+            }
+            if !b.is_empty() {
+                return Ok(Some(Batch {
                     images: b.images,
                     labels: b.labels,
-                }))
+                }));
             }
         }
+        Ok(None)
     }
 }

@@ -5,16 +5,18 @@
 //! the state's counters are the whole RNG state and a resumed run continues bit-exactly.
 //!
 //! Files are written to a temporary name and renamed into place: a crash or Ctrl-C during a save
-//! leaves the previous checkpoint intact.
+//! leaves the previous checkpoint intact. The metadata also holds an XXH3 checksum of every
+//! tensor and a record of the run's data ([`DataRecord`]); loading verifies the checksums and
+//! refuses non-finite weights, so a damaged file is never trained on or scored with.
 
 use crate::model::init::{NetParams, TowerParams};
 use crate::model::{NetSpec, Plan};
 use crate::tensor::Tensor;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 /// Where training stands: enough to continue exactly where it stopped.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,12 +39,45 @@ pub struct TrainState {
     pub lr_drops: usize,
 }
 
+/// What a run trains on, kept in its checkpoint so that `--resume` continues on the same data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    pub source: DataSource,
+    /// [`crate::data::Dataset::fingerprint`] of the training set when the run started.
+    pub fingerprint: String,
+    /// Its images and classes (the class names give labels their meaning).
+    pub samples: usize,
+    pub classes: Vec<String>,
+    /// Side of the base images the run's statistics and crops are taken from.
+    pub base: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// The built-in procedural set, drawn from this seed.
+    Synthetic { seed: u64 },
+    /// Files: the `--data` root as given (made absolute), the training set found under it, and
+    /// the validation set used after each epoch, if any.
+    Files {
+        root: PathBuf,
+        train: PathBuf,
+        val: Option<PathBuf>,
+    },
+}
+
 pub struct Checkpoint {
     pub spec: NetSpec,
     pub state: TrainState,
+    /// What the run trained on (`None` in checkpoints written before this was recorded).
+    pub data: Option<DataRecord>,
     pub params: NetParams,
     pub momentum: NetParams,
+    /// Whether the file carried tensor checksums (all verified) or predates them.
+    pub checksummed: bool,
 }
+
+const FORMAT: &str = "alexnet-checkpoint-1";
 
 fn tensor_name(prefix: &str, plan: &Plan, layer: usize, tower: usize, part: &str) -> String {
     format!("{prefix}{}.{tower}.{part}", plan.layers[layer].name())
@@ -52,13 +87,20 @@ fn f32_bytes(data: &[f32]) -> Vec<u8> {
     data.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Writes `path` atomically.
+/// The checksum stored for a tensor: XXH3-64 of its little-endian bytes, as `xxh3:<16 hex>`.
+fn checksum(bytes: &[u8]) -> String {
+    format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+/// Writes `path` atomically (see [`crate::files::write_atomic`]), with a checksum of every
+/// tensor in the metadata.
 pub fn save(
     path: &Path,
     plan: &Plan,
     state: &TrainState,
     params: &NetParams,
     momentum: &NetParams,
+    data: Option<&DataRecord>,
 ) -> Result<()> {
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, set) in [("", params), ("momentum.", momentum)] {
@@ -77,6 +119,10 @@ pub fn save(
             }
         }
     }
+    let checksums: BTreeMap<&str, String> = named
+        .iter()
+        .map(|(name, _, bytes)| (name.as_str(), checksum(bytes)))
+        .collect();
     let views = named
         .iter()
         .map(|(name, shape, bytes)| {
@@ -86,44 +132,58 @@ pub fn save(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([
-        ("format".to_string(), "alexnet-checkpoint-1".to_string()),
+    let mut metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
         ("spec".to_string(), serde_json::to_string(&plan.spec)?),
         ("state".to_string(), serde_json::to_string(state)?),
+        ("checksums".to_string(), serde_json::to_string(&checksums)?),
     ]);
+    if let Some(data) = data {
+        metadata.insert("data".to_string(), serde_json::to_string(data)?);
+    }
     let bytes = safetensors::serialize(views, Some(metadata))?;
-    let tmp = path.with_extension("safetensors.partial");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    crate::files::write_atomic(path, &bytes)
 }
 
-/// Reads a checkpoint written by `save`, checking that it is one.
+/// Reads a checkpoint written by `save`: checks that it is one, that every tensor has the shape
+/// its spec gives and matches its checksum, and that every weight is finite. Every error names
+/// the file.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    parse(path).with_context(|| format!("checkpoint {}", path.display()))
+}
+
+fn parse(path: &Path) -> Result<Checkpoint> {
+    let bytes = crate::files::read_whole(path).context("reading checkpoint")?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     ensure!(
-        meta.get("format").map(String::as_str) == Some("alexnet-checkpoint-1"),
-        "{} is not an alexnet checkpoint (no alexnet metadata)",
-        path.display()
+        meta.get("format").map(String::as_str) == Some(FORMAT),
+        "not an alexnet checkpoint (no alexnet metadata)"
     );
-    let spec: NetSpec = serde_json::from_str(
-        meta.get("spec")
-            .context("checkpoint metadata lacks the spec")?,
-    )?;
-    let state: TrainState = serde_json::from_str(
-        meta.get("state")
-            .context("checkpoint metadata lacks the training state")?,
-    )?;
-    let plan = Plan::new(&spec).context("the checkpoint's spec does not plan")?;
-    let tensors = SafeTensors::deserialize(&bytes)?;
+    let field = |key: &str, what: &str| -> Result<&String> {
+        meta.get(key)
+            .with_context(|| format!("the metadata lacks {what} (key {key:?})"))
+    };
+    let spec: NetSpec = serde_json::from_str(field("spec", "the network spec")?)
+        .context("reading the network spec in its metadata")?;
+    let state: TrainState = serde_json::from_str(field("state", "the training state")?)
+        .context("reading the training state in its metadata")?;
+    let data: Option<DataRecord> = meta
+        .get("data")
+        .map(|d| serde_json::from_str(d))
+        .transpose()
+        .context("reading the data record in its metadata")?;
+    let checksums: Option<BTreeMap<String, String>> = meta
+        .get("checksums")
+        .map(|c| serde_json::from_str(c))
+        .transpose()
+        .context("reading the tensor checksums in its metadata")?;
+    let plan = Plan::new(&spec).context("its network spec does not plan")?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("damaged tensors ({e})"))?;
     let read = |prefix: &str| -> Result<NetParams> {
         plan.layers
             .iter()
@@ -136,20 +196,38 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
                     .map(|t| {
                         let get = |part: &str, want: &[usize]| -> Result<Tensor> {
                             let name = tensor_name(prefix, &plan, l, t, part);
-                            let view = tensors.tensor(&name).with_context(|| {
-                                format!("{}: missing tensor {name}", path.display())
-                            })?;
+                            let view = tensors
+                                .tensor(&name)
+                                .map_err(|_| anyhow!("missing tensor {name}"))?;
                             ensure!(
                                 view.dtype() == Dtype::F32 && view.shape() == want,
-                                "{name}: expected f32 {want:?}, found {:?} {:?}",
+                                "tensor {name}: expected f32 {want:?}, found {:?} {:?}",
                                 view.dtype(),
                                 view.shape()
                             );
-                            let data = view
+                            if let Some(sums) = &checksums {
+                                let stored = sums.get(&name).with_context(|| {
+                                    format!("tensor {name} has no checksum in the metadata")
+                                })?;
+                                ensure!(
+                                    *stored == checksum(view.data()),
+                                    "tensor {name} does not match its checksum: the file was \
+                                     changed or damaged after it was saved"
+                                );
+                            }
+                            let data: Vec<f32> = view
                                 .data()
                                 .chunks_exact(4)
                                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                                 .collect();
+                            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                                bail!(
+                                    "tensor {name} holds {} non-finite values (the first, {}, at \
+                                     element {i}): the run diverged or the file is damaged",
+                                    data.iter().filter(|v| !v.is_finite()).count(),
+                                    data[i]
+                                );
+                            }
                             Ok(Tensor::from_vec(want, data))
                         };
                         Ok(TowerParams {
@@ -166,6 +244,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         momentum: read("momentum.")?,
         spec,
         state,
+        data,
+        checksummed: checksums.is_some(),
     })
 }
 

@@ -4,4 +4,5 @@ pub mod batches;
 pub mod checkpoint;
 pub mod plot;
 pub mod run;
+pub mod run_folder;
 pub mod schedule;

@@ -84,8 +84,7 @@ pub fn plot_training_error(
     let mut series = Vec::new();
     let mut last_epoch = 1.0f64;
     for (label, metrics) in runs {
-        let text = std::fs::read_to_string(metrics)
-            .with_context(|| format!("reading {}", metrics.display()))?;
+        let text = crate::files::read_text(metrics)?;
         let mut points = Vec::new();
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line)

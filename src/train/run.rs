@@ -64,6 +64,8 @@ pub struct TrainConfig {
     pub stop_at_train_error: Option<f64>,
     /// Show a progress bar (off in tests and when output is not a terminal).
     pub progress: bool,
+    /// What the run trains on, recorded in every checkpoint so that a resume finds it again.
+    pub data: Option<checkpoint::DataRecord>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -82,21 +84,22 @@ pub struct TrainOutcome {
     pub checkpoint: PathBuf,
 }
 
-/// Set by the Ctrl-C handler; the loop saves a checkpoint and stops at the next step boundary.
+/// Set by the first Ctrl-C, SIGTERM or SIGHUP; the loop saves a checkpoint and stops at the next
+/// step boundary. A second signal ends the process at once (exit status 130); the last
+/// checkpoint is intact because saves are atomic.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
         let f = flag.clone();
-        // A second Ctrl-C while saving falls through to the default (the process ends; the
-        // previous checkpoint is intact because saves are atomic).
         if let Err(e) = ctrlc::set_handler(move || {
             if f.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond interruption: quitting now (the last checkpoint is intact)");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to quit now)");
+            eprintln!("\ninterrupted: finishing this step and saving a checkpoint (interrupt again to quit now)");
         }) {
-            eprintln!("warning: cannot catch Ctrl-C ({e}); an interruption will lose the current epoch's progress since the last checkpoint");
+            eprintln!("warning: cannot catch Ctrl-C or SIGTERM ({e}); an interruption will lose the progress since the last checkpoint");
         }
         flag
     })
@@ -181,8 +184,15 @@ pub fn train<D: Device>(
         "the training set has fewer images than one batch"
     );
     let save = |net: &Network<D>, state: &TrainState| -> Result<()> {
-        checkpoint::save(&ckpt, &plan, state, &net.params()?, &net.velocities()?)
-            .context("saving the checkpoint")
+        checkpoint::save(
+            &ckpt,
+            &plan,
+            state,
+            &net.params()?,
+            &net.velocities()?,
+            cfg.data.as_ref(),
+        )
+        .context("saving the checkpoint")
     };
     let bar = cfg.progress.then(|| {
         let total = (cfg.epochs * per_epoch) as u64;
