@@ -52,7 +52,12 @@ pub fn kind_name(kind: FileType) -> &'static str {
 /// Opens `path` for reading if it is a regular file (following symbolic links), and returns it
 /// with its length. The open does not block on a FIFO or a device. Errors name the file.
 pub fn open_regular(path: &Path) -> Result<(File, u64)> {
-    open_regular_unnamed(path).with_context(|| path.display().to_string())
+    open_regular_unnamed(path).map_err(|e| named(path, e))
+}
+
+/// `<path>: <error and its causes>` as one message.
+fn named(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}: {e:#}", path.display())
 }
 
 /// [`open_regular`] with errors that leave naming the file to the caller.
@@ -77,7 +82,7 @@ pub fn open_regular_unnamed(path: &Path) -> Result<(File, u64)> {
 /// The whole of a regular file of at most `cap` bytes. A larger file is refused without reading
 /// it; one that grows while read is cut at `cap + 1` bytes and refused too. Errors name the file.
 pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
-    read_capped_unnamed(path, cap).with_context(|| path.display().to_string())
+    read_capped_unnamed(path, cap).map_err(|e| named(path, e))
 }
 
 /// [`read_capped`] with errors that leave naming the file to the caller (reports that name

@@ -123,11 +123,91 @@ fn checkpoints_of_other_models_and_other_files_are_refused() {
 
     let missing = dir.path().join("missing.safetensors");
     let err = format!("{:#}", checkpoint::load(&missing).err().unwrap());
-    assert!(err.contains("reading checkpoint"), "{err}");
+    assert!(err.contains("missing.safetensors: cannot open it"), "{err}");
 
     // A truncated checkpoint (a crash mid-copy elsewhere) is refused, not half-loaded.
     let bytes = std::fs::read(&path).unwrap();
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     assert!(checkpoint::load(&cut).is_err());
+}
+
+/// A safetensors file's header (its JSON) and the byte where tensor data starts.
+fn header(bytes: &[u8]) -> (serde_json::Value, usize) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), 8 + n)
+}
+
+/// The same tensor data under another header.
+fn with_header(bytes: &[u8], header_json: &serde_json::Value) -> Vec<u8> {
+    let (_, data_start) = header(bytes);
+    let mut h = serde_json::to_vec(header_json).unwrap();
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[data_start..]);
+    out
+}
+
+#[test]
+fn a_damaged_checkpoint_is_refused_naming_the_file_and_the_tensor() {
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    let p = init_params(&plan, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.safetensors");
+    checkpoint::save(&good, &plan, &TrainState::default(), &p, &p, None).unwrap();
+    let ck = checkpoint::load(&good).unwrap();
+    assert!(ck.checksummed);
+    let bytes = std::fs::read(&good).unwrap();
+    let (meta, data_start) = header(&bytes);
+    let conv1 = data_start + meta["conv1.0.weight"]["data_offsets"][0].as_u64().unwrap() as usize;
+    let load_err = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let e = format!("{:#}", checkpoint::load(&path).err().expect("refused"));
+        assert!(e.contains(name), "the error names the file: {e}");
+        e
+    };
+
+    // A few hundred random-looking bytes inside a tensor: its checksum no longer matches.
+    let mut noisy = bytes.clone();
+    for (i, b) in noisy[conv1 + 40..conv1 + 440].iter_mut().enumerate() {
+        *b = (i * 151 % 253) as u8;
+    }
+    let e = load_err("noisy.safetensors", &noisy);
+    assert!(
+        e.contains("tensor conv1.0.weight does not match its checksum"),
+        "{e}"
+    );
+
+    // NaN weights in a file without checksums (as older versions wrote): refused as non-finite.
+    let mut nan = bytes.clone();
+    nan[conv1 + 8..conv1 + 12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let mut unsummed = meta.clone();
+    unsummed["__metadata__"]
+        .as_object_mut()
+        .unwrap()
+        .remove("checksums");
+    let e = load_err("nan.safetensors", &with_header(&nan, &unsummed));
+    assert!(
+        e.contains("tensor conv1.0.weight holds 1 non-finite values") && e.contains("element 2"),
+        "{e}"
+    );
+    // Without the NaN, the unsummed file loads (and says it was not checksummed).
+    let path = dir.path().join("old.safetensors");
+    std::fs::write(&path, with_header(&bytes, &unsummed)).unwrap();
+    assert!(!checkpoint::load(&path).unwrap().checksummed);
+
+    // A renamed metadata key: the error names the file and what is missing.
+    let mut renamed = meta.clone();
+    let state = renamed["__metadata__"]["state"]
+        .as_str()
+        .unwrap()
+        .replace("\"step\"", "\"stepp\"");
+    renamed["__metadata__"]["state"] = state.into();
+    let e = load_err("renamed.safetensors", &with_header(&bytes, &renamed));
+    assert!(
+        e.contains("training state") && e.contains("missing field `step`"),
+        "{e}"
+    );
 }

@@ -1,24 +1,10 @@
 //! The `alexnet` binary end to end: the model table, a short synthetic training run, resume,
 //! eval, predict and filters on it, and clear errors for bad input.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod cli_common;
 
-fn alexnet(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_alexnet"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the alexnet binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use cli_common::{alexnet, checkpoint_tensors, signal, text, wait_for_lines};
+use std::process::Command;
 
 #[test]
 fn model_prints_the_papers_totals() {
@@ -208,6 +194,8 @@ fn bad_input_gets_a_clear_error() {
         "{}",
         text(&o)
     );
+    // A failed start leaves no run folder behind.
+    assert!(!d.join("r").exists(), "{}", text(&o));
     std::fs::write(d.join("junk.safetensors"), b"junk").unwrap();
     let o = alexnet(&["filters", "--checkpoint", "junk.safetensors"], d);
     assert!(
@@ -249,19 +237,6 @@ fn bad_input_gets_a_clear_error() {
         "{}",
         text(&o)
     );
-}
-
-/// The weights and momentum of a run's checkpoint, as raw bytes.
-fn checkpoint_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.data().to_vec()))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -321,11 +296,9 @@ fn a_run_stopped_and_resumed_from_the_command_line_ends_bit_identical() {
     }
 }
 
-#[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
+/// Starts a synthetic training run in `d/run` that would go on for minutes.
+fn start_long_run(d: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_alexnet"))
         .args([
             "train",
             "--out",
@@ -340,23 +313,81 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    // Wait until it is training (the metrics log has lines), then interrupt it.
-    let log = d.join("run/metrics.jsonl");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(started.elapsed().as_secs() < 120, "training did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_and_sigterm_save_a_checkpoint_and_exit_cleanly() {
+    for sig in ["INT", "TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let child = start_long_run(d);
+        // Wait until it is training (the metrics log has lines), then interrupt it.
+        wait_for_lines(&d.join("run/metrics.jsonl"), 3);
+        signal(child.id(), sig);
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "SIG{sig}: {}", text(&o));
+        assert!(text(&o).contains("Interrupted"), "SIG{sig}: {}", text(&o));
+        assert!(text(&o).contains("--resume run"), "SIG{sig}: {}", text(&o));
+        let ck = alexnet::train::checkpoint::load(&d.join("run/checkpoint.safetensors")).unwrap();
+        assert!(
+            ck.state.step >= 3,
+            "SIG{sig}: saved at step {}",
+            ck.state.step
+        );
+        let names: Vec<String> = std::fs::read_dir(d.join("run"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains("partial") && n != "run.lock"),
+            "SIG{sig}: left behind: {names:?}"
+        );
     }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
+}
+
+#[test]
+fn a_second_signal_quits_at_once_and_the_last_checkpoint_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A first run leaves a checkpoint; the resumed one is then signalled twice in a row.
+    let child = start_long_run(d);
+    wait_for_lines(&d.join("run/metrics.jsonl"), 3);
+    signal(child.id(), "TERM");
+    assert!(child.wait_with_output().unwrap().status.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args([
+            "train",
+            "--resume",
+            "run",
+            "--batch",
+            "32",
+            "--no-progress",
+            "--max-minutes",
+            "5",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(kill.success());
+    let lines = std::fs::read_to_string(d.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    wait_for_lines(&d.join("run/metrics.jsonl"), lines + 3);
+    signal(child.id(), "TERM");
+    signal(child.id(), "TERM");
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("Interrupted"), "{}", text(&o));
-    assert!(text(&o).contains("--resume run"), "{}", text(&o));
-    assert!(d.join("run/checkpoint.safetensors").exists());
-    assert!(!d.join("run/checkpoint.safetensors.partial").exists());
+    // Either the second signal came while the first was being honoured (exit 130 at once), or
+    // after the save had finished (a clean exit); both leave a checkpoint that loads.
+    let code = o.status.code();
+    assert!(
+        code == Some(130) || code == Some(0),
+        "{code:?}: {}",
+        text(&o)
+    );
+    alexnet::train::checkpoint::load(&d.join("run/checkpoint.safetensors")).unwrap();
 }

@@ -263,21 +263,18 @@ fn open_data(args: &TrainArgs, resume: Option<&Resume>) -> Result<Option<Data>> 
 fn check_resumed_data(args: &TrainArgs, record: &DataRecord, data: &Data) -> Result<()> {
     let train = &data.train;
     if train.classes() != record.classes.as_slice() {
-        let first = train
-            .classes()
-            .iter()
-            .zip(&record.classes)
-            .position(|(a, b)| a != b)
-            .unwrap_or(train.classes().len().min(record.classes.len()));
+        let name = |c: Option<&String>| c.map_or("none".to_string(), |c| format!("{c:?}"));
+        let first = (0..)
+            .find(|&i| train.classes().get(i) != record.classes.get(i))
+            .unwrap_or(0);
         bail!(
-            "{} has {} classes, the run was trained on {} (they differ from class {} on: {:?} here, \
-             {:?} in the run): resume with the run's data",
+            "{} has {} classes and the run was trained on {}, which differ from class {first} on \
+             ({} here, {} in the run): resume with the run's data",
             train.path().display(),
             train.classes().len(),
             record.classes.len(),
-            first,
-            train.classes().get(first),
-            record.classes.get(first)
+            name(train.classes().get(first)),
+            name(record.classes.get(first))
         );
     }
     let fingerprint = train.fingerprint();
@@ -290,10 +287,13 @@ fn check_resumed_data(args: &TrainArgs, record: &DataRecord, data: &Data) -> Res
             record.samples,
             record.fingerprint
         );
+        let root = match &data.source {
+            DataSource::Files { root, .. } => root.display().to_string(),
+            DataSource::Synthetic { .. } => "...".to_string(),
+        };
         ensure!(
             args.data.is_some(),
-            "{what}: its batches would differ from the run's. Pass --data {} to continue on it as it is now",
-            train.path().display()
+            "{what}: its batches would differ from the run's. Pass --data {root} to continue on it as it is now"
         );
         eprintln!("note: {what}; continuing on it as --data asks");
     }
@@ -302,7 +302,13 @@ fn check_resumed_data(args: &TrainArgs, record: &DataRecord, data: &Data) -> Res
 
 /// Statistics read from a file beside the data or given by `--stats`, or computed now (kept in
 /// memory: the caller saves them in the run folder once the start is checked).
-fn dataset_stats(args: &TrainArgs, train: &Dataset, base: usize, threads: usize) -> Result<Stats> {
+/// Also returns the indices of the files it found unreadable (named already).
+fn dataset_stats(
+    args: &TrainArgs,
+    train: &Dataset,
+    base: usize,
+    threads: usize,
+) -> Result<(Stats, Vec<usize>)> {
     let progress = Progress::new(
         format!("statistics of {}", train.path().display()),
         train.len() as u64,
@@ -311,7 +317,7 @@ fn dataset_stats(args: &TrainArgs, train: &Dataset, base: usize, threads: usize)
     .interruptible(interrupt_flag());
     let t = std::time::Instant::now();
     if train.is_synthetic() {
-        return Ok(compute_with(train, base, threads, &progress)?.0);
+        return Ok((compute_with(train, base, threads, &progress)?.0, Vec::new()));
     }
     let beside = crate::data::stats::default_path(train, base)
         .ok()
@@ -340,7 +346,7 @@ fn dataset_stats(args: &TrainArgs, train: &Dataset, base: usize, threads: usize)
         "dataset statistics: {said} ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
-    Ok(stats)
+    Ok((stats, bad.iter().map(|b| b.index).collect()))
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -485,8 +491,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             out.display()
         );
     }
-    let stats = match run_stats {
-        Some(s) => s,
+    let (stats, named_bad) = match run_stats {
+        Some(s) => (s, Vec::new()),
         None => dataset_stats(&args, &data.train, base, threads)?,
     };
     let (params, momentum, mut state) = match resume {
@@ -585,7 +591,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         params,
         momentum,
         state,
-        train: LoaderBatches::new(loader),
+        train: LoaderBatches::new(loader).already_reported(named_bad),
         val,
         cfg,
         started: folder.start_flag(),

@@ -3,13 +3,15 @@
 use super::run::{Batch, EvalBatches, TrainBatches};
 use crate::data::{Batches, Loader};
 use anyhow::{Context, Result};
+use std::collections::BTreeSet;
 
 /// Training batches from a `data::Loader`; unreadable files are reported once each as they are
 /// met (the loader has already replaced them).
 pub struct LoaderBatches {
     pub loader: Loader,
     current: Option<Batches>,
-    reported: usize,
+    /// Dataset indices of the bad files already named (each is met again every epoch).
+    reported: BTreeSet<usize>,
 }
 
 impl LoaderBatches {
@@ -17,8 +19,14 @@ impl LoaderBatches {
         LoaderBatches {
             loader,
             current: None,
-            reported: 0,
+            reported: BTreeSet::new(),
         }
+    }
+
+    /// Bad files already named elsewhere (by the statistics pass): not named again.
+    pub fn already_reported(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
+        self.reported.extend(indices);
+        self
     }
 }
 
@@ -39,8 +47,9 @@ impl TrainBatches for LoaderBatches {
             .next()
             .context("the loader ended its epoch early")??;
         for bad in &b.skipped {
-            self.reported += 1;
-            eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
+            if self.reported.insert(bad.index) {
+                eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
+            }
         }
         Ok(Batch {
             images: b.images,
@@ -60,6 +69,8 @@ pub struct LoaderEval {
     pub loader: Loader,
     views: usize,
     current: Option<Batches>,
+    /// Dataset indices of the bad files already named (each is met again every evaluation).
+    reported: BTreeSet<usize>,
 }
 
 impl LoaderEval {
@@ -68,6 +79,7 @@ impl LoaderEval {
             loader,
             views,
             current: None,
+            reported: BTreeSet::new(),
         }
     }
 }
@@ -86,7 +98,9 @@ impl EvalBatches for LoaderEval {
         for b in batches.by_ref() {
             let b = b?;
             for bad in &b.skipped {
-                eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
+                if self.reported.insert(bad.index) {
+                    eprintln!("skipped unreadable {}: {}", bad.path, bad.error);
+                }
             }
             if !b.is_empty() {
                 return Ok(Some(Batch {

@@ -156,7 +156,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 }
 
 fn parse(path: &Path) -> Result<Checkpoint> {
-    let bytes = crate::files::read_whole(path).context("reading checkpoint")?;
+    let bytes = crate::files::read_whole(path)?;
     let (_, meta) =
         SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("not a safetensors file ({e})"))?;
     let meta = meta.metadata().clone().unwrap_or_default();

@@ -138,7 +138,10 @@ pub fn evaluate<D: Device>(net: &mut Network<D>, data: &mut dyn EvalBatches) -> 
             .sum::<f64>();
         images += n;
     }
-    anyhow::ensure!(images > 0, "the evaluation set is empty");
+    anyhow::ensure!(
+        images > 0,
+        "no image of the evaluation set could be read (each skipped file is named above)"
+    );
     Ok(EvalResult {
         images,
         top1_error: top1 as f64 / images as f64,
@@ -223,7 +226,10 @@ pub fn train<D: Device>(
                 stopped_early = true;
                 break 'epochs;
             }
-            let batch = data.next_batch()?;
+            let batch = match data.next_batch() {
+                Ok(batch) => batch,
+                Err(e) => return Err(saved_before_failing(e, save(net, &state), &ckpt)),
+            };
             let n = batch.labels.len();
             let stats = net.train_step(&batch.images, &batch.labels, state.lr, state.step)?;
             anyhow::ensure!(
@@ -263,7 +269,10 @@ pub fn train<D: Device>(
         }
         // The epoch is complete: evaluate, adjust the rate, save.
         let eval = match val.as_deref_mut() {
-            Some(v) => Some(evaluate(net, v)?),
+            Some(v) => match evaluate(net, v) {
+                Ok(e) => Some(e),
+                Err(e) => return Err(saved_before_failing(e, save(net, &state), &ckpt)),
+            },
             None => None,
         };
         let change = cfg
@@ -332,6 +341,19 @@ pub fn train<D: Device>(
         last_eval,
         checkpoint: ckpt,
     })
+}
+
+/// An error that stopped training between steps, after the progress so far was saved (or not).
+fn saved_before_failing(error: anyhow::Error, saved: Result<()>, ckpt: &Path) -> anyhow::Error {
+    match saved {
+        Ok(()) => error.context(format!(
+            "training stopped; the progress so far is saved in {}",
+            ckpt.display()
+        )),
+        Err(save_error) => error.context(format!(
+            "training stopped, and saving the progress failed too ({save_error:#})"
+        )),
+    }
 }
 
 /// Parameters and training state to start from: a checkpoint when resuming (after checking it
