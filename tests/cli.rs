@@ -3,8 +3,7 @@
 
 mod cli_common;
 
-use cli_common::{alexnet, checkpoint_tensors, signal, text, wait_for_lines};
-use std::process::Command;
+use cli_common::{alexnet, checkpoint_tensors, signal, spawn_long_training, text, wait_for_lines};
 
 #[test]
 fn model_prints_the_papers_totals() {
@@ -296,32 +295,12 @@ fn a_run_stopped_and_resumed_from_the_command_line_ends_bit_identical() {
     }
 }
 
-/// Starts a synthetic training run in `d/run` that would go on for minutes.
-fn start_long_run(d: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_alexnet"))
-        .args([
-            "train",
-            "--out",
-            "run",
-            "--batch",
-            "32",
-            "--no-progress",
-            "--max-minutes",
-            "5",
-        ])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn ctrl_c_and_sigterm_save_a_checkpoint_and_exit_cleanly() {
     for sig in ["INT", "TERM"] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let child = start_long_run(d);
+        let child = spawn_long_training(&["--out", "run"], d);
         // Wait until it is training (the metrics log has lines), then interrupt it.
         wait_for_lines(&d.join("run/metrics.jsonl"), 3);
         signal(child.id(), sig);
@@ -353,26 +332,11 @@ fn a_second_signal_quits_at_once_and_the_last_checkpoint_stays_readable() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A first run leaves a checkpoint; the resumed one is then signalled twice in a row.
-    let child = start_long_run(d);
+    let child = spawn_long_training(&["--out", "run"], d);
     wait_for_lines(&d.join("run/metrics.jsonl"), 3);
     signal(child.id(), "TERM");
     assert!(child.wait_with_output().unwrap().status.success());
-    let child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
-        .args([
-            "train",
-            "--resume",
-            "run",
-            "--batch",
-            "32",
-            "--no-progress",
-            "--max-minutes",
-            "5",
-        ])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_long_training(&["--resume", "run"], d);
     let lines = std::fs::read_to_string(d.join("run/metrics.jsonl"))
         .unwrap()
         .lines()

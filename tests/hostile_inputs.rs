@@ -6,7 +6,8 @@
 mod cli_common;
 
 use cli_common::{
-    alexnet, alexnet_within, checkpoint_tensors, signal, snapshot, text, wait_for_lines,
+    alexnet, alexnet_within, checkpoint_tensors, signal, snapshot, spawn_long_training, text,
+    wait_for_lines,
 };
 use std::path::Path;
 use std::process::Command;
@@ -249,23 +250,7 @@ fn a_resume_uses_the_runs_data_and_refuses_before_writing_what_does_not_fit() {
 fn one_run_folder_has_one_writer_and_a_dead_writers_lock_is_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let first = Command::new(env!("CARGO_BIN_EXE_alexnet"))
-        .args([
-            "train",
-            "--out",
-            "run",
-            "--batch",
-            "32",
-            "--no-progress",
-            "--max-minutes",
-            "5",
-        ])
-        .args(["--checkpoint-every", "2"])
-        .current_dir(d)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let first = spawn_long_training(&["--out", "run", "--checkpoint-every", "2"], d);
     wait_for_lines(&d.join("run/metrics.jsonl"), 3);
     let pid = first.id().to_string();
     assert_eq!(

@@ -406,16 +406,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .as_ref()
         .is_some_and(|r| absolute(&r.file) == absolute(&checkpoint_path(&out)));
     if !continues_in_place && checkpoint_path(&out).exists() {
-        bail!(
-            "{} already holds a checkpoint{}: pass --resume {} to continue it, or --out to start a new run elsewhere",
-            out.display(),
-            if resume.is_some() {
-                " of another run"
-            } else {
-                ""
-            },
-            out.display()
-        );
+        match &resume {
+            None => bail!(
+                "{} already holds a checkpoint: pass --resume {} to continue it, or --out to start a new run elsewhere",
+                out.display(),
+                out.display()
+            ),
+            Some(r) => bail!(
+                "{} already holds a checkpoint, which continuing {} there would overwrite: pass --out to continue it in another folder",
+                out.display(),
+                r.file.display()
+            ),
+        }
     }
 
     // Data.

@@ -84,6 +84,9 @@ pub struct TrainOutcome {
     pub checkpoint: PathBuf,
 }
 
+/// How often a run without a progress bar prints a status line.
+const STATUS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Set by the first Ctrl-C, SIGTERM or SIGHUP; the loop saves a checkpoint and stops at the next
 /// step boundary. A second signal ends the process at once (exit status 130); the last
 /// checkpoint is intact because saves are atomic.
@@ -211,6 +214,10 @@ pub fn train<D: Device>(
     });
     let mut last_eval = None;
     let started = Instant::now();
+    let mut last_line = Instant::now();
+    let total_steps = cfg.max_steps.map_or(cfg.epochs * per_epoch, |m| {
+        (m as usize).min(cfg.epochs * per_epoch)
+    });
     let (mut window_images, mut window_start) = (0usize, Instant::now());
     let (mut interrupted, mut stopped_early) = (false, false);
     'epochs: while state.epoch < cfg.epochs {
@@ -253,15 +260,27 @@ pub fn train<D: Device>(
                 "lr": state.lr, "images_per_s": images_per_s, "loader_images_per_s": data.loader_images_per_second(),
                 "skipped_files": data.skipped_files(),
             }))?;
-            if let Some(bar) = &bar {
-                bar.set_position(state.step);
-                bar.set_message(format!(
+            let status = || {
+                format!(
                     "epoch {} loss {:.3} err {:.1}% {:.0} img/s",
                     state.epoch + 1,
                     stats.loss,
                     100.0 * stats.top1_errors as f64 / n as f64,
                     images_per_s
-                ));
+                )
+            };
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(state.step);
+                    bar.set_message(status());
+                }
+                // Without a bar (a log, a scheduler's output file), a line now and then shows
+                // the run is alive.
+                None if last_line.elapsed() >= STATUS_LINE_EVERY => {
+                    last_line = Instant::now();
+                    eprintln!("step {}/{}: {}", state.step, total_steps, status());
+                }
+                None => {}
             }
             if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
                 save(net, &state)?;

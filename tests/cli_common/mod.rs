@@ -40,6 +40,21 @@ pub fn alexnet_within(limit: Duration, args: &[&str], cwd: &Path) -> Output {
     }
 }
 
+/// Starts a synthetic training run that would go on for minutes (`--max-minutes 5`, batch 32)
+/// with `args` after `train`, its output captured.
+pub fn spawn_long_training(args: &[&str], cwd: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .arg("train")
+        .args(args)
+        .args(["--batch", "32", "--no-progress", "--max-minutes", "5"])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the alexnet binary runs")
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",
