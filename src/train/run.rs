@@ -100,7 +100,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
                 eprintln!("\nsecond interruption: quitting now (the last checkpoint is intact)");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: finishing this step and saving a checkpoint (interrupt again to quit now)");
+            eprintln!("\ninterrupted: stopping cleanly, after saving a checkpoint if training has begun (interrupt again to quit now)");
         }) {
             eprintln!("warning: cannot catch Ctrl-C or SIGTERM ({e}); an interruption will lose the progress since the last checkpoint");
         }
