@@ -17,7 +17,9 @@ use std::sync::Mutex;
 /// variant's kernels are registered under the variant's name (`EmuLauncher::with_variant`).
 const HOST_VARIANTS: &[(&str, &str, &str)] = &[
     ("conv", "nobarrier", "ALEXNET_DROP_TEST_BARRIER"),
+    ("conv", "nowait", "ALEXNET_DROP_TEST_ASYNC_WAIT"),
     ("selftest", "nobarrier", "ALEXNET_DROP_TEST_BARRIER"),
+    ("selftest", "nowait", "ALEXNET_DROP_TEST_ASYNC_WAIT"),
 ];
 
 /// SASS targets when `ALEXNET_CUDA_ARCHS` is unset: A100 and H100/H200.

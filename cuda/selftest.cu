@@ -4,6 +4,7 @@
 // a read of never-written shared memory gives, deadlock detection); they say so.
 
 #include "common.cuh"
+#include "igemm.cuh"
 
 #define SGEMM_TILE 16
 
@@ -27,6 +28,44 @@ extern "C" __global__ void selftest_sgemm(int m, int n, int k, const float* __re
         __syncthreads();  // everyone has read the tiles before they are overwritten
     }
     if (row < m && col < n) c[row * n + col] = acc;
+}
+
+// C[m x n] = A[m x k] · B[k x n], row-major, on the conv kernels' main loop (igemm.cuh): async
+// copies into a ring of stages, a K table decoded one tile ahead, zero-filled tails. One
+// 48x128 tile per block (128 threads, IgemmTile<48, 128, 6>::SMEM_BYTES of dynamic shared
+// memory), grid (ceil(n/128), ceil(m/48)). The `nobarrier` and `nowait` builds drop its barrier
+// and its wait for the copies; the sanitizer lane runs it in thread mode under ThreadSanitizer.
+struct SelftestGemmPass {
+    static constexpr bool MASKED = true;
+    static constexpr Load A_LOAD = Load::Contiguous, B_LOAD = Load::TableAcross;
+    const float* a;
+    const float* b;
+    int m0, n0, m, n, k;
+    // K index kk: row kk of B; every tap is inside (bits 0), K past the end is not (the caller).
+    __device__ KEntry decode(int kk) const { return KEntry{4u * (unsigned)(kk * n), 0, 0, 0}; }
+    // Rows and columns past the matrix read row or column 0 (finite); their results are dropped.
+    __device__ int a_row(int r) const { return (m0 + r < m ? m0 + r : 0) * k; }
+    __device__ BCol b_col(int c) const {
+        return BCol{n0 + c < n ? n0 + c : 0, 0, 0, ~IGEMM_NO_TAP};
+    }
+    __device__ bool in(const BCol& c, const int4& e) const { return tap_in_mask(c, e); }
+};
+
+extern "C" __global__ void __launch_bounds__(128)
+    selftest_igemm(int m, int n, int k, const float* __restrict__ a, const float* __restrict__ b,
+                   float* __restrict__ c) {
+    using T = IgemmTile<48, 128, 6>;
+    DYNAMIC_SHARED(float, smem);
+    const IgemmSmem<T> sm(smem);
+    const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
+    const SelftestGemmPass pass{a, b, m0, n0, m, n, k};
+    float acc[T::TM][T::TN];
+    igemm_mainloop<T>(sm, pass, 0, k, acc);
+    for (int r = 0; r < T::TM; ++r)
+        for (int col = 0; col < T::TN; ++col) {
+            const int i = m0 + igemm_row<T>(r), j = n0 + igemm_col<T>(col);
+            if (i < m && j < n) c[i * n + j] = acc[r][col];
+        }
 }
 
 // The lanes of this thread's warp that exist (the block's last warp may be partial).

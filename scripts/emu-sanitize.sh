@@ -61,11 +61,15 @@ build fibers-ucontext "${fibers[@]}" -DALEXNET_EMU_UCONTEXT
 expect fibers-ucontext 0 "" fibers
 build fibers-nobarrier "${fibers[@]}" -DALEXNET_DROP_TEST_BARRIER
 expect fibers-nobarrier 1 "sgemm.*FAILED" fibers sgemm
+expect fibers-nobarrier 1 "igemm.*FAILED" fibers igemm
+build fibers-nowait "${fibers[@]}" -DALEXNET_DROP_TEST_ASYNC_WAIT
+expect fibers-nowait 1 "igemm.*FAILED" fibers igemm
 
 build tsan "${threads[@]}" "${tsan[@]}"
 expect tsan 0 "" threads
 build tsan-nobarrier "${threads[@]}" "${tsan[@]}" -DALEXNET_DROP_TEST_BARRIER
 expect tsan-nobarrier 66 "ThreadSanitizer: data race" threads sgemm
+expect tsan-nobarrier 66 "ThreadSanitizer: data race" threads igemm
 
 build asan "${threads[@]}" "${asan[@]}"
 expect asan 0 "" threads

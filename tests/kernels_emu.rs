@@ -81,18 +81,47 @@ fn convolution_at_the_papers_geometries() {
 }
 
 #[test]
-fn the_conv_kernels_without_a_barrier_fail_the_same_check() {
+fn every_conv_tile_on_ragged_shapes() {
+    // Each block tile the launcher can choose, forced, on shapes that cut its rows, columns and
+    // K steps short; the general-bounds kernels also on a kernel wider than the masked checks'
+    // 15 taps and a filter-gradient border deeper than their 7 rows.
+    let shapes = [
+        conv(2, 5, 11, 10, 9, 3, 1, 1, 1, 1),
+        conv(1, 7, 9, 9, 131, 5, 2, 2, 1, 1), // more filters than a 128-row tile
+        conv(3, 4, 8, 7, 49, 3, 1, 1, 0, 1),  // one past a 48-row tile
+    ];
+    for tile in ["128x128", "64x128", "48x128", "64x128_wide"] {
+        let d = dev().with_conv_tile(tile).unwrap();
+        for (i, g) in shapes.iter().enumerate() {
+            check_conv(&d, g, 40 + i as u64).unwrap_or_else(|e| panic!("tile {tile}: {e:#}"));
+        }
+    }
+    let wide = [
+        conv(1, 2, 20, 19, 5, 17, 1, 8, 8, 1), // 17x17 taps, 8 border rows
+        conv(2, 3, 33, 33, 4, 16, 2, 1, 0, 1),
+    ];
+    for (i, g) in wide.iter().enumerate() {
+        check_conv(&dev(), g, 50 + i as u64).unwrap();
+    }
+}
+
+#[test]
+fn the_conv_kernels_without_a_barrier_or_a_copy_wait_fail_the_same_check() {
     let g = conv(2, 5, 11, 11, 9, 3, 1, 1, 1, 1);
     let good = conv_forward_error(&dev(), &g, 5).unwrap();
     assert!(good < TOL_GEMM, "the intact kernel must pass: {good}");
-    let broken = KernelDevice::new(EmuLauncher::with_variant("nobarrier").unwrap());
-    let bad = conv_forward_error(&broken, &g, 5).unwrap();
     // A missing barrier lets threads read the shared tile before it is written (poisoned NaN) or
-    // after it is overwritten: the error is NaN or far beyond the tolerance.
-    assert!(
-        bad.is_nan() || bad > 100.0 * TOL_GEMM,
-        "the kernel without its barrier passed: error {bad}"
-    );
+    // after it is overwritten; a missing wait for the asynchronous copies reads a stage before
+    // its copies land (the host executor delays them to the wait and poisons the destination
+    // until then). Either way the error is NaN or far beyond the tolerance.
+    for variant in ["nobarrier", "nowait"] {
+        let broken = KernelDevice::new(EmuLauncher::with_variant(variant).unwrap());
+        let bad = conv_forward_error(&broken, &g, 5).unwrap();
+        assert!(
+            bad.is_nan() || bad > 100.0 * TOL_GEMM,
+            "the kernel built {variant} passed: error {bad}"
+        );
+    }
 }
 
 #[test]

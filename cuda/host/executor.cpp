@@ -88,6 +88,18 @@ struct BlockState {
 BlockState g_block;
 WarpState g_warps[kMaxWarps];
 
+// cp.async queues, one per CUDA thread (each touched only by its own thread, in both modes).
+struct AsyncCopy {
+    void* dst;
+    const void* src;
+    unsigned bytes, src_bytes;
+};
+struct AsyncQueue {
+    std::vector<AsyncCopy> open;                  // issued, not yet committed
+    std::vector<std::vector<AsyncCopy>> groups;  // committed, oldest first, not yet performed
+};
+AsyncQueue g_async[kMaxThreads];
+
 // Which CUDA thread (linear id in the block) is running on this OS thread.
 ALEXNET_EMU_INDEX_STORAGE unsigned g_linear;
 
@@ -394,6 +406,11 @@ bool run_block_threads(unsigned n) {
 // ---- launches -------------------------------------------------------------------------------
 
 void reset_block(unsigned n) {
+    // Copies a block never waited for are dropped with it: nothing can read them any more.
+    for (unsigned i = 0; i < n; ++i) {
+        g_async[i].open.clear();
+        g_async[i].groups.clear();
+    }
     g_block.alive = (int)n;
     g_block.arrived = 0;
     g_block.generation = 0;
@@ -468,6 +485,32 @@ void copy_error(const std::string& msg, char* err, size_t err_len) {
 unsigned lane_id() { return g_linear % 32; }
 
 void* dynamic_shared() { return g_dynamic_shared; }
+
+void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
+    std::memset(dst, kPoison, bytes);
+    g_async[g_linear].open.push_back(AsyncCopy{dst, src, bytes, src_bytes});
+}
+
+void async_commit() {
+    AsyncQueue& q = g_async[g_linear];
+    q.groups.push_back(std::move(q.open));
+    q.open.clear();
+}
+
+void async_wait(int pending) {
+    AsyncQueue& q = g_async[g_linear];
+    const size_t keep = pending > 0 ? (size_t)pending : 0;
+    if (q.groups.size() <= keep) return;
+    const size_t done = q.groups.size() - keep;
+    for (size_t g = 0; g < done; ++g) {
+        for (const AsyncCopy& c : q.groups[g]) {
+            // src_bytes < bytes zero-fills the rest, as cp.async's src-size operand does.
+            std::memcpy(c.dst, c.src, c.src_bytes);
+            std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+        }
+    }
+    q.groups.erase(q.groups.begin(), q.groups.begin() + (long)done);
+}
 
 unsigned active_lanes() {
     WarpState& w = g_warps[g_linear / 32];

@@ -135,6 +135,14 @@ unsigned warp_ballot(unsigned mask, int pred, unsigned* group);
 unsigned active_lanes();
 unsigned lane_id();
 void* dynamic_shared();
+// cp.async (see cuda/async_copy.cuh): copies are queued per thread and performed only when the
+// thread waits for their group, the latest moment hardware allows; the destination is poisoned
+// (0xFF bytes, NaN as f32) at issue, so a read before the wait, or a copy issued into a stage
+// someone still reads, gives NaN instead of a plausible value.
+void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes);
+void async_commit();
+// Performs the thread's committed groups but the newest `pending`.
+void async_wait(int pending);
 
 template <typename T>
 inline uint64_t to_bits(T v) {

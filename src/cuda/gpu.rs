@@ -57,6 +57,7 @@ pub struct Gpu {
     ordinal: usize,
     name: String,
     compute_capability: (i32, i32),
+    multiprocessors: usize,
     ctx: Arc<CudaContext>,
     modules: Mutex<HashMap<&'static str, Arc<Module>>>,
     functions: Mutex<HashMap<Kernel, Function>>,
@@ -127,6 +128,7 @@ impl Gpu {
             ordinal,
             name: info.name,
             compute_capability: info.compute_capability,
+            multiprocessors: info.multiprocessors.max(1) as usize,
             ctx,
             modules: Mutex::default(),
             functions: Mutex::default(),
@@ -138,6 +140,11 @@ impl Gpu {
 
     pub fn ordinal(&self) -> usize {
         self.ordinal
+    }
+
+    /// Streaming multiprocessors: what a launch's blocks are sized to fill in whole waves.
+    pub fn multiprocessors(&self) -> usize {
+        self.multiprocessors
     }
 
     pub fn name(&self) -> &str {

@@ -399,6 +399,10 @@ impl CudaLauncher {
 impl Launcher for CudaLauncher {
     type Buf = CudaBuf;
 
+    fn multiprocessors(&self) -> usize {
+        self.gpu.multiprocessors()
+    }
+
     fn describe(&self) -> String {
         let fc = match &self.blas {
             Ok(_) => "fc on cuBLAS".to_string(),

@@ -93,6 +93,13 @@ pub trait Launcher {
         Ok(false)
     }
 
+    /// Streaming multiprocessors of the device, which launches size their grids to fill in whole
+    /// waves. The host executor answers an H100/H200's 132, so that it runs a shape with the
+    /// tiles and splits the GPU this engine is built for would.
+    fn multiprocessors(&self) -> usize {
+        132
+    }
+
     /// Bytes held at the peak on this launcher's device, where they are counted (a GPU).
     fn memory_peak(&self) -> Option<usize> {
         None

@@ -31,6 +31,20 @@ SANITIZE_CASE(sgemm) {
     return sanitize::close("sgemm", c, want, 1e-5);  // 21 f32 products per output
 }
 
+SANITIZE_CASE(igemm) {
+    const int m = 50, n = 130, k = 70;  // 2 x 2 blocks of 48 x 128, K ragged in its last tile
+    const auto a = data(m * k, 6), b = data(k * n, 7);
+    std::vector<float> c(m * n, 0.0f);
+    if (!sanitize::Launch<&selftest_igemm>::run(dim3(2, 2), dim3(128), 48128, m, n, k, a.data(),
+                                                b.data(), c.data()))
+        return false;
+    std::vector<double> want(m * n, 0.0);
+    for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j)
+            for (int p = 0; p < k; ++p) want[i * n + j] += (double)a[i * k + p] * b[p * n + j];
+    return sanitize::close("igemm", c, want, 1e-5);  // 70 f32 products per output
+}
+
 SANITIZE_CASE(block_sum) {
     const int n = 500, threads = 72, blocks = 2;  // 72 threads: two warps and 8 lanes
     const auto x = data(n, 3);
