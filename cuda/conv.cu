@@ -22,9 +22,6 @@
 #include "igemm.cuh"
 #include "params.cuh"
 
-// The tiles every pass is built for, as (rows, columns, thread rows per register tile).
-#define CONV_TILES(X) X(128, 128, 8) X(64, 128, 8) X(48, 128, 6)
-
 // ---- forward ---------------------------------------------------------------------------------
 
 // A = the group's weights [cog, cig·kk], read along K; B = the implicit im2col matrix
@@ -389,7 +386,7 @@ __device__ __forceinline__ void conv_backward_filter(const ConvParams& p, const 
         conv_backward_filter<IgemmTile<BM, BN, TM>, MASKED>(p, x, dy, dw);                       \
     }
 #define CONV_MASKED_KERNELS(BM, BN, TM) CONV_KERNELS(BM, BN, TM, true, )
-CONV_TILES(CONV_MASKED_KERNELS)
+IGEMM_TILES(CONV_MASKED_KERNELS)
 CONV_KERNELS(64, 128, 8, false, _wide)
 #undef CONV_MASKED_KERNELS
 #undef CONV_KERNELS

@@ -140,6 +140,11 @@ struct IgemmTile {
     static_assert(BK <= 32, "warp 0 decodes a tile's K indices, one per lane");
 };
 
+// The tiles the kernels are built for, as (rows, columns, thread rows per register tile): 256
+// threads over 128x128, 128 threads over 64x128 and 48x128 (48 rows fit the paper's 48 channels
+// per tower of conv1 and of conv2's input).
+#define IGEMM_TILES(X) X(128, 128, 8) X(64, 128, 8) X(48, 128, 6)
+
 // The block's shared memory, carved from its dynamic shared bytes.
 template <class T>
 struct IgemmSmem {

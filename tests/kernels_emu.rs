@@ -91,7 +91,7 @@ fn every_conv_tile_on_ragged_shapes() {
         conv(3, 4, 8, 7, 49, 3, 1, 1, 0, 1),  // one past a 48-row tile
     ];
     for tile in ["128x128", "64x128", "48x128", "64x128_wide"] {
-        let d = dev().with_conv_tile(tile).unwrap();
+        let d = dev().with_gemm_tile(tile).unwrap();
         for (i, g) in shapes.iter().enumerate() {
             check_conv(&d, g, 40 + i as u64).unwrap_or_else(|e| panic!("tile {tile}: {e:#}"));
         }
@@ -126,7 +126,18 @@ fn the_conv_kernels_without_a_barrier_or_a_copy_wait_fail_the_same_check() {
 
 #[test]
 fn fully_connected() {
-    let d = dev();
+    // The tile chosen per layer, then each tile forced (ragged against every one of them; the
+    // 2304-input case splits its reduction).
+    for tile in [None, Some("128x128"), Some("64x128"), Some("48x128")] {
+        let d = match tile {
+            Some(t) => dev().with_gemm_tile(t).unwrap(),
+            None => dev(),
+        };
+        fc_cases(&d);
+    }
+}
+
+fn fc_cases(d: &KernelDevice<EmuLauncher>) {
     for (i, g) in [
         FcGeom {
             n: 1,
@@ -147,7 +158,7 @@ fn fully_connected() {
     .iter()
     .enumerate()
     {
-        check_fc(&d, g, 30 + i as u64).unwrap();
+        check_fc(d, g, 30 + i as u64).unwrap();
     }
 }
 

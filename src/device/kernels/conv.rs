@@ -1,162 +1,19 @@
 //! The convolution passes, launched on the implicit-GEMM kernels of `cuda/conv.cu`: which block
-//! tile each layer gets, how far the filter gradient's reduction is split, and the grids.
-//!
-//! Each pass is a GEMM of `rows x cols` outputs (times `z` independent ones: groups, stride
-//! phases or reduction splits). A tile is chosen to minimise the estimated time: whole waves of
-//! the device's SMs, each costing a resident set of blocks' multiply-adds at the tile's issue
-//! rate; wasted rows count (a 64-row tile over 48 channels wastes a quarter). The filter
-//! gradient's split count is chosen with it, so that its blocks fill whole waves too.
+//! tile each layer gets (`igemm`), how far the filter gradient's reduction is split, whether the
+//! masked bounds checks serve, and the grids.
 
+use super::igemm::{Tile, WIDE, by_suffix, pick_split, pick_tile};
 use super::params::conv_params;
 use super::{KernelDevice, THREADS, arg, check_len, kernel, u32_of};
 use crate::device::Device;
 use crate::device::launch::{LaunchConfig, Launcher};
 use crate::ops::conv::ConvGeom;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 
-/// A block tile of `cuda/igemm.cuh` (`IgemmTile<rows, cols, _>`), as `cuda/conv.cu` builds it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Tile {
-    rows: usize,
-    cols: usize,
-    threads: u32,
-    /// Kernel name suffix.
-    suffix: &'static str,
-    /// Share of the hot loop's instructions that are FFMA, from the sm_90 SASS
-    /// (scripts/sass-guard.sh): what the tile can issue at best.
-    issue_share: f64,
-}
-
-/// K per main-loop step and shared-memory stages (cuda/igemm.cuh).
-const BK: usize = 32;
-const STAGES: usize = 2;
-
-const TILES: [Tile; 3] = [
-    Tile {
-        rows: 128,
-        cols: 128,
-        threads: 256,
-        suffix: "128x128",
-        issue_share: 0.85,
-    },
-    Tile {
-        rows: 64,
-        cols: 128,
-        threads: 128,
-        suffix: "64x128",
-        issue_share: 0.81,
-    },
-    Tile {
-        rows: 48,
-        cols: 128,
-        threads: 128,
-        suffix: "48x128",
-        issue_share: 0.77,
-    },
-];
-
-/// The tile the general ("_wide") kernels are built for: kernels beyond the masked checks' reach.
-const WIDE: Tile = Tile {
-    rows: 64,
-    cols: 128,
-    threads: 128,
-    suffix: "64x128_wide",
-    issue_share: 0.79,
-};
-
-/// Taps per axis the masked checks cover (IGEMM_MASKED_TAPS), and the filter gradient's border
-/// rows (FILTER_BORDER).
+/// Taps per axis the masked checks cover (IGEMM_MASKED_TAPS in cuda/igemm.cuh), and the filter
+/// gradient's border rows (FILTER_BORDER in cuda/conv.cu).
 const MASKED_TAPS: usize = 15;
 const FILTER_BORDER: usize = 7;
-
-impl Tile {
-    /// `IgemmTile::SMEM_BYTES`: the stages of both operands' tiles (rows padded by 4 floats) and
-    /// two K tables of 16-byte entries. `cuda/conv.cu` static_asserts the same numbers.
-    fn smem_bytes(&self) -> u32 {
-        (STAGES * BK * (self.rows + 4 + self.cols + 4) * 4 + 2 * BK * 16) as u32
-    }
-
-    /// Blocks resident on one SM: at most 128 registers a thread (the kernels' launch bounds),
-    /// 227 KiB of shared memory (1 KiB of it reserved per block), 2048 threads.
-    fn blocks_per_sm(&self) -> usize {
-        let by_regs = 65536 / (128 * self.threads as usize);
-        let by_smem = (228 * 1024) / (self.smem_bytes() as usize + 1024);
-        let by_threads = 2048 / self.threads as usize;
-        by_regs.min(by_smem).min(by_threads).max(1)
-    }
-
-    /// Blocks of a `rows x cols` GEMM, `z` of them.
-    fn blocks(&self, rows: usize, cols: usize, z: usize) -> usize {
-        rows.div_ceil(self.rows) * cols.div_ceil(self.cols) * z
-    }
-
-    /// Estimated time (arbitrary units) of `blocks` blocks each of `k` GEMM-K terms on `sms`
-    /// SMs: the waves, each as long as a resident set of blocks takes at the tile's issue rate.
-    fn cost(&self, blocks: usize, k: usize, sms: usize) -> f64 {
-        let slots = sms * self.blocks_per_sm();
-        let waves = blocks.div_ceil(slots);
-        waves as f64 * (self.blocks_per_sm() * self.rows * self.cols * k.div_ceil(BK) * BK) as f64
-            / self.issue_share
-    }
-
-    fn config(&self, rows: usize, cols: usize, z: usize) -> Result<LaunchConfig> {
-        // CUDA caps gridDim.y and gridDim.z at 65535 (x at 2^31 - 1).
-        let (ry, zs) = (rows.div_ceil(self.rows), z);
-        ensure!(
-            ry <= 65535 && zs <= 65535,
-            "a grid of {ry} row tiles by {zs} GEMMs exceeds CUDA's 65535 limit on grid y and z"
-        );
-        Ok(LaunchConfig {
-            grid: [
-                u32_of(cols.div_ceil(self.cols), "column tiles")?,
-                ry as u32,
-                u32_of(zs, "grid z")?,
-            ],
-            block: [self.threads, 1, 1],
-            shared_bytes: self.smem_bytes(),
-        })
-    }
-}
-
-/// The fastest tile by [`Tile::cost`] for a GEMM of `rows x cols` (times `z`) over `k` terms.
-fn pick_tile(rows: usize, cols: usize, z: usize, k: usize, sms: usize) -> Tile {
-    let cost = |t: &Tile| t.cost(t.blocks(rows, cols, z), k, sms);
-    TILES
-        .into_iter()
-        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
-        .expect("tiles exist")
-}
-
-/// Most splits of the filter gradient's reduction, and fewest terms each keeps (so that the
-/// partial sums stay cheap next to the GEMM).
-const MAX_SPLITS: usize = 64;
-const MIN_SPLIT_K: usize = 1024;
-
-/// The filter gradient's tile and reduction split: (tile, terms per split, a multiple of BK;
-/// number of splits), chosen together so that the blocks fill whole waves.
-fn pick_filter_split(
-    rows: usize,
-    cols: usize,
-    groups: usize,
-    k: usize,
-    sms: usize,
-) -> (Tile, usize, usize) {
-    let most = k.div_ceil(MIN_SPLIT_K).clamp(1, MAX_SPLITS);
-    let mut best: Option<(f64, Tile, usize, usize)> = None;
-    for t in TILES {
-        for want in 1..=most {
-            let chunk = k.div_ceil(want).div_ceil(BK) * BK;
-            let splits = k.div_ceil(chunk.max(BK)).max(1);
-            let c = t.cost(t.blocks(rows, cols, groups * splits), chunk, sms);
-            // Ties go to fewer splits (less to reduce), then to the earlier (larger) tile.
-            if best.as_ref().is_none_or(|b| c < b.0 * (1.0 - 1e-9)) {
-                best = Some((c, t, chunk.max(BK), splits));
-            }
-        }
-    }
-    let (_, t, chunk, splits) = best.expect("at least one candidate");
-    (t, chunk, splits)
-}
 
 /// Whether every output pixel whose filter taps can fall outside the input lies within
 /// FILTER_BORDER rows or columns of the output's edge (the masked filter gradient's premise).
@@ -169,25 +26,6 @@ fn filter_border_fits(g: &ConvGeom) -> bool {
         top <= FILTER_BORDER && bottom <= FILTER_BORDER
     };
     fits(g.h, g.out_h()) && fits(g.w, g.out_w())
-}
-
-/// The tile called `name` (a suffix of the kernel names), as [`KernelDevice::with_conv_tile`]
-/// takes it.
-pub(super) fn tile_named(name: &str) -> Result<&'static str> {
-    TILES
-        .iter()
-        .chain([&WIDE])
-        .map(|t| t.suffix)
-        .find(|s| *s == name)
-        .with_context(|| format!("no conv tile {name:?}: 128x128, 64x128, 48x128 or 64x128_wide"))
-}
-
-fn by_suffix(suffix: &str) -> Tile {
-    TILES
-        .into_iter()
-        .chain([WIDE])
-        .find(|t| t.suffix == suffix)
-        .expect("a suffix tile_named accepted")
 }
 
 /// The tile and kernel name of a launch: the forced tile or the chosen one, on the general
@@ -224,7 +62,7 @@ impl<L: Launcher> KernelDevice<L> {
             let (t, name) = tile_and_name(
                 "conv_forward",
                 g.k <= MASKED_TAPS,
-                self.conv_tile,
+                self.gemm_tile,
                 pick_tile(rows, cols, g.groups, kdim, sms),
             );
             let (xp, wp, bp, yp) = (self.ptr(x), self.ptr(w), self.ptr(b), self.ptr(y));
@@ -258,7 +96,7 @@ impl<L: Launcher> KernelDevice<L> {
             let (t, name) = tile_and_name(
                 "conv_backward_data",
                 taps <= MASKED_TAPS,
-                self.conv_tile,
+                self.gemm_tile,
                 pick_tile(rows, cols, z, g.cout_per_group() * taps * taps, sms),
             );
             let (dyp, wp, dxp) = (self.ptr(dy), self.ptr(w), self.ptr(dx));
@@ -294,11 +132,11 @@ impl<L: Launcher> KernelDevice<L> {
                 g.cin_per_group() * g.k * g.k,
                 g.n * g.out_h() * g.out_w(),
             );
-            let (t, chunk, splits) = pick_filter_split(rows, cols, g.groups, kdim, sms);
+            let (t, chunk, splits) = pick_split(rows, cols, g.groups, kdim, sms);
             let (t, name) = tile_and_name(
                 "conv_backward_filter",
                 filter_border_fits(g),
-                self.conv_tile,
+                self.gemm_tile,
                 t,
             );
             p.k_chunk = super::i32_of(chunk, "k_chunk")?;
@@ -388,52 +226,6 @@ fn conv_kernel_name(name: &str) -> Result<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shared_bytes_are_what_conv_cu_asserts() {
-        let bytes: Vec<u32> = TILES.iter().map(Tile::smem_bytes).collect();
-        assert_eq!(bytes, [68608, 52224, 48128]);
-        assert_eq!(WIDE.smem_bytes(), 52224);
-    }
-
-    #[test]
-    fn tiles_fit_the_papers_layers() {
-        // conv1 forward per tower: 48 output channels over 128·55·55 pixels: the 48-row tile.
-        assert_eq!(pick_tile(48, 128 * 55 * 55, 1, 363, 132).rows, 48);
-        // conv3: 192 channels: two 128-row tiles waste a third; 64-row tiles waste nothing.
-        assert_eq!(pick_tile(192, 128 * 13 * 13, 1, 2304, 132).rows, 64);
-        // conv2: 128 channels, many pixels: the big tile.
-        assert_eq!(pick_tile(128, 128 * 27 * 27, 1, 1200, 132).rows, 128);
-    }
-
-    #[test]
-    fn filter_splits_cover_the_reduction_and_fill_waves() {
-        for (rows, cols, k) in [
-            (48, 363, 128 * 55 * 55),
-            (128, 1200, 128 * 27 * 27),
-            (192, 2304, 128 * 13 * 13),
-            (4, 9, 50),
-            (2, 3, 1),
-        ] {
-            let (t, chunk, splits) = pick_filter_split(rows, cols, 1, k, 132);
-            assert_eq!(chunk % BK, 0);
-            assert!(
-                chunk * splits >= k && chunk * (splits - 1) < k.max(1),
-                "{rows}x{cols} k {k}"
-            );
-            assert!((1..=MAX_SPLITS).contains(&splits));
-            let blocks = t.blocks(rows, cols, splits);
-            println!(
-                "{rows}x{cols} k {k}: {} tiles of {}x{}, {splits} splits of {chunk}: {blocks} blocks",
-                t.blocks(rows, cols, 1),
-                t.rows,
-                t.cols
-            );
-        }
-        // conv1's filter gradient has 3 x 1 tiles of 48x128: it must split to fill the device.
-        let (t, _, splits) = pick_filter_split(48, 363, 1, 128 * 55 * 55, 132);
-        assert!(t.blocks(48, 363, splits) >= 132, "{splits}");
-    }
 
     #[test]
     fn masked_filter_border_covers_the_presets() {

@@ -1,53 +1,55 @@
-//! The fully connected layers: cuBLAS where the launcher has it, else the tiled SIMT GEMM of
-//! `cuda/gemm.cuh` (`cuda/fc.cu`), with the reduction split across blocks when the output has
-//! few tiles. The tile constants mirror `cuda/gemm.cuh`.
+//! The fully connected layers: cuBLAS where the launcher has it, else our kernels (`cuda/fc.cu`)
+//! on the main loop and tiles of `igemm`, with the reduction split across blocks when the output
+//! has too few tiles to fill the device.
 
+use super::igemm::{Tile, by_suffix, pick_split, pick_split_among};
 use super::params::fc_params;
-use super::{KernelDevice, arg, check_len, elementwise, kernel, u32_of};
+use super::{KernelDevice, arg, check_len, elementwise, kernel};
 use crate::device::Device;
-use crate::device::launch::{LaunchConfig, Launcher, Sgemm};
+use crate::device::launch::{Launcher, Sgemm};
 use crate::ops::fc::FcGeom;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 
-/// Block tile of the shared GEMM loop: rows of C (the M side), columns (N), K per step.
-const GEMM_BM: usize = 64;
-const GEMM_BN: usize = 128;
-const GEMM_BK: usize = 8;
-const GEMM_THREADS: u32 = 256;
-
-/// Blocks a launch aims for: two waves on a 132-SM H100/H200. Fixed rather than queried, so a
-/// shape always splits the same way on every machine and results stay reproducible.
-const TARGET_BLOCKS: usize = 264;
-/// Fewest GEMM-K terms a split gets, so that partial sums stay cheap next to the GEMM.
-const MIN_SPLIT_K: usize = 256;
-const MAX_SPLITS: usize = 64;
-
-/// How to split a reduction of `k` terms over blocks when the output has `tiles` tiles:
-/// (terms per split, a multiple of the GEMM step; number of splits).
-fn split_k(tiles: usize, k: usize) -> (usize, usize) {
-    let want = TARGET_BLOCKS.div_ceil(tiles.max(1));
-    let most = k.div_ceil(MIN_SPLIT_K).max(1);
-    let splits = want.min(most).clamp(1, MAX_SPLITS);
-    let chunk = (k.div_ceil(splits).div_ceil(GEMM_BK) * GEMM_BK).max(GEMM_BK);
-    (chunk, k.div_ceil(chunk).max(1))
+/// The tile and split of a pass whose output is `rows x cols` over `k` terms: the best pair, or
+/// the best split on the forced tile.
+fn plan(
+    forced: Option<&str>,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    sms: usize,
+) -> (Tile, usize, usize) {
+    match forced {
+        Some(f) => pick_split_among(
+            &[by_suffix(f.trim_end_matches("_wide"))],
+            rows,
+            cols,
+            1,
+            k,
+            sms,
+        ),
+        None => pick_split(rows, cols, 1, k, sms),
+    }
 }
 
-fn gemm_config(n_cols: usize, m_rows: usize, z: usize) -> Result<LaunchConfig> {
-    // CUDA caps gridDim.y and gridDim.z at 65535 (x at 2^31 - 1).
-    let (rows, zs) = (m_rows.div_ceil(GEMM_BM), z);
-    ensure!(
-        rows <= 65535 && zs <= 65535,
-        "a GEMM grid of {rows} row tiles by {zs} splits exceeds CUDA's 65535 limit on grid y and z"
-    );
-    Ok(LaunchConfig {
-        grid: [
-            u32_of(n_cols.div_ceil(GEMM_BN), "column tiles")?,
-            u32_of(m_rows.div_ceil(GEMM_BM), "row tiles")?,
-            u32_of(z, "grid z")?,
-        ],
-        block: [GEMM_THREADS, 1, 1],
-        shared_bytes: 0,
-    })
+/// `cuda/fc.cu`'s kernel of `pass` on tile `t`.
+fn fc_kernel(pass: &str, t: Tile) -> Result<&'static str> {
+    const NAMES: [&str; 9] = [
+        "fc_forward_f32_128x128",
+        "fc_forward_f32_64x128",
+        "fc_forward_f32_48x128",
+        "fc_backward_data_f32_128x128",
+        "fc_backward_data_f32_64x128",
+        "fc_backward_data_f32_48x128",
+        "fc_backward_filter_f32_128x128",
+        "fc_backward_filter_f32_64x128",
+        "fc_backward_filter_f32_48x128",
+    ];
+    let name = format!("{pass}_f32_{}", t.suffix);
+    NAMES
+        .into_iter()
+        .find(|n| *n == name)
+        .with_context(|| format!("no fc kernel {name}"))
 }
 
 impl<L: Launcher> KernelDevice<L> {
@@ -84,17 +86,17 @@ impl<L: Launcher> KernelDevice<L> {
             if len > 0 && self.launcher.vendor_sgemm(&vendor)? {
                 return self.reduce_splits(len, 1, yp, bp, 1, g.outputs, yp);
             }
-            let tiles = g.outputs.div_ceil(GEMM_BM) * g.n.div_ceil(GEMM_BN);
-            let (chunk, splits) = split_k(tiles, g.inputs);
+            let sms = self.launcher.multiprocessors();
+            let (t, chunk, splits) = plan(self.gemm_tile, g.outputs, g.n, g.inputs, sms);
             p.k_chunk = chunk as i32;
             let (out, bias) = if splits > 1 {
                 (self.workspace(splits * len)?, 0)
             } else {
                 (yp, bp)
             };
-            let cfg = gemm_config(g.n, g.outputs, splits)?;
+            let cfg = t.config(g.outputs, g.n, splits)?;
             self.launch(
-                kernel("fc", "fc_forward_f32"),
+                kernel("fc", fc_kernel("fc_forward", t)?),
                 cfg,
                 &[arg(&p), arg(&xp), arg(&wp), arg(&bias), arg(&out)],
             )?;
@@ -138,17 +140,17 @@ impl<L: Launcher> KernelDevice<L> {
             if len > 0 && self.launcher.vendor_sgemm(&vendor)? {
                 return Ok(());
             }
-            let tiles = g.inputs.div_ceil(GEMM_BM) * g.n.div_ceil(GEMM_BN);
-            let (chunk, splits) = split_k(tiles, g.outputs);
+            let sms = self.launcher.multiprocessors();
+            let (t, chunk, splits) = plan(self.gemm_tile, g.inputs, g.n, g.outputs, sms);
             p.k_chunk = chunk as i32;
             let out = if splits > 1 {
                 self.workspace(splits * len)?
             } else {
                 dxp
             };
-            let cfg = gemm_config(g.n, g.inputs, splits)?;
+            let cfg = t.config(g.inputs, g.n, splits)?;
             self.launch(
-                kernel("fc", "fc_backward_data_f32"),
+                kernel("fc", fc_kernel("fc_backward_data", t)?),
                 cfg,
                 &[arg(&p), arg(&dyp), arg(&wp), arg(&out)],
             )?;
@@ -191,17 +193,17 @@ impl<L: Launcher> KernelDevice<L> {
                 ldc: g.inputs,
             };
             if len == 0 || !self.launcher.vendor_sgemm(&vendor)? {
-                let tiles = g.outputs.div_ceil(GEMM_BM) * g.inputs.div_ceil(GEMM_BN);
-                let (chunk, splits) = split_k(tiles, g.n);
+                let sms = self.launcher.multiprocessors();
+                let (t, chunk, splits) = plan(self.gemm_tile, g.outputs, g.inputs, g.n, sms);
                 p.k_chunk = chunk as i32;
                 let out = if splits > 1 {
                     self.workspace(splits * len)?
                 } else {
                     dwp
                 };
-                let cfg = gemm_config(g.inputs, g.outputs, splits)?;
+                let cfg = t.config(g.outputs, g.inputs, splits)?;
                 self.launch(
-                    kernel("fc", "fc_backward_filter_f32"),
+                    kernel("fc", fc_kernel("fc_backward_filter", t)?),
                     cfg,
                     &[arg(&p), arg(&xp), arg(&dyp), arg(&out)],
                 )?;
@@ -217,34 +219,5 @@ impl<L: Launcher> KernelDevice<L> {
             )
         };
         run().with_context(|| format!("fc_backward_filter {g:?}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn split_k_covers_the_reduction_in_whole_steps() {
-        for (tiles, k) in [
-            (1, 1),
-            (3, 3025),
-            (3, 387_200),
-            (32, 9216),
-            (2304, 128),
-            (1, 0),
-            (5, 257),
-        ] {
-            let (chunk, splits) = split_k(tiles, k);
-            assert_eq!(chunk % GEMM_BK, 0, "chunk {chunk} for {tiles} tiles, k {k}");
-            assert!(splits >= 1 && splits <= MAX_SPLITS);
-            assert!(
-                chunk * splits >= k,
-                "splits must cover k: {chunk} x {splits} < {k}"
-            );
-            assert!(k == 0 || chunk * (splits - 1) < k, "no split may be empty");
-        }
-        // Small outputs with long reductions split; big outputs do not.
-        assert!(split_k(3, 387_200).1 > 1);
-        assert_eq!(split_k(2304, 128).1, 1);
     }
 }

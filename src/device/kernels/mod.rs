@@ -3,11 +3,12 @@
 //! order, split decisions and workspace sizes live here once, so both run the same code.
 //!
 //! One module per family of launches: `conv` (the implicit-GEMM convolution passes), `fc` (the
-//! fully connected layers), `params` (the mirrors of `cuda/params.cuh`); the pointwise ops, the
-//! reductions and softmax stay here.
+//! fully connected layers), both on the tiles of `igemm`; `params` (the mirrors of
+//! `cuda/params.cuh`); the pointwise ops, the reductions and softmax stay here.
 
 mod conv;
 mod fc;
+mod igemm;
 mod params;
 
 use params::{
@@ -24,8 +25,6 @@ use crate::ops::{
 use anyhow::{Context, Result, ensure};
 use std::ffi::c_void;
 use std::sync::Mutex;
-
-// ---- mirrors of cuda/gemm.cuh and cuda/params.cuh ---------------------------------------------
 
 /// Threads per block of the elementwise kernels, the bias reduction and softmax/top-k.
 const THREADS: u32 = 256;
@@ -72,9 +71,9 @@ pub struct KernelDevice<L: Launcher> {
     /// Scratch for split partial sums and the spatial-norm scales; grown on demand and reused.
     /// Launches are stream-ordered, so reuse by the next op is safe.
     workspace: Mutex<Option<L::Buf>>,
-    /// The conv block tile every launch uses instead of the one chosen per layer (tests and
-    /// benchmarks compare tiles with it); see [`KernelDevice::with_conv_tile`].
-    conv_tile: Option<&'static str>,
+    /// The block tile every convolution and fc kernel launch uses instead of the one chosen per
+    /// layer (tests and benchmarks compare tiles with it); see [`KernelDevice::with_gemm_tile`].
+    gemm_tile: Option<&'static str>,
 }
 
 impl<L: Launcher> KernelDevice<L> {
@@ -82,15 +81,16 @@ impl<L: Launcher> KernelDevice<L> {
         KernelDevice {
             launcher,
             workspace: Mutex::new(None),
-            conv_tile: None,
+            gemm_tile: None,
         }
     }
 
-    /// This device with every convolution on one block tile (`128x128`, `64x128`, `48x128` or
-    /// `64x128_wide`, the general-bounds kernels) instead of the one chosen per layer. A layer the
-    /// masked kernels cannot run still gets the general ones.
-    pub fn with_conv_tile(mut self, tile: &str) -> Result<Self> {
-        self.conv_tile = Some(conv::tile_named(tile)?);
+    /// This device with every convolution and fc kernel on one block tile (`128x128`, `64x128`,
+    /// `48x128`, or `64x128_wide`: the convolutions' general-bounds kernels) instead of the one
+    /// chosen per layer. A convolution the masked kernels cannot run still gets the general ones;
+    /// fc kernels take `64x128` for `64x128_wide`.
+    pub fn with_gemm_tile(mut self, tile: &str) -> Result<Self> {
+        self.gemm_tile = Some(igemm::tile_named(tile)?);
         Ok(self)
     }
 
