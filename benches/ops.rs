@@ -219,16 +219,21 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                 let g = lp.pool_geom(n);
                 let (x, dy) = (random(dev, inp, 1)?, random(dev, out, 4)?);
                 let (mut y, mut dx) = (dev.alloc(out)?, dev.alloc(inp)?);
+                let mut argmax = dev.alloc(out)?;
                 push(
                     format!("{name} forward"),
-                    time(dev, repeats, || dev.max_pool_forward(&g, &x, &mut y))?,
-                    f4 * (inp + out) as f64,
+                    time(dev, repeats, || {
+                        dev.max_pool_forward(&g, &x, &mut y, &mut argmax)
+                    })?,
+                    f4 * (inp + 2 * out) as f64,
                     false,
                 );
                 push(
                     format!("{name} backward"),
-                    time(dev, repeats, || dev.max_pool_backward(&g, &x, &dy, &mut dx))?,
-                    f4 * (2 * inp + out) as f64,
+                    time(dev, repeats, || {
+                        dev.max_pool_backward(&g, &argmax, &dy, &mut dx)
+                    })?,
+                    f4 * (inp + 2 * out) as f64,
                     false,
                 );
             }

@@ -91,7 +91,9 @@ struct ConvFwdStore {
         if (co >= p.cout_g || col >= p.n * ohw) return;
         const int img = col / ohw, pix = col - img * ohw;
         const int c = g * p.cout_g + co;
-        y[((long long)img * p.c_out + c) * ohw + pix] = v + bias[c];
+        v += bias[c];
+        if (p.relu) v = v > 0.0f ? v : 0.0f;  // as relu_forward_f32
+        y[((long long)img * p.c_out + c) * ohw + pix] = v;
     }
 };
 

@@ -28,20 +28,6 @@
 #include "async_copy.cuh"
 #include "common.cuh"
 
-// Division by a runtime constant 1 <= d < 2^31 for numerators 0 <= n < 2^31, by a multiply and
-// a shift (Granlund & Montgomery, "Division by invariant integers using multiplication", 1994):
-// with l = ceil(log2 d) and m = floor(2^32 (2^l - d) / d) + 1, n / d = (umulhi(n, m) + n) >> l.
-struct FastDiv {
-    int d;
-    unsigned m, l;
-    __device__ explicit FastDiv(int divisor) : d(divisor) {
-        l = divisor > 1 ? 32 - __clz(divisor - 1) : 0;
-        const unsigned long long two_l = 1ull << l;
-        m = (unsigned)((((two_l - (unsigned)divisor) << 32)) / (unsigned)divisor) + 1u;
-    }
-    __device__ int div(int n) const { return (int)((__umulhi((unsigned)n, m) + (unsigned)n) >> l); }
-};
-
 // One GEMM K index, decoded: A's and B's byte offsets, and what B's bounds check needs: the
 // tap's shift (y, x), or its bit in a column's mask (y; see `tap_bits`).
 struct __align__(16) KEntry {

@@ -15,6 +15,8 @@ struct ConvParams {
     int k_chunk;
     // Bias gradient: images per split.
     int img_chunk;
+    // Forward: apply ReLU to the output (the plan fused the ReLU that follows).
+    int relu;
 };
 
 // Fully connected layer, all passes: x [n, inputs], w [outputs, inputs], y [n, outputs].
@@ -48,6 +50,8 @@ struct SpatialNormParams {
 // Max pooling (`src/ops/pool.rs`); `maps` = n·c.
 struct PoolParams {
     int maps, h, w, out_h, out_w, size, stride;
+    // Division by `stride` as a multiply and a shift (FastDiv in common.cuh), from the host.
+    unsigned stride_m, stride_l;
 };
 
 // Dropout (`src/ops/dropout.rs`): the 64-bit fields first so the layout has no inner padding.
@@ -77,12 +81,12 @@ struct SgdParams {
 };
 
 // The sizes `src/device/kernels.rs` checks its mirrors against.
-static_assert(sizeof(ConvParams) == 60, "ConvParams layout");
+static_assert(sizeof(ConvParams) == 64, "ConvParams layout");
 static_assert(sizeof(FcParams) == 16, "FcParams layout");
 static_assert(sizeof(ReduceParams) == 16, "ReduceParams layout");
 static_assert(sizeof(LrnParams) == 36, "LrnParams layout");
 static_assert(sizeof(SpatialNormParams) == 32, "SpatialNormParams layout");
-static_assert(sizeof(PoolParams) == 28, "PoolParams layout");
+static_assert(sizeof(PoolParams) == 36, "PoolParams layout");
 static_assert(sizeof(DropoutParams) == 40 && alignof(DropoutParams) == 8, "DropoutParams layout");
 static_assert(sizeof(SoftmaxParams) == 12, "SoftmaxParams layout");
 static_assert(sizeof(TopKParams) == 12, "TopKParams layout");

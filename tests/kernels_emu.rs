@@ -203,6 +203,30 @@ fn elementwise_normalisation_pooling_dropout_softmax_sgd() {
         42,
     )
     .unwrap();
+    // Every window the column kernels compile (3 to 9) and two they do not (1, 11), with
+    // groups narrower than the window; a large alpha so that the sum, not k, dominates.
+    for (i, (c, groups, size)) in [(10, 5, 5), (12, 2, 7), (18, 1, 9), (9, 3, 1), (16, 1, 11)]
+        .into_iter()
+        .enumerate()
+    {
+        check_lrn(
+            &d,
+            &LrnGeom {
+                n: 2,
+                c,
+                h: 3,
+                w: 5,
+                groups,
+                size,
+                k: 1.0,
+                alpha: 0.7,
+                beta: 0.75,
+                alpha_over_n: i % 2 == 0,
+            },
+            60 + i as u64,
+        )
+        .unwrap();
+    }
     check_spatial_norm(
         &d,
         &SpatialNormGeom {
@@ -219,9 +243,17 @@ fn elementwise_normalisation_pooling_dropout_softmax_sgd() {
         43,
     )
     .unwrap();
-    for (i, (h, size)) in [(55, 3), (27, 3), (13, 3), (13, 2), (8, 3)]
-        .into_iter()
-        .enumerate()
+    for (i, (h, size, stride)) in [
+        (55, 3, 2),
+        (27, 3, 2),
+        (13, 3, 2),
+        (13, 2, 2),
+        (8, 3, 2),
+        (9, 3, 1),
+        (11, 4, 3),
+    ]
+    .into_iter()
+    .enumerate()
     {
         check_max_pool(
             &d,
@@ -229,28 +261,35 @@ fn elementwise_normalisation_pooling_dropout_softmax_sgd() {
                 n: 3,
                 c: 3,
                 h,
-                w: h,
+                w: h + 2,
                 size,
-                stride: 2,
+                stride,
             },
             50 + i as u64,
         )
         .unwrap();
     }
-    check_dropout(
-        &d,
-        &DropoutGeom {
-            n: 3,
-            units: 2048,
-            units_total: 4096,
-            unit_offset: 2048,
-            p: 0.5,
-            seed: 9,
-            stream: 4,
-        },
-        60,
-    )
-    .unwrap();
+    // A tower's half of fc6/fc7, and a ragged one whose samples' units start and end inside
+    // Philox blocks (one block of words serves four units).
+    for (i, (n, units, units_total, unit_offset)) in [(3, 2048, 4096, 2048), (5, 37, 101, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        check_dropout(
+            &d,
+            &DropoutGeom {
+                n,
+                units,
+                units_total,
+                unit_offset,
+                p: 0.5,
+                seed: 9,
+                stream: 4,
+            },
+            60 + i as u64,
+        )
+        .unwrap();
+    }
     check_softmax_xent(&d, 3, 1000, 61).unwrap();
     check_softmax_xent(&d, 1, 10, 62).unwrap();
     check_top_k(&d, 3, 1000, 5, 63).unwrap();

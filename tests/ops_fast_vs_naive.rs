@@ -357,10 +357,10 @@ fn check_pool(g: PoolGeom, seed: u64) {
         .collect();
     let dy = uniform_f32(&mut r, g.y_len(), -1.0, 1.0);
     let run = || {
-        let mut y = vec![0.0; g.y_len()];
-        pool::forward(&g, &x, &mut y);
+        let (mut y, mut argmax) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
+        pool::forward(&g, &x, &mut y, &mut argmax);
         let mut dx = vec![0.0; g.x_len()];
-        pool::backward(&g, &x, &dy, &mut dx);
+        pool::backward(&g, &argmax, &dy, &mut dx);
         (y, dx)
     };
     let (y, dx) = run();
@@ -511,8 +511,9 @@ fn results_do_not_depend_on_thread_count() {
         let x = uniform_f32(&mut r, g.x_len(), -1.0, 1.0);
         let dy = uniform_f32(&mut r, g.y_len(), -1.0, 1.0);
         let (mut y, mut dx) = (vec![0.0; g.y_len()], vec![0.0; g.x_len()]);
-        pool::forward(&g, &x, &mut y);
-        pool::backward(&g, &x, &dy, &mut dx);
+        let mut argmax = vec![0.0; g.y_len()];
+        pool::forward(&g, &x, &mut y, &mut argmax);
+        pool::backward(&g, &argmax, &dy, &mut dx);
         out.extend([y, dx]);
 
         let g = DropoutGeom {

@@ -59,6 +59,20 @@ impl Device for CpuDevice {
         ops::conv::forward(g, x, w, b, y);
         Ok(())
     }
+    fn conv_forward_relu(
+        &self,
+        g: &ConvGeom,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::conv::forward(g, x, w, b, y);
+        // In place, as relu_forward computes it.
+        y.iter_mut()
+            .for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
+        Ok(())
+    }
     fn conv_backward_data(
         &self,
         g: &ConvGeom,
@@ -163,18 +177,24 @@ impl Device for CpuDevice {
         ops::spatial_norm::backward(g, x, y, dy, dx);
         Ok(())
     }
-    fn max_pool_forward(&self, g: &PoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
-        ops::pool::forward(g, x, y);
+    fn max_pool_forward(
+        &self,
+        g: &PoolGeom,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        argmax: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::pool::forward(g, x, y, argmax);
         Ok(())
     }
     fn max_pool_backward(
         &self,
         g: &PoolGeom,
-        x: &Vec<f32>,
+        argmax: &Vec<f32>,
         dy: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::pool::backward(g, x, dy, dx);
+        ops::pool::backward(g, argmax, dy, dx);
         Ok(())
     }
     fn dropout_forward_train(&self, g: &DropoutGeom, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {

@@ -163,6 +163,16 @@ pub trait Device {
         b: &Self::Buf,
         y: &mut Self::Buf,
     ) -> Result<()>;
+    /// `conv_forward` followed by a ReLU of its output, in one pass over it (the plan fuses a
+    /// convolution and the ReLU after it).
+    fn conv_forward_relu(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
     fn conv_backward_data(
         &self,
         g: &ConvGeom,
@@ -232,11 +242,20 @@ pub trait Device {
         dx: &mut Self::Buf,
     ) -> Result<()>;
 
-    fn max_pool_forward(&self, g: &PoolGeom, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
-    fn max_pool_backward(
+    /// `y` and, for [`Device::max_pool_backward`], each output's window position of its first
+    /// maximum in `argmax` (`ky·size + kx`, as f32; `y`'s length).
+    fn max_pool_forward(
         &self,
         g: &PoolGeom,
         x: &Self::Buf,
+        y: &mut Self::Buf,
+        argmax: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Routes each window's gradient to the maximum the forward pass recorded in `argmax`.
+    fn max_pool_backward(
+        &self,
+        g: &PoolGeom,
+        argmax: &Self::Buf,
         dy: &Self::Buf,
         dx: &mut Self::Buf,
     ) -> Result<()>;

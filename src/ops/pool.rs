@@ -82,44 +82,62 @@ pub fn backward_naive<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
     }
 }
 
-// Fast CPU paths, parallel over maps. They find each window's maximum with the same
-// `argmax_in_window` as the references, so the tie rule cannot drift, and accumulate a map's
-// gradient in the same (row-major window) order, so they match the references bit for bit.
+// Fast CPU paths, parallel over maps. The forward pass finds each window's maximum with the same
+// `argmax_in_window` as the references, so the tie rule cannot drift, and records where it was;
+// the backward pass routes each window's gradient there without looking at the input again,
+// accumulating a map's gradient in the same (row-major window) order as the references, so both
+// match them bit for bit.
 
-/// Fast forward (same semantics as `forward_naive`).
-pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
+/// The window position of `(oy, ox)`'s first maximum, `ky·size + kx`, as `argmax` holds it.
+fn window_offset(g: &PoolGeom, oy: usize, ox: usize, index_in_map: usize) -> usize {
+    let (ky, kx) = (
+        index_in_map / g.w - oy * g.stride,
+        index_in_map % g.w - ox * g.stride,
+    );
+    ky * g.size + kx
+}
+
+/// Fast forward (same `y` as `forward_naive`); `argmax[o]` gets output `o`'s window position of
+/// its maximum, `ky·size + kx` (exact in any float type), for [`backward`].
+pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [T]) {
     g.check(x.len(), y.len());
+    assert_eq!(argmax.len(), y.len(), "pool: argmax length for {g:?}");
     let (hw, ow) = (g.h * g.w, g.out_w());
     if y.is_empty() {
         return;
     }
     y.par_chunks_mut(g.out_h() * ow)
+        .zip(argmax.par_chunks_mut(g.out_h() * ow))
         .zip(x.par_chunks(hw))
-        .for_each(|(ym, map)| {
-            for (oy, row) in ym.chunks_mut(ow).enumerate() {
-                for (ox, y) in row.iter_mut().enumerate() {
-                    *y = map[argmax_in_window(g, map, oy, ox)];
+        .for_each(|((ym, am), map)| {
+            for (oy, (row, arow)) in ym.chunks_mut(ow).zip(am.chunks_mut(ow)).enumerate() {
+                for (ox, (y, a)) in row.iter_mut().zip(arow).enumerate() {
+                    let i = argmax_in_window(g, map, oy, ox);
+                    *y = map[i];
+                    *a = T::from_f64_lossy(window_offset(g, oy, ox, i) as f64);
                 }
             }
         });
 }
 
-/// Fast backward: each window's gradient to its first maximum, summed where windows overlap.
-pub fn backward<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
-    g.check(x.len(), dy.len());
-    assert_eq!(dx.len(), x.len());
+/// Fast backward from the forward pass's `argmax`: each window's gradient to its first maximum,
+/// summed where windows overlap.
+pub fn backward<T: Real>(g: &PoolGeom, argmax: &[T], dy: &[T], dx: &mut [T]) {
+    assert_eq!(argmax.len(), g.y_len(), "pool: argmax length for {g:?}");
+    g.check(dx.len(), dy.len());
     let (hw, ow) = (g.h * g.w, g.out_w());
     if dx.is_empty() {
         return;
     }
     dx.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
+        .zip(argmax.par_chunks(g.out_h() * ow))
         .zip(dy.par_chunks(g.out_h() * ow))
-        .for_each(|((dxm, map), dym)| {
+        .for_each(|((dxm, am), dym)| {
             dxm.fill(T::zero());
-            for (oy, row) in dym.chunks(ow).enumerate() {
-                for (ox, &d) in row.iter().enumerate() {
-                    let i = argmax_in_window(g, map, oy, ox);
+            for (oy, (row, arow)) in dym.chunks(ow).zip(am.chunks(ow)).enumerate() {
+                for (ox, (&d, &a)) in row.iter().zip(arow).enumerate() {
+                    let off = a.to_usize().expect("a window position from forward");
+                    let i = (oy * g.stride + off / g.size) * g.w + ox * g.stride + off % g.size;
                     dxm[i] = dxm[i] + d;
                 }
             }

@@ -37,6 +37,8 @@ struct LayerState<B> {
     gathered: Vec<B>,
     grad_gathered: Vec<B>,
     returned: Vec<B>,
+    /// Max pooling: where each output's maximum lay in its window, for the backward pass.
+    argmax: Vec<B>,
 }
 
 /// What one training step measured.
@@ -46,6 +48,22 @@ pub struct StepStats {
     /// Samples of the batch whose label was not the top-scoring class.
     pub top1_errors: usize,
     pub top5_errors: usize,
+}
+
+/// Whether layer `l` is a convolution whose ReLU (layer `l + 1`) is fused into it: the
+/// convolution writes the ReLU's output directly (one pass over it instead of three), the ReLU's
+/// forward is skipped, and the convolution keeps no output of its own (its backward pass reads
+/// only its input and the ReLU's gradient).
+fn fuses_relu(plan: &Plan, l: usize) -> bool {
+    match (plan.layers.get(l), plan.layers.get(l + 1)) {
+        (Some(a), Some(b)) => {
+            matches!(a.layer, Layer::Conv(_))
+                && matches!(b.layer, Layer::Relu(_))
+                && !b.exchange
+                && a.active_towers == b.active_towers
+        }
+        _ => false,
+    }
 }
 
 /// Philox stream names: disjoint ranges for initialisation (see `model::init`) and dropout.
@@ -130,6 +148,7 @@ impl<D: Device> Network<D> {
                 gathered: Vec::new(),
                 grad_gathered: Vec::new(),
                 returned: Vec::new(),
+                argmax: Vec::new(),
             });
         }
         Ok(Network {
@@ -176,14 +195,24 @@ impl<D: Device> Network<D> {
             } else {
                 self.plan.layers[l - 1].active_towers
             };
+            let fused = fuses_relu(&self.plan, l);
             let st = &mut self.layers[l];
             let on = |t: usize, len: usize| self.devices[t].alloc(n * len);
-            st.out = (0..lp.active_towers)
-                .map(|t| on(t, lp.output.len()))
-                .collect::<Result<_>>()?;
+            st.out = if fused {
+                Vec::new()
+            } else {
+                (0..lp.active_towers)
+                    .map(|t| on(t, lp.output.len()))
+                    .collect::<Result<_>>()?
+            };
             st.grad = (0..lp.active_towers)
                 .map(|t| on(t, lp.output.len()))
                 .collect::<Result<_>>()?;
+            if matches!(lp.layer, Layer::MaxPool(_)) {
+                st.argmax = (0..lp.active_towers)
+                    .map(|t| on(t, lp.output.len()))
+                    .collect::<Result<_>>()?;
+            }
             if lp.exchange {
                 st.gathered = (0..lp.active_towers)
                     .map(|t| on(t, lp.input.len()))
@@ -256,6 +285,9 @@ impl<D: Device> Network<D> {
     fn forward(&mut self, train: bool, step: u64) -> Result<()> {
         let n = self.loaded;
         for l in 0..self.plan.layers.len() {
+            if l > 0 && fuses_relu(&self.plan, l - 1) {
+                continue; // computed by the convolution before it
+            }
             self.forward_layer(l, n, train, step)
                 .with_context(|| format!("forward {}", self.plan.layers[l].name()))?;
         }
@@ -304,8 +336,9 @@ impl<D: Device> Network<D> {
 
     fn forward_layer(&mut self, l: usize, n: usize, train: bool, step: u64) -> Result<()> {
         let lp = &self.plan.layers[l];
+        let fused = fuses_relu(&self.plan, l);
         let (before, rest) = self.layers.split_at_mut(l);
-        let st = &mut rest[0];
+        let (st, after) = rest.split_first_mut().expect("layer l exists");
         let prev_out: &[D::Buf] = if l == 0 {
             &self.images
         } else {
@@ -346,6 +379,11 @@ impl<D: Device> Network<D> {
             } else {
                 &prev_out[t]
             };
+            if fused {
+                let (wt, y) = (&st.weights[t], &mut after[0].out[t]);
+                dev.conv_forward_relu(&lp.conv_geom(n), x, &wt.w, &wt.b, y)?;
+                continue;
+            }
             let y = &mut st.out[t];
             match &lp.layer {
                 Layer::Conv(_) => {
@@ -362,7 +400,9 @@ impl<D: Device> Network<D> {
                 Layer::SpatialNorm(_) => {
                     dev.spatial_norm_forward(&lp.spatial_norm_geom(n), x, y)?
                 }
-                Layer::MaxPool(_) => dev.max_pool_forward(&lp.pool_geom(n), x, y)?,
+                Layer::MaxPool(_) => {
+                    dev.max_pool_forward(&lp.pool_geom(n), x, y, &mut st.argmax[t])?
+                }
                 Layer::Dropout(_) if train => {
                     dev.dropout_forward_train(&dropout_geom(lp, t, n, self.seed, step), x, y)?
                 }
@@ -475,12 +515,17 @@ impl<D: Device> Network<D> {
         };
         for t in 0..lp.active_towers {
             let dev = &self.devices[t];
-            let x = if lp.exchange {
-                &st.gathered[t]
-            } else {
-                &prev_out[t]
+            // Fetched by the layers that read them: a convolution that fused its ReLU has no
+            // output of its own, which neither it nor the ReLU's backward pass reads.
+            let x = || {
+                if lp.exchange {
+                    &st.gathered[t]
+                } else {
+                    &prev_out[t]
+                }
             };
-            let (y, dy) = (&st.out[t], &st.grad[t]);
+            let dy = &st.grad[t];
+            let y = || &st.out[t];
             // Where this tower's input gradient goes: its own slot of the previous layer, or at
             // an exchange the gathered buffer that is split between the owners below.
             let dx = match (lp.exchange, prev_grad.as_deref_mut()) {
@@ -503,13 +548,15 @@ impl<D: Device> Network<D> {
                 }
                 // Unweighted layers have no use for the image's gradient.
                 _ if dx.is_none() => {}
-                Layer::Relu(_) => dev.relu_backward(y, dy, dx.unwrap())?,
-                Layer::Tanh(_) => dev.tanh_backward(y, dy, dx.unwrap())?,
-                Layer::Lrn(_) => dev.lrn_backward(&lp.lrn_geom(n), x, y, dy, dx.unwrap())?,
+                Layer::Relu(_) => dev.relu_backward(y(), dy, dx.unwrap())?,
+                Layer::Tanh(_) => dev.tanh_backward(y(), dy, dx.unwrap())?,
+                Layer::Lrn(_) => dev.lrn_backward(&lp.lrn_geom(n), x(), y(), dy, dx.unwrap())?,
                 Layer::SpatialNorm(_) => {
-                    dev.spatial_norm_backward(&lp.spatial_norm_geom(n), x, y, dy, dx.unwrap())?
+                    dev.spatial_norm_backward(&lp.spatial_norm_geom(n), x(), y(), dy, dx.unwrap())?
                 }
-                Layer::MaxPool(_) => dev.max_pool_backward(&lp.pool_geom(n), x, dy, dx.unwrap())?,
+                Layer::MaxPool(_) => {
+                    dev.max_pool_backward(&lp.pool_geom(n), &st.argmax[t], dy, dx.unwrap())?
+                }
                 Layer::Dropout(_) => {
                     dev.dropout_backward(&dropout_geom(lp, t, n, self.seed, step), dy, dx.unwrap())?
                 }
@@ -641,6 +688,7 @@ impl<D: Device> Network<D> {
                 &st.gathered,
                 &st.grad_gathered,
                 &st.returned,
+                &st.argmax,
             ] {
                 for (t, b) in list.iter().enumerate() {
                     add(t, b);

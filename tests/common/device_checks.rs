@@ -344,8 +344,8 @@ pub fn check_max_pool<D: Device>(dev: &D, g: &PoolGeom, seed: u64) -> Result<()>
         .collect();
     let dy = data(g.y_len(), seed + 1, -1.0, 1.0);
     let xd = dev.upload(&x)?;
-    let mut y = dev.alloc(g.y_len())?;
-    dev.max_pool_forward(g, &xd, &mut y)?;
+    let (mut y, mut argmax) = (dev.alloc(g.y_len())?, dev.alloc(g.y_len())?);
+    dev.max_pool_forward(g, &xd, &mut y, &mut argmax)?;
     let mut want = vec![0.0f32; g.y_len()];
     pool::forward_naive(g, &x, &mut want);
     assert_bits_eq(
@@ -355,7 +355,7 @@ pub fn check_max_pool<D: Device>(dev: &D, g: &PoolGeom, seed: u64) -> Result<()>
     );
 
     let mut dx = dev.alloc(g.x_len())?;
-    dev.max_pool_backward(g, &xd, &dev.upload(&dy)?, &mut dx)?;
+    dev.max_pool_backward(g, &argmax, &dev.upload(&dy)?, &mut dx)?;
     let mut want = vec![0.0f32; g.x_len()];
     pool::backward_naive(g, &x, &dy, &mut want);
     assert_bits_eq(

@@ -49,9 +49,11 @@ impl<L: Launcher> KernelDevice<L> {
         w: &L::Buf,
         b: &L::Buf,
         y: &mut L::Buf,
+        relu: bool,
     ) -> Result<()> {
         let run = || -> Result<()> {
-            let p = conv_params(g)?;
+            let mut p = conv_params(g)?;
+            p.relu = relu as i32;
             check_len("x", self.len(x), g.x_len())?;
             check_len("w", self.len(w), g.w_len())?;
             check_len("b", self.len(b), g.c_out)?;

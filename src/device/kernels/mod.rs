@@ -54,6 +54,50 @@ fn kernel(module: &'static str, name: &'static str) -> Kernel {
     Kernel { module, name }
 }
 
+/// Threads of an LRN launch: one per pixel column for windows of 3 to 9 channels (which
+/// `cuda/lrn.cu` walks in registers), else one per element (`lrn_by_column` there).
+fn lrn_threads(g: &LrnGeom) -> usize {
+    if (1..=4).contains(&(g.size / 2)) {
+        g.n * g.h * g.w
+    } else {
+        g.len()
+    }
+}
+
+/// One thread per pixel of a `width x height` map, 32 x 8 per block, the maps along grid z
+/// (kernels loop over maps past CUDA's 65535 limit on it).
+fn per_map_pixel(width: usize, height: usize, maps: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid: [
+            u32_of(width.div_ceil(32), "column blocks")?,
+            u32_of(height.div_ceil(8), "row blocks")?,
+            maps.clamp(1, 65535) as u32,
+        ],
+        block: [32, 8, 1],
+        shared_bytes: 0,
+    })
+}
+
+/// Dropout: one thread per Philox block (four units) a sample's units can touch, the samples
+/// along grid y (`cuda/dropout.cu`).
+fn per_philox_block(g: &DropoutGeom) -> Result<LaunchConfig> {
+    let slots = g.units / 4 + 2;
+    ensure!(
+        g.n <= 65535,
+        "dropout over {} samples exceeds CUDA's grid y limit",
+        g.n
+    );
+    Ok(LaunchConfig {
+        grid: [
+            u32_of(slots.div_ceil(THREADS as usize), "blocks")?,
+            g.n as u32,
+            1,
+        ],
+        block: [THREADS, 1, 1],
+        shared_bytes: 0,
+    })
+}
+
 /// One thread per element, 256 per block.
 fn elementwise(n: usize) -> Result<LaunchConfig> {
     Ok(LaunchConfig {
@@ -296,7 +340,17 @@ impl<L: Launcher> Device for KernelDevice<L> {
         b: &L::Buf,
         y: &mut L::Buf,
     ) -> Result<()> {
-        self.launch_conv_forward(g, x, w, b, y)
+        self.launch_conv_forward(g, x, w, b, y, false)
+    }
+    fn conv_forward_relu(
+        &self,
+        g: &ConvGeom,
+        x: &L::Buf,
+        w: &L::Buf,
+        b: &L::Buf,
+        y: &mut L::Buf,
+    ) -> Result<()> {
+        self.launch_conv_forward(g, x, w, b, y, true)
     }
 
     fn conv_backward_data(
@@ -404,7 +458,7 @@ impl<L: Launcher> Device for KernelDevice<L> {
             let (xp, yp) = (self.ptr(x), self.ptr(y));
             self.launch(
                 kernel("lrn", "lrn_forward_f32"),
-                elementwise(g.len())?,
+                elementwise(lrn_threads(g))?,
                 &[arg(&p), arg(&xp), arg(&yp)],
             )
         };
@@ -430,7 +484,7 @@ impl<L: Launcher> Device for KernelDevice<L> {
             let (xp, yp, dyp, dxp) = (self.ptr(x), self.ptr(y), self.ptr(dy), self.ptr(dx));
             self.launch(
                 kernel("lrn", "lrn_backward_f32"),
-                elementwise(g.len())?,
+                elementwise(lrn_threads(g))?,
                 &[arg(&p), arg(&xp), arg(&yp), arg(&dyp), arg(&dxp)],
             )
         };
@@ -495,19 +549,26 @@ impl<L: Launcher> Device for KernelDevice<L> {
         run().with_context(|| format!("spatial_norm_backward {g:?}"))
     }
 
-    fn max_pool_forward(&self, g: &PoolGeom, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
+    fn max_pool_forward(
+        &self,
+        g: &PoolGeom,
+        x: &L::Buf,
+        y: &mut L::Buf,
+        argmax: &mut L::Buf,
+    ) -> Result<()> {
         let run = || -> Result<()> {
             let p = pool_params(g)?;
             check_len("x", self.len(x), g.x_len())?;
             check_len("y", self.len(y), g.y_len())?;
+            check_len("argmax", self.len(argmax), g.y_len())?;
             if g.y_len() == 0 {
                 return Ok(());
             }
-            let (xp, yp) = (self.ptr(x), self.ptr(y));
+            let (xp, yp, ap) = (self.ptr(x), self.ptr(y), self.ptr(argmax));
             self.launch(
                 kernel("pool", "max_pool_forward_f32"),
-                elementwise(g.y_len())?,
-                &[arg(&p), arg(&xp), arg(&yp)],
+                per_map_pixel(g.out_w(), g.out_h(), g.n * g.c)?,
+                &[arg(&p), arg(&xp), arg(&yp), arg(&ap)],
             )
         };
         run().with_context(|| format!("max_pool_forward {g:?}"))
@@ -515,23 +576,23 @@ impl<L: Launcher> Device for KernelDevice<L> {
     fn max_pool_backward(
         &self,
         g: &PoolGeom,
-        x: &L::Buf,
+        argmax: &L::Buf,
         dy: &L::Buf,
         dx: &mut L::Buf,
     ) -> Result<()> {
         let run = || -> Result<()> {
             let p = pool_params(g)?;
-            check_len("x", self.len(x), g.x_len())?;
+            check_len("argmax", self.len(argmax), g.y_len())?;
             check_len("dy", self.len(dy), g.y_len())?;
             check_len("dx", self.len(dx), g.x_len())?;
             if g.x_len() == 0 {
                 return Ok(());
             }
-            let (xp, dyp, dxp) = (self.ptr(x), self.ptr(dy), self.ptr(dx));
+            let (ap, dyp, dxp) = (self.ptr(argmax), self.ptr(dy), self.ptr(dx));
             self.launch(
                 kernel("pool", "max_pool_backward_f32"),
-                elementwise(g.x_len())?,
-                &[arg(&p), arg(&xp), arg(&dyp), arg(&dxp)],
+                per_map_pixel(g.w, g.h, g.n * g.c)?,
+                &[arg(&p), arg(&ap), arg(&dyp), arg(&dxp)],
             )
         };
         run().with_context(|| format!("max_pool_backward {g:?}"))
@@ -548,7 +609,7 @@ impl<L: Launcher> Device for KernelDevice<L> {
             let (xp, yp) = (self.ptr(x), self.ptr(y));
             self.launch(
                 kernel("dropout", "dropout_forward_train_f32"),
-                elementwise(g.len())?,
+                per_philox_block(g)?,
                 &[arg(&p), arg(&xp), arg(&yp)],
             )
         };
@@ -565,7 +626,7 @@ impl<L: Launcher> Device for KernelDevice<L> {
             let (dyp, dxp) = (self.ptr(dy), self.ptr(dx));
             self.launch(
                 kernel("dropout", "dropout_backward_f32"),
-                elementwise(g.len())?,
+                per_philox_block(g)?,
                 &[arg(&p), arg(&dyp), arg(&dxp)],
             )
         };

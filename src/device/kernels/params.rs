@@ -27,6 +27,7 @@ pub(super) struct ConvParams {
     pub(super) cout_g: i32,
     pub(super) k_chunk: i32,
     pub(super) img_chunk: i32,
+    pub(super) relu: i32,
 }
 
 #[repr(C)]
@@ -84,6 +85,8 @@ pub(super) struct PoolParams {
     pub(super) out_w: i32,
     pub(super) size: i32,
     pub(super) stride: i32,
+    pub(super) stride_m: u32,
+    pub(super) stride_l: u32,
 }
 
 #[repr(C)]
@@ -165,6 +168,7 @@ pub(super) fn conv_params(g: &ConvGeom) -> Result<ConvParams> {
         cout_g: i32_of(g.cout_per_group(), "c_out per group")?,
         k_chunk: 0,
         img_chunk: 0,
+        relu: 0,
     })
 }
 
@@ -200,7 +204,23 @@ pub(super) fn pool_params(g: &PoolGeom) -> Result<PoolParams> {
         out_w: g.out_w() as i32,
         size: g.size as i32,
         stride: g.stride as i32,
+        stride_m: fast_div(g.stride).0,
+        stride_l: fast_div(g.stride).1,
     })
+}
+
+/// The multiplier and shift that divide numerators below 2^31 by `d` (1 <= d < 2^31) as
+/// `(umulhi(n, m) + n) >> l` (Granlund & Montgomery 1994; `FastDiv` in `cuda/common.cuh`
+/// computes the same on the device).
+pub(super) fn fast_div(d: usize) -> (u32, u32) {
+    assert!((1..1 << 31).contains(&d), "a divisor in 1..2^31");
+    let l = if d > 1 {
+        32 - ((d - 1) as u32).leading_zeros()
+    } else {
+        0
+    };
+    let m = ((((1u64 << l) - d as u64) << 32) / d as u64 + 1) as u32;
+    (m, l)
 }
 
 pub(super) fn lrn_params(g: &LrnGeom) -> Result<LrnParams> {
@@ -271,15 +291,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fast_division_is_exact() {
+        for d in [
+            1usize,
+            2,
+            3,
+            4,
+            5,
+            7,
+            11,
+            13,
+            55,
+            169,
+            3025,
+            65535,
+            (1 << 31) - 1,
+        ] {
+            let (m, l) = fast_div(d);
+            let div = |n: u32| ((((n as u64 * m as u64) >> 32) + n as u64) >> l) as u32;
+            for n in (0..5000u32).chain([(1 << 31) - 1, (1 << 30) + 12345, 999_999_937]) {
+                assert_eq!(div(n), n / d as u32, "{n} / {d}");
+            }
+        }
+    }
+
+    #[test]
     fn param_structs_match_the_sizes_params_cuh_asserts() {
         // cuda/params.cuh static_asserts the same sizes on the C side.
         use std::mem::{align_of, size_of};
-        assert_eq!(size_of::<ConvParams>(), 60);
+        assert_eq!(size_of::<ConvParams>(), 64);
         assert_eq!(size_of::<FcParams>(), 16);
         assert_eq!(size_of::<ReduceParams>(), 16);
         assert_eq!(size_of::<LrnParams>(), 36);
         assert_eq!(size_of::<SpatialNormParams>(), 32);
-        assert_eq!(size_of::<PoolParams>(), 28);
+        assert_eq!(size_of::<PoolParams>(), 36);
         assert_eq!(
             (size_of::<DropoutParams>(), align_of::<DropoutParams>()),
             (40, 8)
