@@ -18,6 +18,7 @@ use std::sync::Mutex;
 const HOST_VARIANTS: &[(&str, &str, &str)] = &[
     ("conv", "nobarrier", "ALEXNET_DROP_TEST_BARRIER"),
     ("conv", "nowait", "ALEXNET_DROP_TEST_ASYNC_WAIT"),
+    ("conv", "skipmma", "ALEXNET_TEST_SKIP_ONE_MMA"),
     ("selftest", "nobarrier", "ALEXNET_DROP_TEST_BARRIER"),
     ("selftest", "nowait", "ALEXNET_DROP_TEST_ASYNC_WAIT"),
 ];

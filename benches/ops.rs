@@ -10,6 +10,10 @@
 //! memory the run held is reported), else the CPU path (timed by the wall clock);
 //! `ALEXNET_BENCH_DEVICE=cpu|cuda` chooses. The table says which.
 //! `cargo bench --bench ops`; `ALEXNET_BENCH_REPEATS` sets the timed runs per op (default 5).
+//!
+//! The convolutions and fc layers are timed at each precision of `ALEXNET_BENCH_PRECISION`
+//! (a comma list of fp32, tf32, bf16, or `all`; default all three on a GPU, fp32 on the CPU),
+//! each against the large GEMM's rate at the same precision.
 
 use alexnet::cuda::{CudaDevice, CudaLauncher};
 use alexnet::device::cpu::CpuDevice;
@@ -17,6 +21,7 @@ use alexnet::device::kernels::KernelDevice;
 use alexnet::device::{Device, labels_as_floats};
 use alexnet::model::spec::Layer;
 use alexnet::model::{Ablations, Plan, preset};
+use alexnet::ops::precision::Precision;
 use alexnet::ops::{dropout::DropoutGeom, fc::FcGeom, philox, sgd::SgdStep};
 use anyhow::{Result, bail};
 use std::time::Instant;
@@ -61,6 +66,8 @@ impl Timed for CudaDevice {
 
 struct Row {
     op: String,
+    /// The products' precision, for the convolutions and fc layers.
+    precision: Option<Precision>,
     times_ms: Vec<f64>,
     /// Floating point operations, or bytes moved, per run.
     work: f64,
@@ -86,16 +93,28 @@ fn time<D: Timed>(dev: &D, repeats: usize, mut f: impl FnMut() -> Result<()>) ->
     Ok(ms)
 }
 
-fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec<Row>> {
+fn bench<D: Timed>(
+    dev: &D,
+    plan: &Plan,
+    n: usize,
+    repeats: usize,
+    precisions: &[Precision],
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let f4 = 4.0f64; // bytes per f32
-    let mut push = |op: String, times_ms: Vec<f64>, work: f64, is_flops: bool| {
+    let mut push_at = |op: String, precision, times_ms: Vec<f64>, work: f64, is_flops: bool| {
         rows.push(Row {
             op,
+            precision,
             times_ms,
             work,
             is_flops,
         })
+    };
+    // The op at `prec`, its name tagged with any precision but fp32.
+    let tagged = |op: String, prec: Precision| match prec {
+        Precision::Fp32 => op,
+        p => format!("{op} {p}"),
     };
     for lp in &plan.layers {
         let (inp, out) = (n * lp.input.len(), n * lp.output.len());
@@ -117,28 +136,35 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                 );
                 // One tower's share of the layer's multiply-adds, two flops each.
                 let flops = 2.0 * (lp.macs / lp.active_towers) as f64 * n as f64;
-                push(
-                    format!("{name} forward"),
-                    time(dev, repeats, || dev.conv_forward(&g, &x, &w, &b, &mut y))?,
-                    flops,
-                    true,
-                );
-                push(
-                    format!("{name} data grad"),
-                    time(dev, repeats, || {
-                        dev.conv_backward_data(&g, &dy, &w, &mut dx)
-                    })?,
-                    flops,
-                    true,
-                );
-                push(
-                    format!("{name} filter grad"),
-                    time(dev, repeats, || {
-                        dev.conv_backward_filter(&g, &x, &dy, &mut dw, &mut db)
-                    })?,
-                    flops,
-                    true,
-                );
+                for &prec in precisions {
+                    push_at(
+                        tagged(format!("{name} forward"), prec),
+                        Some(prec),
+                        time(dev, repeats, || {
+                            dev.conv_forward(&g, prec, &x, &w, &b, &mut y)
+                        })?,
+                        flops,
+                        true,
+                    );
+                    push_at(
+                        tagged(format!("{name} data grad"), prec),
+                        Some(prec),
+                        time(dev, repeats, || {
+                            dev.conv_backward_data(&g, prec, &dy, &w, &mut dx)
+                        })?,
+                        flops,
+                        true,
+                    );
+                    push_at(
+                        tagged(format!("{name} filter grad"), prec),
+                        Some(prec),
+                        time(dev, repeats, || {
+                            dev.conv_backward_filter(&g, prec, &x, &dy, &mut dw, &mut db)
+                        })?,
+                        flops,
+                        true,
+                    );
+                }
             }
             Layer::Fc(_) => {
                 let g = lp.fc_geom(n);
@@ -162,26 +188,33 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                 let mut runs: Vec<(&D, &str)> = vec![(dev, "")];
                 runs.extend(own.as_ref().map(|o| (o, " (own)")));
                 for (d, tag) in runs {
-                    push(
-                        format!("{name} forward{tag}"),
-                        time(d, repeats, || d.fc_forward(&g, &x, &w, &b, &mut y))?,
-                        flops,
-                        true,
-                    );
-                    push(
-                        format!("{name} data grad{tag}"),
-                        time(d, repeats, || d.fc_backward_data(&g, &dy, &w, &mut dx))?,
-                        flops,
-                        true,
-                    );
-                    push(
-                        format!("{name} filter grad{tag}"),
-                        time(d, repeats, || {
-                            d.fc_backward_filter(&g, &x, &dy, &mut dw, &mut db)
-                        })?,
-                        flops,
-                        true,
-                    );
+                    for &prec in precisions {
+                        push_at(
+                            tagged(format!("{name} forward{tag}"), prec),
+                            Some(prec),
+                            time(d, repeats, || d.fc_forward(&g, prec, &x, &w, &b, &mut y))?,
+                            flops,
+                            true,
+                        );
+                        push_at(
+                            tagged(format!("{name} data grad{tag}"), prec),
+                            Some(prec),
+                            time(d, repeats, || {
+                                d.fc_backward_data(&g, prec, &dy, &w, &mut dx)
+                            })?,
+                            flops,
+                            true,
+                        );
+                        push_at(
+                            tagged(format!("{name} filter grad{tag}"), prec),
+                            Some(prec),
+                            time(d, repeats, || {
+                                d.fc_backward_filter(&g, prec, &x, &dy, &mut dw, &mut db)
+                            })?,
+                            flops,
+                            true,
+                        );
+                    }
                 }
                 // The SGD update of this layer's weights: read w, v, g, write w, v.
                 let (mut wv, mut v) = (random(dev, wl, 5)?, dev.alloc(wl)?);
@@ -190,8 +223,9 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                     momentum: 0.9,
                     weight_decay: 0.0005,
                 };
-                push(
+                push_at(
                     format!("{name} sgd update"),
+                    None,
                     time(dev, repeats, || dev.sgd_update(&step, &mut wv, &mut v, &dw))?,
                     5.0 * f4 * wl as f64,
                     false,
@@ -201,15 +235,17 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                 let g = lp.lrn_geom(n);
                 let (x, dy) = (random(dev, inp, 1)?, random(dev, out, 4)?);
                 let (mut y, mut dx) = (dev.alloc(out)?, dev.alloc(inp)?);
-                push(
+                push_at(
                     format!("{name} forward"),
+                    None,
                     time(dev, repeats, || dev.lrn_forward(&g, &x, &mut y))?,
                     2.0 * f4 * inp as f64,
                     false,
                 );
                 dev.lrn_forward(&g, &x, &mut y)?;
-                push(
+                push_at(
                     format!("{name} backward"),
+                    None,
                     time(dev, repeats, || dev.lrn_backward(&g, &x, &y, &dy, &mut dx))?,
                     4.0 * f4 * inp as f64,
                     false,
@@ -220,16 +256,18 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                 let (x, dy) = (random(dev, inp, 1)?, random(dev, out, 4)?);
                 let (mut y, mut dx) = (dev.alloc(out)?, dev.alloc(inp)?);
                 let mut argmax = dev.alloc(out)?;
-                push(
+                push_at(
                     format!("{name} forward"),
+                    None,
                     time(dev, repeats, || {
                         dev.max_pool_forward(&g, &x, &mut y, &mut argmax)
                     })?,
                     f4 * (inp + 2 * out) as f64,
                     false,
                 );
-                push(
+                push_at(
                     format!("{name} backward"),
+                    None,
                     time(dev, repeats, || {
                         dev.max_pool_backward(&g, &argmax, &dy, &mut dx)
                     })?,
@@ -250,14 +288,16 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
                 };
                 let x = random(dev, out, 1)?;
                 let mut y = dev.alloc(out)?;
-                push(
+                push_at(
                     format!("{name} forward"),
+                    None,
                     time(dev, repeats, || dev.dropout_forward_train(&g, &x, &mut y))?,
                     2.0 * f4 * out as f64,
                     false,
                 );
-                push(
+                push_at(
                     format!("{name} backward"),
+                    None,
                     time(dev, repeats, || dev.dropout_backward(&g, &x, &mut y))?,
                     2.0 * f4 * out as f64,
                     false,
@@ -266,8 +306,9 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
             Layer::Relu(_) if lp.index == 1 => {
                 // One ReLU stands for all: elementwise, bandwidth-bound, the size of conv1's output.
                 let (x, mut y) = (random(dev, inp, 1)?, dev.alloc(inp)?);
-                push(
+                push_at(
                     format!("{name} forward"),
+                    None,
                     time(dev, repeats, || dev.relu_forward(&x, &mut y))?,
                     2.0 * f4 * inp as f64,
                     false,
@@ -282,8 +323,9 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
     let labels = dev.upload(&labels_as_floats(&labels, classes)?)?;
     let (mut probs, mut dl) = (dev.alloc(n * classes)?, dev.alloc(n * classes)?);
     let mut losses = dev.alloc(n)?;
-    push(
+    push_at(
         "softmax xent".into(),
+        None,
         time(dev, repeats, || {
             dev.softmax_xent(
                 n,
@@ -301,9 +343,13 @@ fn bench<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize) -> Result<Vec
     Ok(rows)
 }
 
-/// Ceilings measured on the same device: a large SGEMM (fc-shaped, 4096×4096 by 256 rows) and a
-/// large copy.
-fn ceilings<D: Timed>(dev: &D, repeats: usize) -> Result<(f64, f64)> {
+/// Ceilings measured on the same device: a large GEMM (fc-shaped, 4096×4096 by 256 rows) at
+/// each precision, and a large copy.
+fn ceilings<D: Timed>(
+    dev: &D,
+    repeats: usize,
+    precisions: &[Precision],
+) -> Result<(Vec<(Precision, f64)>, f64)> {
     let g = FcGeom {
         n: 256,
         inputs: 4096,
@@ -315,8 +361,16 @@ fn ceilings<D: Timed>(dev: &D, repeats: usize) -> Result<(f64, f64)> {
         random(dev, g.outputs, 3)?,
     );
     let mut y = dev.alloc(g.n * g.outputs)?;
-    let ms = time(dev, repeats, || dev.fc_forward(&g, &x, &w, &b, &mut y))?;
-    let gflops = 2.0 * (g.n * g.inputs * g.outputs) as f64 / ms[ms.len() / 2] / 1e6;
+    let mut gemm = Vec::new();
+    for &prec in precisions {
+        let ms = time(dev, repeats, || {
+            dev.fc_forward(&g, prec, &x, &w, &b, &mut y)
+        })?;
+        gemm.push((
+            prec,
+            2.0 * (g.n * g.inputs * g.outputs) as f64 / ms[ms.len() / 2] / 1e6,
+        ));
+    }
     let len = 64 << 20;
     let src = random(dev, len, 4)?;
     let mut dst = dev.alloc(len)?;
@@ -328,7 +382,16 @@ fn ceilings<D: Timed>(dev: &D, repeats: usize) -> Result<(f64, f64)> {
         dev.copy_2d(&src, block, &mut dst, block, len, 1)
     })?;
     let gbs = 2.0 * 4.0 * len as f64 / ms[ms.len() / 2] / 1e6;
-    Ok((gflops, gbs))
+    Ok((gemm, gbs))
+}
+
+/// `ALEXNET_BENCH_PRECISION`, or `default`.
+fn bench_precisions(default: &[Precision]) -> Result<Vec<Precision>> {
+    match std::env::var("ALEXNET_BENCH_PRECISION") {
+        Err(_) => Ok(default.to_vec()),
+        Ok(v) if v == "all" => Ok(Precision::ALL.to_vec()),
+        Ok(v) => v.split(',').map(|p| p.trim().parse()).collect(),
+    }
 }
 
 fn main() -> Result<()> {
@@ -341,6 +404,10 @@ fn main() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(128);
     let plan = Plan::new(&preset("paper", &Ablations::default())?)?;
+    let (cpu, gpu) = (
+        bench_precisions(&[Precision::Fp32])?,
+        bench_precisions(&Precision::ALL)?,
+    );
     let choice = std::env::var("ALEXNET_BENCH_DEVICE").unwrap_or_default();
     match choice.as_str() {
         "cpu" => run(
@@ -348,6 +415,7 @@ fn main() -> Result<()> {
             &plan,
             n,
             repeats,
+            &cpu,
             "chosen by ALEXNET_BENCH_DEVICE",
         ),
         "cuda" => run(
@@ -355,15 +423,17 @@ fn main() -> Result<()> {
             &plan,
             n,
             repeats,
+            &gpu,
             "GPU 0",
         ),
         "" => match CudaLauncher::new(0) {
-            Ok(l) => run(&KernelDevice::new(l), &plan, n, repeats, "GPU 0"),
+            Ok(l) => run(&KernelDevice::new(l), &plan, n, repeats, &gpu, "GPU 0"),
             Err(e) => run(
                 &CpuDevice,
                 &plan,
                 n,
                 repeats,
+                &cpu,
                 &format!("no GPU selected: this times the CPU path; {e:#}"),
             ),
         },
@@ -371,14 +441,28 @@ fn main() -> Result<()> {
     }
 }
 
-fn run<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize, why: &str) -> Result<()> {
+fn run<D: Timed>(
+    dev: &D,
+    plan: &Plan,
+    n: usize,
+    repeats: usize,
+    precisions: &[Precision],
+    why: &str,
+) -> Result<()> {
     println!(
         "ops at the paper's shapes, one tower, batch {n}, on {} ({why})",
         dev.describe()
     );
-    let (peak_gflops, peak_gbs) = ceilings(dev, repeats)?;
-    println!("ceilings measured now: SGEMM {peak_gflops:.1} GFLOP/s, copy {peak_gbs:.1} GB/s");
-    let rows = bench(dev, plan, n, repeats)?;
+    let (peak_gemm, peak_gbs) = ceilings(dev, repeats, precisions)?;
+    let gemm_text: Vec<String> = peak_gemm
+        .iter()
+        .map(|(p, g)| format!("{p} {g:.1}"))
+        .collect();
+    println!(
+        "ceilings measured now: GEMM {} GFLOP/s, copy {peak_gbs:.1} GB/s",
+        gemm_text.join(", ")
+    );
+    let rows = bench(dev, plan, n, repeats, precisions)?;
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>12} {:>9}",
         "op", "median ms", "min ms", "max ms", "rate", "of peak"
@@ -387,7 +471,13 @@ fn run<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize, why: &str) -> R
     for r in &rows {
         let median = r.times_ms[r.times_ms.len() / 2];
         let rate = r.work / median / 1e6; // GFLOP/s or GB/s
-        let peak = if r.is_flops { peak_gflops } else { peak_gbs };
+        let peak = match r.precision {
+            Some(p) => peak_gemm
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map_or(f64::NAN, |(_, g)| *g),
+            None => peak_gbs,
+        };
         let unit = if r.is_flops { "GFLOP/s" } else { "GB/s" };
         println!(
             "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>6.1} {:<7} {:>7.1}%",
@@ -400,8 +490,9 @@ fn run<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize, why: &str) -> R
             100.0 * rate / peak
         );
         json.push(serde_json::json!({
-            "op": r.op, "median_ms": median, "min_ms": r.times_ms[0], "max_ms": r.times_ms[r.times_ms.len() - 1],
-            "rate": rate, "unit": unit, "fraction_of_ceiling": rate / peak,
+            "op": r.op, "precision": r.precision, "median_ms": median, "min_ms": r.times_ms[0],
+            "max_ms": r.times_ms[r.times_ms.len() - 1], "rate": rate, "unit": unit,
+            "fraction_of_ceiling": rate / peak,
         }));
     }
     let peak_bytes = dev.memory_peak();
@@ -411,7 +502,8 @@ fn run<D: Timed>(dev: &D, plan: &Plan, n: usize, repeats: usize, why: &str) -> R
     }
     let out = serde_json::json!({
         "device": dev.describe(), "batch": n, "repeats": repeats,
-        "ceiling_sgemm_gflops": peak_gflops, "ceiling_copy_gbs": peak_gbs,
+        "ceiling_gemm_gflops": peak_gemm.iter().map(|(p, g)| (p.name(), *g)).collect::<std::collections::BTreeMap<_, _>>(),
+        "ceiling_copy_gbs": peak_gbs,
         "peak_device_bytes": peak_bytes, "ops": json,
     });
     let dir = std::path::Path::new(

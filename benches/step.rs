@@ -8,6 +8,9 @@
 //! the condition of the peers' benchmarks, which keep their input on the GPU), and with the
 //! batch uploaded from host memory every step (`Network::train_step`, as `alexnet train` does).
 //!
+//! Each case at each precision of `ALEXNET_BENCH_PRECISION` (a comma list of fp32, tf32, bf16, or
+//! `all`; default all three on GPUs, fp32 on the CPU).
+//!
 //! `cargo bench --bench step`; `ALEXNET_BENCH_REPEATS` sets the timed steps per case.
 
 use alexnet::device::Device;
@@ -15,6 +18,7 @@ use alexnet::device::cpu::CpuDevice;
 use alexnet::model::init::init_params;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::philox;
+use alexnet::ops::precision::Precision;
 use alexnet::parallel::Network;
 use anyhow::{Result, bail};
 use std::time::Instant;
@@ -42,27 +46,40 @@ fn main() -> Result<()> {
         },
         other => bail!("ALEXNET_BENCH_DEVICE={other:?}: expected cpu or cuda"),
     };
+    let precisions: Vec<Precision> = match std::env::var("ALEXNET_BENCH_PRECISION") {
+        Err(_) if use_gpu => Precision::ALL.to_vec(),
+        Err(_) => vec![Precision::Fp32],
+        Ok(v) if v == "all" => Precision::ALL.to_vec(),
+        Ok(v) => v
+            .split(',')
+            .map(|p| p.trim().parse())
+            .collect::<Result<_>>()?,
+    };
     println!("training step, {repeats} timed steps after one warm-up");
     println!(
-        "{:<8} {:>6} {:>9} {:>11} {:>11} {:>11} {:>10} {:>9}  devices",
-        "preset", "batch", "input", "median ms", "min ms", "max ms", "images/s", "GFLOP/s"
+        "{:<8} {:>5} {:>6} {:>9} {:>11} {:>11} {:>11} {:>10} {:>9}  devices",
+        "preset", "prec", "batch", "input", "median ms", "min ms", "max ms", "images/s", "GFLOP/s"
     );
     let mut rows = Vec::new();
     let cases: &[(&str, usize)] = if use_gpu { &gpu_cases } else { &cpu_cases };
     for &(name, batch) in cases {
-        let plan = Plan::new(&preset(name, &Ablations::default())?)?;
-        let towers = plan.spec.towers;
-        let case_rows = if use_gpu {
-            time_step(
-                &plan,
-                alexnet::cuda::devices(&gpus, towers)?,
-                batch,
-                repeats,
-            )?
-        } else {
-            time_step(&plan, vec![CpuDevice; towers], batch, repeats)?
-        };
-        rows.extend(case_rows);
+        for &precision in &precisions {
+            let mut spec = preset(name, &Ablations::default())?;
+            spec.precision = precision;
+            let plan = Plan::new(&spec)?;
+            let towers = plan.spec.towers;
+            let case_rows = if use_gpu {
+                time_step(
+                    &plan,
+                    alexnet::cuda::devices(&gpus, towers)?,
+                    batch,
+                    repeats,
+                )?
+            } else {
+                time_step(&plan, vec![CpuDevice; towers], batch, repeats)?
+            };
+            rows.extend(case_rows);
+        }
     }
     let dir = std::path::Path::new(
         &std::env::var("CARGO_TARGET_DIR")
@@ -140,8 +157,9 @@ fn row(
     let images_per_s = batch as f64 / median * 1e3;
     let input = if resident { "resident" } else { "uploaded" };
     println!(
-        "{:<8} {:>6} {:>9} {:>11.2} {:>11.2} {:>11.2} {:>10.1} {:>9.1}  {}",
+        "{:<8} {:>5} {:>6} {:>9} {:>11.2} {:>11.2} {:>11.2} {:>10.1} {:>9.1}  {}",
         plan.spec.name,
+        plan.spec.precision,
         batch,
         input,
         median,
@@ -152,7 +170,7 @@ fn row(
         described.join(" | ")
     );
     serde_json::json!({
-        "preset": plan.spec.name, "batch": batch, "input": input, "median_ms": median,
+        "preset": plan.spec.name, "precision": plan.spec.precision, "batch": batch, "input": input, "median_ms": median,
         "min_ms": ms[0], "max_ms": ms[ms.len() - 1], "images_per_s": images_per_s,
         "gflops": flops / median / 1e6, "repeats": ms.len(), "devices": described,
         "cpu_threads": rayon::current_num_threads(),

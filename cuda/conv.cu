@@ -105,7 +105,7 @@ __device__ __forceinline__ void conv_forward(const ConvParams& p, const float* x
     const IgemmSmem<T> sm(smem);
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN, g = blockIdx.z;
     const ConvFwdPass<MASKED> pass(p, x, w, g, m0, n0);
-    float acc[T::TM][T::TN];
+    float acc[T::ACC];
     igemm_mainloop<T>(sm, pass, 0, pass.kdim, acc);
     ConvFwdStore st{p, bias, y, m0, n0, g};
     igemm_store<T>(st, acc);
@@ -233,7 +233,7 @@ __device__ __forceinline__ void conv_backward_data(const ConvParams& p, const fl
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
     if (n0 >= ph.gemm_n(p)) return;  // this phase has fewer pixels than the largest: whole block
     const ConvDataPass<MASKED> pass(p, ph, dy, w, m0, n0);
-    float acc[T::TM][T::TN];
+    float acc[T::ACC];
     igemm_mainloop<T>(sm, pass, 0, ph.gemm_k(p), acc);
     ConvDataStore st{p, ph, dx, m0, n0};
     igemm_store<T>(st, acc);
@@ -355,7 +355,7 @@ __device__ __forceinline__ void conv_backward_filter(const ConvParams& p, const 
     const int k_begin = split * p.k_chunk;
     const int k_end = min(kdim, k_begin + p.k_chunk);
     const ConvFilterPass<MASKED> pass(p, x, dy, g, m0, n0);
-    float acc[T::TM][T::TN];
+    float acc[T::ACC];
     igemm_mainloop<T>(sm, pass, k_begin, k_end, acc);
     const int w_len = p.c_out * p.cin_g * p.k * p.k;
     ConvFilterStore st{p, dw + (long long)split * w_len, m0, n0, g};
@@ -364,39 +364,54 @@ __device__ __forceinline__ void conv_backward_filter(const ConvParams& p, const 
 
 // ---- the kernels, one per pass and tile ------------------------------------------------------
 
-// At least two blocks of 256 threads (four of 128) per SM: at most 128 registers per thread.
-#define CONV_BOUNDS(BM, BN, TM) \
-    __launch_bounds__(IgemmTile<BM, BN, TM>::THREADS, 512 / IgemmTile<BM, BN, TM>::THREADS)
+// At least two blocks of 256 threads (four of 128) per SM, so at most 128 registers a thread:
+// every kernel fits without spilling but the tensor-core data gradient, whose pass state and
+// fragments need more; it is held to three blocks of 128 threads (one of 256), up to 168.
+#define CONV_BOUNDS(BM, BN, TM, BLOCK_THREADS_PER_SM) \
+    __launch_bounds__(IgemmTile<BM, BN, TM>::THREADS, \
+                      (BLOCK_THREADS_PER_SM) / IgemmTile<BM, BN, TM>::THREADS)
 
-// With masked bounds checks (taps up to IGEMM_MASKED_TAPS per axis, filter-gradient borders up
-// to FILTER_BORDER), suffix ""; with general checks, suffix "_wide" (built for one tile only: no
+// Each pass at each precision (f32: SIMT FFMA; tf32, bf16: tensor cores) and tile, with masked
+// bounds checks (taps up to IGEMM_MASKED_TAPS per axis, filter-gradient borders up to
+// FILTER_BORDER), suffix ""; with general checks, suffix "_wide" (built for one tile only: no
 // preset needs it).
-#define CONV_KERNELS(BM, BN, TM, MASKED, SUFFIX)                                                \
-    extern "C" __global__ void CONV_BOUNDS(BM, BN, TM)                                          \
-        conv_forward_f32_##BM##x##BN##SUFFIX(ConvParams p, const float* x, const float* w,     \
-                                              const float* b, float* y) {                        \
-        conv_forward<IgemmTile<BM, BN, TM>, MASKED>(p, x, w, b, y);                              \
+#define CONV_KERNELS(BM, BN, TM, MATH, PREC, MASKED, SUFFIX)                                     \
+    extern "C" __global__ void CONV_BOUNDS(BM, BN, TM, 512)                                     \
+        conv_forward_##PREC##_##BM##x##BN##SUFFIX(ConvParams p, const float* x, const float* w, \
+                                                   const float* b, float* y) {                   \
+        conv_forward<IgemmTile<BM, BN, TM, MATH>, MASKED>(p, x, w, b, y);                        \
     }                                                                                            \
-    extern "C" __global__ void CONV_BOUNDS(BM, BN, TM)                                          \
-        conv_backward_data_f32_##BM##x##BN##SUFFIX(ConvParams p, const float* dy,               \
-                                                    const float* w, float* dx) {                 \
-        conv_backward_data<IgemmTile<BM, BN, TM>, MASKED>(p, dy, w, dx);                         \
+    extern "C" __global__ void CONV_BOUNDS(BM, BN, TM, MATH == Math::Simt ? 512 : 384)          \
+        conv_backward_data_##PREC##_##BM##x##BN##SUFFIX(ConvParams p, const float* dy,          \
+                                                         const float* w, float* dx) {            \
+        conv_backward_data<IgemmTile<BM, BN, TM, MATH>, MASKED>(p, dy, w, dx);                   \
     }                                                                                            \
-    extern "C" __global__ void CONV_BOUNDS(BM, BN, TM)                                          \
-        conv_backward_filter_f32_##BM##x##BN##SUFFIX(ConvParams p, const float* x,              \
-                                                      const float* dy, float* dw) {              \
-        conv_backward_filter<IgemmTile<BM, BN, TM>, MASKED>(p, x, dy, dw);                       \
+    extern "C" __global__ void CONV_BOUNDS(BM, BN, TM, 512)                                     \
+        conv_backward_filter_##PREC##_##BM##x##BN##SUFFIX(ConvParams p, const float* x,         \
+                                                           const float* dy, float* dw) {         \
+        conv_backward_filter<IgemmTile<BM, BN, TM, MATH>, MASKED>(p, x, dy, dw);                 \
     }
-#define CONV_MASKED_KERNELS(BM, BN, TM) CONV_KERNELS(BM, BN, TM, true, )
-IGEMM_TILES(CONV_MASKED_KERNELS)
-CONV_KERNELS(64, 128, 8, false, _wide)
-#undef CONV_MASKED_KERNELS
+#define CONV_PRECISIONS(BM, BN, TM)                     \
+    CONV_KERNELS(BM, BN, TM, Math::Simt, f32, true, )  \
+    CONV_KERNELS(BM, BN, TM, Math::Tf32, tf32, true, ) \
+    CONV_KERNELS(BM, BN, TM, Math::Bf16, bf16, true, )
+IGEMM_TILES(CONV_PRECISIONS)
+CONV_KERNELS(64, 128, 8, Math::Simt, f32, false, _wide)
+CONV_KERNELS(64, 128, 8, Math::Tf32, tf32, false, _wide)
+CONV_KERNELS(64, 128, 8, Math::Bf16, bf16, false, _wide)
+#undef CONV_PRECISIONS
 #undef CONV_KERNELS
 
-// The dynamic shared memory each tile needs; src/device/kernels/conv.rs has the same numbers.
+// The dynamic shared memory each tile needs; src/device/kernels/igemm.rs has the same numbers.
 static_assert(IgemmTile<128, 128, 8>::SMEM_BYTES == 68608, "128x128 shared bytes");
 static_assert(IgemmTile<64, 128, 8>::SMEM_BYTES == 52224, "64x128 shared bytes");
 static_assert(IgemmTile<48, 128, 6>::SMEM_BYTES == 48128, "48x128 shared bytes");
+static_assert(IgemmTile<128, 128, 8, Math::Tf32>::SMEM_BYTES == 74752, "128x128 tf32 shared bytes");
+static_assert(IgemmTile<64, 128, 8, Math::Tf32>::SMEM_BYTES == 56320, "64x128 tf32 shared bytes");
+static_assert(IgemmTile<48, 128, 6, Math::Tf32>::SMEM_BYTES == 51712, "48x128 tf32 shared bytes");
+static_assert(IgemmTile<128, 128, 8, Math::Bf16>::SMEM_BYTES == 82944, "128x128 bf16 shared bytes");
+static_assert(IgemmTile<64, 128, 8, Math::Bf16>::SMEM_BYTES == 62464, "64x128 bf16 shared bytes");
+static_assert(IgemmTile<48, 128, 6, Math::Bf16>::SMEM_BYTES == 57344, "48x128 bf16 shared bytes");
 
 // ---- bias gradient ---------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ __device__ __forceinline__ void fc_gemm(int m_count, int n_count, int k_count, i
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(k_count, k_begin + k_chunk);
     const FcPass<A_LOAD, B_LOAD> pass{a, b, m0, n0, m_count, n_count, a_sm, a_sk, b_sk, b_sn};
-    float acc[T::TM][T::TN];
+    float acc[T::ACC];
     igemm_mainloop<T>(sm, pass, k_begin, k_end, acc);
     st.m0 = m0;
     st.n0 = n0;
@@ -69,31 +69,39 @@ __device__ __forceinline__ void fc_gemm(int m_count, int n_count, int k_count, i
     igemm_store<T>(st, acc);
 }
 
-#define FC_BOUNDS(BM, BN, TM) \
+// At least two blocks of 256 threads (four of 128) per SM, at every precision: at most 128
+// registers a thread (none of them spills there).
+#define FC_BOUNDS(BM, BN, TM, MATH) \
     __launch_bounds__(IgemmTile<BM, BN, TM>::THREADS, 512 / IgemmTile<BM, BN, TM>::THREADS)
 
 // grids (ceil(columns / BN), ceil(rows / BM), splits): forward rows = outputs, columns = n;
 // data gradient rows = inputs, columns = n; filter gradient rows = outputs, columns = inputs.
-#define FC_KERNELS(BM, BN, TM)                                                                   \
-    extern "C" __global__ void FC_BOUNDS(BM, BN, TM) fc_forward_f32_##BM##x##BN(                \
+// At each precision: f32 (SIMT FFMA), tf32 and bf16 (tensor cores).
+#define FC_KERNELS(BM, BN, TM, MATH, PREC)                                                       \
+    extern "C" __global__ void FC_BOUNDS(BM, BN, TM, MATH) fc_forward_##PREC##_##BM##x##BN(          \
         FcParams p, const float* x, const float* w, const float* b, float* y) {                  \
-        fc_gemm<IgemmTile<BM, BN, TM>, Load::Contiguous, Load::TableAlongK>(                     \
+        fc_gemm<IgemmTile<BM, BN, TM, MATH>, Load::Contiguous, Load::TableAlongK>(               \
             p.outputs, p.n, p.inputs, p.k_chunk, w, p.inputs, 1, x, 1, p.inputs,                 \
             FcStore{y, b, 0, 0, p.outputs, p.n, 1, p.outputs});                                  \
     }                                                                                            \
-    extern "C" __global__ void FC_BOUNDS(BM, BN, TM) fc_backward_data_f32_##BM##x##BN(          \
+    extern "C" __global__ void FC_BOUNDS(BM, BN, TM, MATH) fc_backward_data_##PREC##_##BM##x##BN(    \
         FcParams p, const float* dy, const float* w, float* dx) {                                \
-        fc_gemm<IgemmTile<BM, BN, TM>, Load::TableAcross, Load::TableAlongK>(                    \
+        fc_gemm<IgemmTile<BM, BN, TM, MATH>, Load::TableAcross, Load::TableAlongK>(              \
             p.inputs, p.n, p.outputs, p.k_chunk, w, 1, p.inputs, dy, 1, p.outputs,               \
             FcStore{dx, nullptr, 0, 0, p.inputs, p.n, 1, p.inputs});                             \
     }                                                                                            \
-    extern "C" __global__ void FC_BOUNDS(BM, BN, TM) fc_backward_filter_f32_##BM##x##BN(        \
+    extern "C" __global__ void FC_BOUNDS(BM, BN, TM, MATH) fc_backward_filter_##PREC##_##BM##x##BN(  \
         FcParams p, const float* x, const float* dy, float* dw) {                                \
-        fc_gemm<IgemmTile<BM, BN, TM>, Load::TableAcross, Load::TableAcross>(                    \
+        fc_gemm<IgemmTile<BM, BN, TM, MATH>, Load::TableAcross, Load::TableAcross>(              \
             p.outputs, p.inputs, p.n, p.k_chunk, dy, 1, p.outputs, x, p.inputs, 1,               \
             FcStore{dw, nullptr, 0, 0, p.outputs, p.inputs, p.inputs, 1});                       \
     }
-IGEMM_TILES(FC_KERNELS)
+#define FC_PRECISIONS(BM, BN, TM)                 \
+    FC_KERNELS(BM, BN, TM, Math::Simt, f32)      \
+    FC_KERNELS(BM, BN, TM, Math::Tf32, tf32)     \
+    FC_KERNELS(BM, BN, TM, Math::Bf16, bf16)
+IGEMM_TILES(FC_PRECISIONS)
+#undef FC_PRECISIONS
 #undef FC_KERNELS
 
 // db[o] = Σ_s dy[s, o], s ascending. grid ceil(outputs / 256), block 256.

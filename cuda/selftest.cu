@@ -59,13 +59,70 @@ extern "C" __global__ void __launch_bounds__(128)
     const IgemmSmem<T> sm(smem);
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
     const SelftestGemmPass pass{a, b, m0, n0, m, n, k};
-    float acc[T::TM][T::TN];
+    float acc[T::ACC];
     igemm_mainloop<T>(sm, pass, 0, k, acc);
-    for (int r = 0; r < T::TM; ++r)
-        for (int col = 0; col < T::TN; ++col) {
-            const int i = m0 + igemm_row<T>(r), j = n0 + igemm_col<T>(col);
-            if (i < m && j < n) c[i * n + j] = acc[r][col];
-        }
+    for (int e = 0; e < T::ACC; ++e) {
+        const int i = m0 + igemm_row<T>(e), j = n0 + igemm_col<T>(e);
+        if (i < m && j < n) c[i * n + j] = acc[e];
+    }
+}
+
+// One warp, <<<1, 32>>>: D[16x8] = A[16xK]·B[Kx8] + C through one `mma.sync` (K = 8 for TF32,
+// 16 for bf16), row-major fp32 in and out. Each lane gathers its fragment elements and scatters
+// its results by the PTX ISA's formulas (mma.cuh's table, sections 9.7.14.5.7 and .8), written
+// out here per register and independent of igemm.cuh's loaders; `lanes` records which lane
+// held each D element and as which register (lane·4 + register), so the test checks the
+// C/D layout element by element, and a wrong A or B mapping gives a wrong product.
+extern "C" __global__ void selftest_mma_tf32(const float* __restrict__ a,
+                                             const float* __restrict__ b,
+                                             const float* __restrict__ c, float* __restrict__ d,
+                                             int* __restrict__ lanes) {
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    const unsigned af[4] = {to_tf32(a[g * 8 + t]), to_tf32(a[(g + 8) * 8 + t]),
+                            to_tf32(a[g * 8 + t + 4]), to_tf32(a[(g + 8) * 8 + t + 4])};
+    const unsigned bf[2] = {to_tf32(b[t * 8 + g]), to_tf32(b[(t + 4) * 8 + g])};
+    const int at[4] = {g * 8 + 2 * t, g * 8 + 2 * t + 1, (g + 8) * 8 + 2 * t, (g + 8) * 8 + 2 * t + 1};
+    float acc[4];
+    for (int r = 0; r < 4; ++r) acc[r] = c[at[r]];
+    mma_tf32_m16n8k8(acc, af, bf);
+    for (int r = 0; r < 4; ++r) {
+        d[at[r]] = acc[r];
+        lanes[at[r]] = lane * 4 + r;
+    }
+}
+
+extern "C" __global__ void selftest_mma_bf16(const float* __restrict__ a,
+                                             const float* __restrict__ b,
+                                             const float* __restrict__ c, float* __restrict__ d,
+                                             int* __restrict__ lanes) {
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    const auto A = [&](int row, int k) { return a[row * 16 + k]; };
+    const auto B = [&](int k, int col) { return b[k * 8 + col]; };
+    const unsigned af[4] = {pack_bf16x2(A(g, 2 * t), A(g, 2 * t + 1)),
+                            pack_bf16x2(A(g + 8, 2 * t), A(g + 8, 2 * t + 1)),
+                            pack_bf16x2(A(g, 2 * t + 8), A(g, 2 * t + 9)),
+                            pack_bf16x2(A(g + 8, 2 * t + 8), A(g + 8, 2 * t + 9))};
+    const unsigned bf[2] = {pack_bf16x2(B(2 * t, g), B(2 * t + 1, g)),
+                            pack_bf16x2(B(2 * t + 8, g), B(2 * t + 9, g))};
+    const int at[4] = {g * 8 + 2 * t, g * 8 + 2 * t + 1, (g + 8) * 8 + 2 * t, (g + 8) * 8 + 2 * t + 1};
+    float acc[4];
+    for (int r = 0; r < 4; ++r) acc[r] = c[at[r]];
+    mma_bf16_m16n8k16(acc, af, bf);
+    for (int r = 0; r < 4; ++r) {
+        d[at[r]] = acc[r];
+        lanes[at[r]] = lane * 4 + r;
+    }
+}
+
+// The operand conversions: tf32[i] = to_tf32(x[i]) (its bits), bf16[i] = pack_bf16x2(x[i],
+// -x[i]) (low half x[i], high half -x[i]). One thread per element.
+extern "C" __global__ void selftest_operand_rounding(int n, const float* __restrict__ x,
+                                                     unsigned* __restrict__ tf32,
+                                                     unsigned* __restrict__ bf16) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    tf32[i] = to_tf32(x[i]);
+    bf16[i] = pack_bf16x2(x[i], -x[i]);
 }
 
 // The lanes of this thread's warp that exist (the block's last warp may be partial).

@@ -5,8 +5,10 @@ each kernel and checks it against benches/sass-floors.txt.
 usage: sass_guard.py FLOORS OUT_DIR MODULE...   (OUT_DIR holds MODULE.sass and MODULE.ptxas.txt)
 
 For every kernel named in FLOORS: no spills, at most the registers listed, and in its hot loop
-(the innermost loop, by backward branches, with the most FFMA) at least the FFMA share listed,
-the share the kernel reached when it was last tuned. Prints one row per kernel, writes
+(the innermost loop, by backward branches, with the most of the kernel's math instruction: FFMA
+for the fp32 SIMT kernels, HMMA for the tensor-core ones) at least the share of that
+instruction listed, the share the kernel reached when it was last tuned. Also reports the math
+instructions per shared-memory load (LDS) of the hot loop. Prints one row per kernel, writes
 OUT_DIR/sass-guard.json, and exits 1 if any kernel is below its floor (or missing).
 """
 import json
@@ -53,8 +55,9 @@ def read_ptxas(path, arch="sm_90"):
     return out
 
 
-def hot_loop(instructions):
-    """(instructions, FFMA count) of the innermost loop with the most FFMA, or None."""
+def hot_loop(instructions, math):
+    """(instructions, `math` count, opcode counts) of the innermost loop with the most `math`
+    instructions (FFMA or HMMA), or None."""
     loops = set()
     for addr, op, rest in instructions:
         if op.split(".")[0] == "BRA":
@@ -69,9 +72,9 @@ def hot_loop(instructions):
     best = None
     for lo, hi in innermost:
         body = [op for addr, op, _ in instructions if lo <= addr <= hi]
-        ffma = sum(1 for op in body if op.split(".")[0] == "FFMA")
-        if best is None or ffma > best[1]:
-            best = (len(body), ffma, Counter(body))
+        count = sum(1 for op in body if op.split(".")[0] == math)
+        if best is None or count > best[1]:
+            best = (len(body), count, Counter(op.split(".")[0] for op in body))
     return best
 
 
@@ -82,8 +85,10 @@ def read_floors(path):
             line = line.split("#")[0].strip()
             if not line:
                 continue
-            name, share, regs = line.split()
-            floors[name] = (float(share), int(regs))
+            name, math, share, regs = line.split()
+            if math not in ("FFMA", "HMMA"):
+                raise SystemExit(f"{path}: {name}: the math instruction is FFMA or HMMA, not {math}")
+            floors[name] = (math, float(share), int(regs))
     return floors
 
 
@@ -95,30 +100,33 @@ def main():
         sass.update(read_sass(f"{out_dir}/{m}.sass"))
         ptxas.update(read_ptxas(f"{out_dir}/{m}.ptxas.txt"))
     rows, failed = [], False
-    print(f"{'kernel':38s} {'regs':>4s} {'spill':>5s} {'loop':>5s} {'FFMA':>5s} {'share':>6s} {'floor':>6s}")
-    for name, (floor, max_regs) in sorted(floors.items()):
+    print(f"{'kernel':38s} {'regs':>4s} {'spill':>5s} {'loop':>5s} {'math':>4s} {'count':>5s} "
+          f"{'share':>6s} {'floor':>6s} {'/LDS':>5s}")
+    for name, (math, floor, max_regs) in sorted(floors.items()):
         problems = []
         if name not in sass or name not in ptxas:
             problems.append("not built")
             row = {"kernel": name}
+            print(f"{name:38s} FAIL: not built")
         else:
-            p, loop = ptxas[name], hot_loop(sass[name])
-            n, ffma = (loop[0], loop[1]) if loop else (0, 0)
-            share = 100.0 * ffma / n if n else 0.0
+            p, loop = ptxas[name], hot_loop(sass[name], math)
+            n, count, ops = loop if loop else (0, 0, Counter())
+            share = 100.0 * count / n if n else 0.0
+            per_lds = count / ops["LDS"] if ops["LDS"] else float("inf")
             row = {"kernel": name, "registers": p["registers"], "spill_bytes": p["spill_bytes"],
-                   "hot_loop_instructions": n, "ffma": ffma, "ffma_share": round(share, 2),
-                   "floor": floor}
+                   "hot_loop_instructions": n, "math": math, "math_count": count,
+                   "math_share": round(share, 2), "floor": floor,
+                   "math_per_shared_load": round(per_lds, 3) if ops["LDS"] else None}
             if p["spill_bytes"]:
                 problems.append(f"spills {p['spill_bytes']} bytes")
             if p["registers"] > max_regs:
                 problems.append(f"{p['registers']} registers > {max_regs}")
             # Floors are written to 0.1 from shares rounded to 0.01: compare those.
             if round(share, 2) + 1e-9 < floor:
-                problems.append(f"FFMA share {share:.1f}% < {floor:.1f}%")
-            print(f"{name:38s} {p['registers']:4d} {p['spill_bytes']:5d} {n:5d} {ffma:5d} "
-                  f"{share:5.1f}% {floor:5.1f}%" + ("  FAIL: " + "; ".join(problems) if problems else ""))
-        if problems and "not built" in problems:
-            print(f"{name:38s} FAIL: not built")
+                problems.append(f"{math} share {share:.1f}% < {floor:.1f}%")
+            print(f"{name:38s} {p['registers']:4d} {p['spill_bytes']:5d} {n:5d} {math:>4s} {count:5d} "
+                  f"{share:5.1f}% {floor:5.1f}% {per_lds:5.2f}"
+                  + ("  FAIL: " + "; ".join(problems) if problems else ""))
         row["problems"] = problems
         rows.append(row)
         failed |= bool(problems)

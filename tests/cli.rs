@@ -355,3 +355,91 @@ fn a_second_signal_quits_at_once_and_the_last_checkpoint_stays_readable() {
     );
     alexnet::train::checkpoint::load(&d.join("run/checkpoint.safetensors")).unwrap();
 }
+
+#[test]
+fn a_run_keeps_its_precision_on_resume_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let precision_of = |d: &std::path::Path| {
+        alexnet::train::checkpoint::load(&d.join("run/checkpoint.safetensors"))
+            .unwrap()
+            .spec
+            .precision
+            .to_string()
+    };
+    let train = |extra: &[&str], steps: &str| {
+        let mut args = vec![
+            "train",
+            "--max-steps",
+            steps,
+            "--batch",
+            "8",
+            "--no-val",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        let o = alexnet(&args, d);
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let out = train(&["--precision", "bf16", "--out", "run"], "3");
+    assert!(out.contains("bf16 products"), "{out}");
+    assert_eq!(precision_of(d), "bf16");
+
+    let out = train(&["--resume", "run"], "5");
+    assert!(out.contains("at the run's precision, bf16"), "{out}");
+    assert!(out.contains("bf16 products"), "{out}");
+    assert_eq!(precision_of(d), "bf16");
+
+    let out = train(&["--resume", "run", "--precision", "tf32"], "6");
+    assert!(
+        out.contains("at tf32, as --precision asks (the run was trained at bf16)"),
+        "{out}"
+    );
+    assert_eq!(precision_of(d), "tf32");
+    // Naming the network again (its preset says fp32) changes neither the network nor the
+    // run's precision.
+    let out = train(&["--resume", "run", "--preset", "cifar"], "7");
+    assert!(out.contains("at the run's precision, tf32"), "{out}");
+
+    // Predict scores at the checkpoint's precision unless told otherwise, and says so.
+    image::RgbImage::from_fn(32, 32, |x, _| {
+        image::Rgb([if x % 8 < 4 { 250 } else { 10 }, 30, 30])
+    })
+    .save(d.join("stripes.png"))
+    .unwrap();
+    let o = alexnet(
+        &[
+            "predict",
+            "--checkpoint",
+            "run",
+            "--precision",
+            "fp32",
+            "stripes.png",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("scoring at fp32 as --precision asks (the network was trained at tf32)"),
+        "{}",
+        text(&o)
+    );
+    let o = alexnet(&["predict", "--checkpoint", "run", "stripes.png"], d);
+    assert!(
+        o.status.success() && !text(&o).contains("--precision asks"),
+        "{}",
+        text(&o)
+    );
+
+    let o = alexnet(&["train", "--precision", "fp16", "--out", "other"], d);
+    assert!(
+        !o.status.success() && text(&o).contains("fp32, tf32, bf16"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !d.join("other").exists(),
+        "a refused start wrote its folder"
+    );
+}

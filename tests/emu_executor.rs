@@ -327,6 +327,208 @@ fn shuffles_and_votes_follow_cuda_semantics() {
     }
 }
 
+/// One `mma.sync` of `kernel` (16 x `k` times `k` x 8, plus C) on the host executor: D and the
+/// lane·4 + register that held each D element.
+fn mma(
+    l: &EmuLauncher,
+    kernel: &'static str,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+) -> (Vec<f32>, Vec<i32>) {
+    assert_eq!((a.len(), b.len(), c.len()), (16 * k, k * 8, 128));
+    let (da, db, dc) = (
+        l.upload(a).unwrap(),
+        l.upload(b).unwrap(),
+        l.upload(c).unwrap(),
+    );
+    let dd = l.alloc(128).unwrap();
+    let mut lanes = vec![-1i32; 128];
+    let (mut pa, mut pb, mut pc, mut pd) = (
+        l.device_ptr(&da),
+        l.device_ptr(&db),
+        l.device_ptr(&dc),
+        l.device_ptr(&dd),
+    );
+    let mut pl = lanes.as_mut_ptr() as u64;
+    let args = [
+        arg(&mut pa),
+        arg(&mut pb),
+        arg(&mut pc),
+        arg(&mut pd),
+        arg(&mut pl),
+    ];
+    l.launch(selftest(kernel), cfg([1, 1, 1], [32, 1, 1], 0), &args)
+        .unwrap();
+    (l.download(&dd).unwrap(), lanes)
+}
+
+/// D = A·B + C in f64 on operands rounded by `round`.
+fn mma_reference(k: usize, a: &[f32], b: &[f32], c: &[f32], round: fn(f32) -> f32) -> Vec<f64> {
+    let mut d = vec![0.0; 128];
+    for i in 0..16 {
+        for j in 0..8 {
+            let dot: f64 = (0..k)
+                .map(|kk| round(a[i * k + kk]) as f64 * round(b[kk * 8 + j]) as f64)
+                .sum();
+            d[i * 8 + j] = dot + c[i * 8 + j] as f64;
+        }
+    }
+    d
+}
+
+/// Small integers in [-8, 8]: their products and sums are exact in every precision, so any
+/// element taken from the wrong lane or register changes the result.
+fn small_ints(len: usize, seed: u32) -> Vec<f32> {
+    data(len, seed).iter().map(|v| (v * 8.0).round()).collect()
+}
+
+#[test]
+fn mma_fragments_follow_the_ptx_isa_layouts() {
+    let l = EmuLauncher::new();
+    let tf32 = |v: f32| alexnet::ops::precision::to_tf32(v);
+    let bf16 = |v: f32| half::bf16::from_f32(v).to_f32();
+    for (kernel, k, round) in [
+        ("selftest_mma_tf32", 8, tf32 as fn(f32) -> f32),
+        ("selftest_mma_bf16", 16, bf16 as fn(f32) -> f32),
+    ] {
+        // C/D: element (row, col) in lane (row % 8)·4 + col / 2, register (col % 2) + 2·(row >= 8)
+        // (ISA: c0,c1 at (g, 2t..2t+1), c2,c3 at (g+8, 2t..2t+1)).
+        let (a, b, c) = (
+            small_ints(16 * k, 1),
+            small_ints(k * 8, 2),
+            small_ints(128, 3),
+        );
+        let (d, lanes) = mma(&l, kernel, k, &a, &b, &c);
+        for row in 0..16 {
+            for col in 0..8 {
+                let want = ((row % 8) * 4 + col / 2) * 4 + col % 2 + 2 * (row / 8);
+                assert_eq!(
+                    lanes[row * 8 + col],
+                    want as i32,
+                    "{kernel}: D({row}, {col})'s lane and register"
+                );
+            }
+        }
+        let want = mma_reference(k, &a, &b, &c, round);
+        for i in 0..128 {
+            assert_eq!(
+                d[i] as f64,
+                want[i],
+                "{kernel}: D({}, {}) of exact integers",
+                i / 8,
+                i % 8
+            );
+        }
+        // Values no precision holds exactly: the kernel rounds its operands as `round` does and
+        // sums in fp32 (16 products of about 1: ~2e-7 relative, 2e-6 allowed).
+        let (a, b, c) = (data(16 * k, 4), data(k * 8, 5), data(128, 6));
+        let (d, _) = mma(&l, kernel, k, &a, &b, &c);
+        let err = err_vs(&d, &mma_reference(k, &a, &b, &c, round));
+        assert!(err < 2e-6, "{kernel}: {err} against the rounded reference");
+        let unrounded = err_vs(&d, &mma_reference(k, &a, &b, &c, |v| v));
+        assert!(
+            unrounded > 1e-4,
+            "{kernel}: its operands are not rounded ({unrounded})"
+        );
+    }
+}
+
+#[test]
+fn operand_rounding_matches_the_cpu_reference() {
+    // Ties (TF32: low 13 bits 0x1000, away from zero; bf16: low 16 bits 0x8000, to even), one
+    // step either side, the largest finite values (round up to infinity), subnormals, zeros,
+    // infinities and NaN, then a sweep of ordinary values.
+    let mut x: Vec<f32> = [
+        0x3f80_1000u32,
+        0x3f80_3000,
+        0xbf80_1000,
+        0x3f80_0fff,
+        0x3f80_1001,
+        0x3f80_8000,
+        0x3f81_8000,
+        0xbf81_8000,
+        0x3f80_7fff,
+        0x3f80_8001,
+        0x7f7f_ffff,
+        0xff7f_ffff,
+        0x0000_1000,
+        0x0000_8000,
+        0x0001_8000,
+        0x807f_ffff,
+        0x0000_0000,
+        0x8000_0000,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7fc0_0000,
+        0x7f80_0001,
+    ]
+    .iter()
+    .map(|&b| f32::from_bits(b))
+    .collect();
+    x.extend(data(1000, 7).iter().map(|v| v * 1e3));
+    let l = EmuLauncher::new();
+    let dx = l.upload(&x).unwrap();
+    let (mut tf32, mut bf16) = (vec![0u32; x.len()], vec![0u32; x.len()]);
+    let mut n = x.len() as i32;
+    let (mut px, mut pt, mut pb) = (
+        l.device_ptr(&dx),
+        tf32.as_mut_ptr() as u64,
+        bf16.as_mut_ptr() as u64,
+    );
+    let args = [arg(&mut n), arg(&mut px), arg(&mut pt), arg(&mut pb)];
+    let grid = [x.len().div_ceil(128) as u32, 1, 1];
+    l.launch(
+        selftest("selftest_operand_rounding"),
+        cfg(grid, [128, 1, 1], 0),
+        &args,
+    )
+    .unwrap();
+    for (i, &v) in x.iter().enumerate() {
+        let want_tf32 = alexnet::ops::precision::to_tf32(v);
+        let want_lo = half::bf16::from_f32(v);
+        let want_hi = half::bf16::from_f32(-v);
+        let (lo, hi) = (
+            half::bf16::from_bits(bf16[i] as u16),
+            half::bf16::from_bits((bf16[i] >> 16) as u16),
+        );
+        if v.is_nan() {
+            assert!(
+                f32::from_bits(tf32[i]).is_nan() && lo.is_nan() && hi.is_nan(),
+                "NaN {:#x}",
+                v.to_bits()
+            );
+            continue;
+        }
+        assert_eq!(
+            tf32[i],
+            want_tf32.to_bits(),
+            "tf32 of {:#010x}",
+            v.to_bits()
+        );
+        assert_eq!(
+            (lo.to_bits(), hi.to_bits()),
+            (want_lo.to_bits(), want_hi.to_bits()),
+            "bf16 of {:#010x}",
+            v.to_bits()
+        );
+    }
+    // The tie cases round as documented, not only as the CPU reference does.
+    assert_eq!(tf32[0], 0x3f80_2000, "TF32 tie rounds away from zero");
+    assert_eq!(
+        tf32[2], 0xbf80_2000,
+        "negative TF32 tie rounds away from zero"
+    );
+    assert_eq!(bf16[5] & 0xffff, 0x3f80, "bf16 tie to even (down)");
+    assert_eq!(bf16[6] & 0xffff, 0x3f82, "bf16 tie to even (up)");
+    assert_eq!(
+        f32::from_bits(tf32[10]),
+        f32::INFINITY,
+        "TF32 past the largest finite value"
+    );
+}
+
 #[test]
 fn intrinsics_follow_cuda_semantics() {
     let l = EmuLauncher::new();

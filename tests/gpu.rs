@@ -19,6 +19,7 @@ use alexnet::model::init::{NetParams, init_params};
 use alexnet::model::spec::Layer;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::dropout::DropoutGeom;
+use alexnet::ops::precision::Precision;
 use alexnet::parallel::{Network, StepStats};
 use alexnet::tensor::max_rel_err;
 use common::device_checks::*;
@@ -81,9 +82,15 @@ fn every_kernel_at_the_papers_shapes() {
             let seed = 100 + lp.index as u64;
             let what = format!("{name} {}", lp.name());
             let r = match &lp.layer {
-                Layer::Conv(_) => check_conv(&dev, &lp.conv_geom(n), seed),
-                Layer::Fc(_) => check_fc(&dev, &lp.fc_geom(n), seed)
-                    .and_then(|()| check_fc(&own_fc, &lp.fc_geom(n), seed)),
+                // Every precision: the SIMT kernels and the tensor-core ones (cuBLAS's TF32
+                // and bf16 GEMMs for fc), each against the reference rounded as it rounds.
+                Layer::Conv(_) => Precision::ALL
+                    .into_iter()
+                    .try_for_each(|prec| check_conv_at(&dev, &lp.conv_geom(n), prec, seed)),
+                Layer::Fc(_) => Precision::ALL.into_iter().try_for_each(|prec| {
+                    check_fc_at(&dev, &lp.fc_geom(n), prec, seed)
+                        .and_then(|()| check_fc_at(&own_fc, &lp.fc_geom(n), prec, seed))
+                }),
                 Layer::Lrn(_) => check_lrn(&dev, &lp.lrn_geom(n), seed),
                 Layer::SpatialNorm(_) => check_spatial_norm(&dev, &lp.spatial_norm_geom(n), seed),
                 Layer::MaxPool(_) => check_max_pool(&dev, &lp.pool_geom(n), seed),
@@ -223,7 +230,9 @@ fn a_tiny_two_tower_step_matches_the_cpu() {
     let Some((_l, _lock)) = gpu("a_tiny_two_tower_step_matches_the_cpu") else {
         return;
     };
-    tiny_steps_match_the_cpu(|| alexnet::cuda::devices(&[0], 2).unwrap(), 2);
+    for prec in Precision::ALL {
+        tiny_steps_match_the_cpu(|| alexnet::cuda::devices(&[0], 2).unwrap(), prec, 2);
+    }
 }
 
 /// `steps` training steps of `plan` on `devices`, a new batch each step: the stats of each and

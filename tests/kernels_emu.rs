@@ -3,13 +3,19 @@
 //! batch 1 and 3, odd channel counts, groups) and the paper's layer geometries with reduced batch
 //! and channels. Tolerances are in `common/device_checks.rs`, with their reasons.
 //!
+//! The tensor-core kernels (TF32 and bf16 operands, fp32 sums) run the same shapes against the
+//! reference on operands rounded as they round them; the warp-level MMA is a warp collective of
+//! the host executor (cuda/mma.cuh).
+//!
 //! The tests bite: the conv kernels built without one of their barriers (the `nobarrier` variant,
-//! `-DALEXNET_DROP_TEST_BARRIER`) must fail the same comparison.
+//! `-DALEXNET_DROP_TEST_BARRIER`), without a wait for their asynchronous copies (`nowait`) or
+//! without one of each warp's MMA products (`skipmma`) must fail the same comparison.
 
 mod common;
 
 use alexnet::device::kernels::KernelDevice;
 use alexnet::emu::EmuLauncher;
+use alexnet::ops::precision::Precision;
 use alexnet::ops::{
     conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom,
     spatial_norm::SpatialNormGeom,
@@ -105,39 +111,110 @@ fn every_conv_tile_on_ragged_shapes() {
     }
 }
 
+const TENSOR_CORES: [Precision; 2] = [Precision::Tf32, Precision::Bf16];
+
 #[test]
-fn the_conv_kernels_without_a_barrier_or_a_copy_wait_fail_the_same_check() {
-    let g = conv(2, 5, 11, 11, 9, 3, 1, 1, 1, 1);
-    let good = conv_forward_error(&dev(), &g, 5).unwrap();
-    assert!(good < TOL_GEMM, "the intact kernel must pass: {good}");
+fn tensor_core_convolution_every_tile_on_ragged_shapes() {
+    let shapes = [
+        conv(1, 3, 7, 9, 5, 3, 1, 1, 1, 1),
+        conv(3, 5, 13, 10, 7, 3, 2, 1, 0, 1),
+        conv(3, 6, 9, 11, 10, 5, 1, 2, 2, 2),
+        conv(1, 7, 9, 9, 131, 5, 2, 2, 1, 1), // more filters than a 128-row tile
+        conv(3, 4, 8, 7, 49, 3, 1, 1, 0, 1),  // one past a 48-row tile
+    ];
+    for prec in TENSOR_CORES {
+        for tile in ["128x128", "64x128", "48x128", "64x128_wide"] {
+            let d = dev().with_gemm_tile(tile).unwrap();
+            for (i, g) in shapes.iter().enumerate() {
+                check_conv_at(&d, g, prec, 60 + i as u64)
+                    .unwrap_or_else(|e| panic!("tile {tile}: {e:#}"));
+            }
+        }
+        // The general-bounds kernels: more than 15 taps a side.
+        check_conv_at(&dev(), &conv(1, 2, 20, 19, 5, 17, 1, 8, 8, 1), prec, 66).unwrap();
+    }
+}
+
+#[test]
+fn tensor_core_convolution_at_the_papers_geometries() {
+    let d = dev();
+    for prec in TENSOR_CORES {
+        for (i, g) in [
+            conv(1, 3, 227, 227, 4, 11, 4, 0, 0, 1), // conv1
+            conv(1, 8, 27, 27, 12, 5, 1, 2, 2, 1),   // conv2
+            conv(3, 16, 13, 13, 12, 3, 1, 1, 1, 1),  // conv3
+            conv(1, 12, 13, 13, 12, 3, 1, 1, 1, 2),  // conv4/5 as one grouped layer
+        ]
+        .iter()
+        .enumerate()
+        {
+            check_conv_at(&d, g, prec, 70 + i as u64).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_conv_kernels_without_a_barrier_a_copy_wait_or_an_mma_fail_the_same_check() {
+    // 40 filters and 242 output pixels on the 64x128 tile: every warp's every product holds
+    // real outputs, so dropping one of them is visible.
+    let g = conv(2, 5, 11, 11, 40, 3, 1, 1, 1, 1);
+    let intact = dev().with_gemm_tile("64x128").unwrap();
+    for prec in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+        let good = conv_forward_error(&intact, &g, prec, 5).unwrap();
+        assert!(
+            good < TOL_GEMM,
+            "the intact kernel must pass at {prec}: {good}"
+        );
+    }
     // A missing barrier lets threads read the shared tile before it is written (poisoned NaN) or
     // after it is overwritten; a missing wait for the asynchronous copies reads a stage before
     // its copies land (the host executor delays them to the wait and poisons the destination
-    // until then). Either way the error is NaN or far beyond the tolerance.
-    for variant in ["nobarrier", "nowait"] {
-        let broken = KernelDevice::new(EmuLauncher::with_variant(variant).unwrap());
-        let bad = conv_forward_error(&broken, &g, 5).unwrap();
+    // until then); a missing product leaves a 16 x 8 block of outputs without its sums. Each
+    // gives an error that is NaN or far beyond the tolerance.
+    let broken = |variant: &str| {
+        KernelDevice::new(EmuLauncher::with_variant(variant).unwrap())
+            .with_gemm_tile("64x128")
+            .unwrap()
+    };
+    let cases = [
+        ("nobarrier", Precision::Fp32),
+        ("nowait", Precision::Fp32),
+        ("nobarrier", Precision::Tf32),
+        ("nowait", Precision::Bf16),
+        ("skipmma", Precision::Tf32),
+        ("skipmma", Precision::Bf16),
+    ];
+    for (variant, prec) in cases {
+        let bad = conv_forward_error(&broken(variant), &g, prec, 5).unwrap();
         assert!(
             bad.is_nan() || bad > 100.0 * TOL_GEMM,
-            "the kernel built {variant} passed: error {bad}"
+            "the kernel built {variant} passed at {prec}: error {bad}"
         );
     }
+    // The fp32 path has no MMA: the skipmma build leaves it exact.
+    let fp32 = conv_forward_error(&broken("skipmma"), &g, Precision::Fp32, 5).unwrap();
+    assert!(
+        fp32 < TOL_GEMM,
+        "skipmma must not touch the fp32 kernels: {fp32}"
+    );
 }
 
 #[test]
 fn fully_connected() {
     // The tile chosen per layer, then each tile forced (ragged against every one of them; the
-    // 2304-input case splits its reduction).
-    for tile in [None, Some("128x128"), Some("64x128"), Some("48x128")] {
-        let d = match tile {
-            Some(t) => dev().with_gemm_tile(t).unwrap(),
-            None => dev(),
-        };
-        fc_cases(&d);
+    // 2304-input case splits its reduction), at every precision.
+    for prec in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+        for tile in [None, Some("128x128"), Some("64x128"), Some("48x128")] {
+            let d = match tile {
+                Some(t) => dev().with_gemm_tile(t).unwrap(),
+                None => dev(),
+            };
+            fc_cases(&d, prec);
+        }
     }
 }
 
-fn fc_cases(d: &KernelDevice<EmuLauncher>) {
+fn fc_cases(d: &KernelDevice<EmuLauncher>, prec: Precision) {
     for (i, g) in [
         FcGeom {
             n: 1,
@@ -158,7 +235,7 @@ fn fc_cases(d: &KernelDevice<EmuLauncher>) {
     .iter()
     .enumerate()
     {
-        check_fc(d, g, 30 + i as u64).unwrap();
+        check_fc_at(d, g, prec, 30 + i as u64).unwrap();
     }
 }
 
@@ -294,4 +371,26 @@ fn elementwise_normalisation_pooling_dropout_softmax_sgd() {
     check_softmax_xent(&d, 1, 10, 62).unwrap();
     check_top_k(&d, 3, 1000, 5, 63).unwrap();
     check_sgd(&d, 1025, 64).unwrap();
+}
+
+#[test]
+fn the_tensor_core_kernels_agree_only_with_the_reference_rounded_as_they_round() {
+    // Against its own precision's reference a kernel is within the fp32 tolerance (measured
+    // ~1e-7 here); against the other references it is not (measured 2.7e-4 tf32 vs fp32, 2.1e-3
+    // for the pairs with bf16): the same-precision comparisons above see the rounding, not only
+    // the sums.
+    let g = conv(2, 5, 11, 11, 40, 3, 1, 1, 1, 1);
+    for prec in TENSOR_CORES {
+        for reference in Precision::ALL {
+            let e = conv_forward_error_against(&dev(), &g, prec, reference, 5).unwrap();
+            if reference == prec {
+                assert!(e < TOL_GEMM, "{prec} against its own reference: {e}");
+            } else {
+                assert!(
+                    e > 2.0 * TOL_GEMM,
+                    "{prec} against the {reference} reference: {e}"
+                );
+            }
+        }
+    }
 }

@@ -582,6 +582,30 @@ uint64_t warp_exchange(unsigned mask, uint64_t value, int src) {
     return got;
 }
 
+// Per-warp staging for warp_allgather: each lane's published bytes.
+constexpr unsigned kGatherBytes = 64;
+unsigned char g_gather[kMaxWarps][32][kGatherBytes];
+
+void warp_allgather(const void* mine, unsigned bytes, void* all) {
+    const unsigned w = g_linear / 32, lane = g_linear % 32;
+    if (bytes > kGatherBytes) {
+        fprintf(stderr, "alexnet emu: warp_allgather of %u bytes (at most %u)\n", bytes, kGatherBytes);
+        std::abort();
+    }
+    std::memcpy(g_gather[w][lane], mine, bytes);
+    // Everyone published; then everyone read before anyone publishes again. A lane of the warp
+    // that has exited or does not take part leaves its slot as it was: warp-level MMA needs
+    // the whole warp, and the kernels give it.
+    const unsigned group = syncwarp(0xffffffffu);
+    if (group != 0xffffffffu) {
+        fprintf(stderr, "alexnet emu: a warp collective MMA without all 32 lanes (lanes %08x)\n", group);
+        std::abort();
+    }
+    for (unsigned l = 0; l < 32; ++l)
+        std::memcpy(static_cast<char*>(all) + l * bytes, g_gather[w][l], bytes);
+    syncwarp(0xffffffffu);
+}
+
 unsigned warp_ballot(unsigned mask, int pred, unsigned* group_out) {
     WarpState& w = g_warps[g_linear / 32];
     w.slot[g_linear % 32] = pred != 0;

@@ -6,6 +6,7 @@ use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats, image_views}
 use crate::device::Device;
 use crate::model::Plan;
 use crate::model::init::NetParams;
+use crate::ops::precision::Precision;
 use crate::parallel::Network;
 use crate::train::batches::LoaderEval;
 use crate::train::checkpoint::{self, Checkpoint};
@@ -33,6 +34,10 @@ pub struct CheckpointArgs {
     pub device: DeviceKind,
     #[arg(long, default_value = "0,1")]
     pub devices: String,
+    /// The convolutions' and fc layers' products [default: the precision the checkpoint was
+    /// trained at].
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     #[command(flatten)]
     pub limits: ReadLimits,
 }
@@ -95,7 +100,15 @@ fn load_checkpoint(path: &Path) -> Result<(PathBuf, Checkpoint)> {
 /// The checkpoint, its plan and the statistics it was trained with.
 fn open_model(args: &CheckpointArgs) -> Result<(Plan, Checkpoint, Stats, Geometry)> {
     let (file, ck) = load_checkpoint(&args.checkpoint)?;
-    let plan = Plan::new(&ck.spec)?;
+    let mut spec = ck.spec.clone();
+    if let Some(p) = args.precision.filter(|&p| p != spec.precision) {
+        eprintln!(
+            "note: scoring at {p} as --precision asks (the network was trained at {})",
+            spec.precision
+        );
+        spec.precision = p;
+    }
+    let plan = Plan::new(&spec)?;
     let stats_path = args.stats.clone().unwrap_or_else(|| {
         file.parent()
             .unwrap_or(Path::new("."))

@@ -16,6 +16,7 @@ use crate::data::{
 use crate::device::Device;
 use crate::model::Plan;
 use crate::model::init::NetParams;
+use crate::ops::precision::Precision;
 use crate::parallel::Network;
 use crate::progress::Progress;
 use crate::train::batches::{LoaderBatches, LoaderEval};
@@ -54,6 +55,11 @@ pub struct TrainArgs {
     pub stats: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceKind,
+    /// The convolutions' and fc layers' products [default: the spec's, fp32 for the presets; on
+    /// a resume, the precision the run was trained at]. Weights, updates and everything else
+    /// stay fp32.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     /// GPUs for the towers with --device cuda: `0,1` puts tower A on GPU 0 and B on GPU 1; `0`
     /// puts both on GPU 0 (two streams).
     #[arg(long, default_value = "0,1")]
@@ -357,11 +363,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let synthetic_default = args.data.is_none() && resume.is_none();
 
     // The network: the checkpoint's when resuming without a choice, else the arguments.
-    let spec = match (&resume, args.net.chosen()) {
+    let mut spec = match (&resume, args.net.chosen()) {
         (Some(r), false) => r.ck.spec.clone(),
         _ => args
             .net
             .spec_or(if synthetic_default { "cifar" } else { "paper" })?,
+    };
+    // A resume continues at the precision the run was trained at, unless told otherwise.
+    spec.precision = match (&resume, args.precision) {
+        (_, Some(p)) => p,
+        (Some(r), None) => r.ck.spec.precision,
+        (None, None) => spec.precision,
     };
     let plan = Plan::new(&spec).context("the network spec does not make sense")?;
     if let Some(r) = &resume {
@@ -499,8 +511,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let (params, momentum, mut state) = match resume {
         Some(r) => {
+            let trained_at = r.ck.spec.precision;
+            let precision = if spec.precision == trained_at {
+                format!("at the run's precision, {trained_at} (--precision changes it)")
+            } else {
+                format!(
+                    "at {}, as --precision asks (the run was trained at {trained_at})",
+                    spec.precision
+                )
+            };
             eprintln!(
-                "resuming {} at epoch {}, batch {} (step {})",
+                "resuming {} at epoch {}, batch {} (step {}), {precision}",
                 out.display(),
                 r.ck.state.epoch + 1,
                 r.ck.state.batch_in_epoch,
@@ -578,13 +599,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         folder.created(kept_stats);
     }
     eprintln!(
-        "{}: {} parameters, {} towers, batch {}, {} batches per epoch, learning rate {}",
+        "{}: {} parameters, {} towers, batch {}, {} batches per epoch, learning rate {}, {} products",
         spec.name,
         crate::model::plan::group_digits(plan.params()),
         spec.towers,
         args.batch,
         loader.batches_per_epoch(),
-        state.lr
+        state.lr,
+        spec.precision
     );
     let t = std::time::Instant::now();
     let job = TrainJob {

@@ -9,6 +9,7 @@
 
 use super::gpu::Gpu;
 use crate::device::launch::Sgemm;
+use crate::ops::precision::Precision;
 use anyhow::{Result, anyhow, ensure};
 use cudarc::cublas::{result, sys};
 use cudarc::driver::CudaStream;
@@ -79,6 +80,40 @@ impl Blas {
         };
         let (alpha, beta) = (1.0f32, 0.0f32);
         self.gpu.bind()?;
+        if g.precision != Precision::Fp32 {
+            // fp32 matrices, products on the tensor cores: cuBLAS converts the operands to TF32
+            // or bf16 itself and sums in fp32.
+            let compute = match g.precision {
+                Precision::Tf32 => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+                _ => sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+            };
+            let f32t = sys::cudaDataType_t::CUDA_R_32F;
+            // SAFETY: as for sgemm below; alpha and beta are f32 as the compute type requires.
+            return unsafe {
+                result::gemm_ex(
+                    self.handle,
+                    op(g.trans_a),
+                    op(g.trans_b),
+                    m,
+                    n,
+                    k,
+                    &alpha as *const f32 as *const _,
+                    g.a as *const _,
+                    f32t,
+                    lda,
+                    g.b as *const _,
+                    f32t,
+                    ldb,
+                    &beta as *const f32 as *const _,
+                    g.c as *mut _,
+                    f32t,
+                    ldc,
+                    compute,
+                    sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .map_err(|e| anyhow!("cuda:{}: cuBLAS gemm_ex {g:?}: {e}", self.gpu.ordinal()));
+        }
         // SAFETY: by the `Launcher::vendor_sgemm` contract the addresses lie in live buffers of
         // this launcher holding the matrices the sizes and leading dimensions describe; alpha
         // and beta are read during the call (host pointer mode, cuBLAS's default).

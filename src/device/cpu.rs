@@ -1,6 +1,7 @@
 //! The CPU device: the ops' fast CPU paths on host vectors. Also the fallback for small runs.
 
 use super::{Block, Device};
+use crate::ops::precision::Precision;
 use crate::ops::{
     self, conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom,
     sgd::SgdStep, spatial_norm::SpatialNormGeom,
@@ -51,23 +52,25 @@ impl Device for CpuDevice {
     fn conv_forward(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &Vec<f32>,
         w: &Vec<f32>,
         b: &Vec<f32>,
         y: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::conv::forward(g, x, w, b, y);
+        ops::conv::forward(g, &prec.round_all(x), &prec.round_all(w), b, y);
         Ok(())
     }
     fn conv_forward_relu(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &Vec<f32>,
         w: &Vec<f32>,
         b: &Vec<f32>,
         y: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::conv::forward(g, x, w, b, y);
+        ops::conv::forward(g, &prec.round_all(x), &prec.round_all(w), b, y);
         // In place, as relu_forward computes it.
         y.iter_mut()
             .for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
@@ -76,54 +79,74 @@ impl Device for CpuDevice {
     fn conv_backward_data(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         dy: &Vec<f32>,
         w: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::conv::backward_data(g, dy, w, dx);
+        ops::conv::backward_data(g, &prec.round_all(dy), &prec.round_all(w), dx);
         Ok(())
     }
     fn conv_backward_filter(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &Vec<f32>,
         dy: &Vec<f32>,
         dw: &mut Vec<f32>,
         db: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::conv::backward_filter(g, x, dy, dw, db);
+        ops::conv::backward_filter(g, &prec.round_all(x), &prec.round_all(dy), dw, db);
+        if prec != Precision::Fp32 {
+            // The bias gradient is a sum, not a product: of the unrounded gradient.
+            let ohw = g.out_h() * g.out_w();
+            db.fill(0.0);
+            for (i, map) in dy.chunks(ohw).enumerate() {
+                db[i % g.c_out] += map.iter().sum::<f32>();
+            }
+        }
         Ok(())
     }
     fn fc_forward(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &Vec<f32>,
         w: &Vec<f32>,
         b: &Vec<f32>,
         y: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::fc::forward(g, x, w, b, y);
+        ops::fc::forward(g, &prec.round_all(x), &prec.round_all(w), b, y);
         Ok(())
     }
     fn fc_backward_data(
         &self,
         g: &FcGeom,
+        prec: Precision,
         dy: &Vec<f32>,
         w: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::fc::backward_data(g, dy, w, dx);
+        ops::fc::backward_data(g, &prec.round_all(dy), &prec.round_all(w), dx);
         Ok(())
     }
     fn fc_backward_filter(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &Vec<f32>,
         dy: &Vec<f32>,
         dw: &mut Vec<f32>,
         db: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::fc::backward_filter(g, x, dy, dw, db);
+        ops::fc::backward_filter(g, &prec.round_all(x), &prec.round_all(dy), dw, db);
+        if prec != Precision::Fp32 {
+            // The bias gradient is a sum, not a product: of the unrounded gradient.
+            db.fill(0.0);
+            for row in dy.chunks(g.outputs.max(1)) {
+                db.iter_mut().zip(row).for_each(|(b, &d)| *b += d);
+            }
+        }
         Ok(())
     }
     fn relu_forward(&self, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {

@@ -27,6 +27,9 @@ pub struct LaunchConfig {
 /// `m` x `n`; addresses as kernels see them (`Launcher::device_ptr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sgemm {
+    /// fp32 throughout, or fp32 data multiplied on the tensor cores in TF32 or bf16 (the vendor
+    /// converts the operands; sums stay fp32).
+    pub precision: crate::ops::precision::Precision,
     pub trans_a: bool,
     pub trans_b: bool,
     pub m: usize,

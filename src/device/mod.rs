@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod kernels;
 pub mod launch;
 
+use crate::ops::precision::Precision;
 use crate::ops::{
     conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,
     spatial_norm::SpatialNormGeom,
@@ -158,6 +159,7 @@ pub trait Device {
     fn conv_forward(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &Self::Buf,
         w: &Self::Buf,
         b: &Self::Buf,
@@ -168,6 +170,7 @@ pub trait Device {
     fn conv_forward_relu(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &Self::Buf,
         w: &Self::Buf,
         b: &Self::Buf,
@@ -176,6 +179,7 @@ pub trait Device {
     fn conv_backward_data(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         dy: &Self::Buf,
         w: &Self::Buf,
         dx: &mut Self::Buf,
@@ -183,6 +187,7 @@ pub trait Device {
     fn conv_backward_filter(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &Self::Buf,
         dy: &Self::Buf,
         dw: &mut Self::Buf,
@@ -192,6 +197,7 @@ pub trait Device {
     fn fc_forward(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &Self::Buf,
         w: &Self::Buf,
         b: &Self::Buf,
@@ -200,6 +206,7 @@ pub trait Device {
     fn fc_backward_data(
         &self,
         g: &FcGeom,
+        prec: Precision,
         dy: &Self::Buf,
         w: &Self::Buf,
         dx: &mut Self::Buf,
@@ -207,6 +214,7 @@ pub trait Device {
     fn fc_backward_filter(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &Self::Buf,
         dy: &Self::Buf,
         dw: &mut Self::Buf,

@@ -183,6 +183,7 @@ fn paper_like(
         layers,
         optim: OptimSpec::default(),
         augment: Augment::Paper,
+        precision: Default::default(),
     }
 }
 
@@ -260,6 +261,7 @@ fn net145(ab: &Ablations) -> NetSpec {
             ..OptimSpec::default()
         },
         augment: Augment::Net145,
+        precision: Default::default(),
     }
 }
 
@@ -295,6 +297,7 @@ fn cifar(ab: &Ablations) -> NetSpec {
         layers,
         optim: OptimSpec::default(),
         augment: Augment::Paper,
+        precision: Default::default(),
     }
 }
 

@@ -18,6 +18,10 @@ pub struct NetSpec {
     /// `net145`, the released code's way).
     #[serde(default)]
     pub augment: crate::data::Augment,
+    /// The number format of the convolutions' and fc layers' products (`fp32` unless a spec
+    /// says `tf32` or `bf16`; see `ops::precision`).
+    #[serde(default)]
+    pub precision: crate::ops::precision::Precision,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

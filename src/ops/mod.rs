@@ -13,6 +13,7 @@ pub mod fc;
 pub mod lrn;
 pub mod philox;
 pub mod pool;
+pub mod precision;
 pub mod sgd;
 pub mod softmax;
 pub mod spatial_norm;

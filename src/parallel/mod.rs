@@ -336,6 +336,7 @@ impl<D: Device> Network<D> {
 
     fn forward_layer(&mut self, l: usize, n: usize, train: bool, step: u64) -> Result<()> {
         let lp = &self.plan.layers[l];
+        let prec = self.plan.spec.precision;
         let fused = fuses_relu(&self.plan, l);
         let (before, rest) = self.layers.split_at_mut(l);
         let (st, after) = rest.split_first_mut().expect("layer l exists");
@@ -381,18 +382,18 @@ impl<D: Device> Network<D> {
             };
             if fused {
                 let (wt, y) = (&st.weights[t], &mut after[0].out[t]);
-                dev.conv_forward_relu(&lp.conv_geom(n), x, &wt.w, &wt.b, y)?;
+                dev.conv_forward_relu(&lp.conv_geom(n), prec, x, &wt.w, &wt.b, y)?;
                 continue;
             }
             let y = &mut st.out[t];
             match &lp.layer {
                 Layer::Conv(_) => {
                     let wt = &st.weights[t];
-                    dev.conv_forward(&lp.conv_geom(n), x, &wt.w, &wt.b, y)?;
+                    dev.conv_forward(&lp.conv_geom(n), prec, x, &wt.w, &wt.b, y)?;
                 }
                 Layer::Fc(_) => {
                     let wt = &st.weights[t];
-                    dev.fc_forward(&lp.fc_geom(n), x, &wt.w, &wt.b, y)?;
+                    dev.fc_forward(&lp.fc_geom(n), prec, x, &wt.w, &wt.b, y)?;
                 }
                 Layer::Relu(_) => dev.relu_forward(x, y)?,
                 Layer::Tanh(_) => dev.tanh_forward(x, y)?,
@@ -504,6 +505,7 @@ impl<D: Device> Network<D> {
 
     fn backward_layer(&mut self, l: usize, n: usize, step: u64) -> Result<()> {
         let lp = &self.plan.layers[l];
+        let prec = self.plan.spec.precision;
         let (before, rest) = self.layers.split_at_mut(l);
         let st = &mut rest[0];
         let first = l == 0;
@@ -538,12 +540,12 @@ impl<D: Device> Network<D> {
             match &lp.layer {
                 Layer::Conv(_) => {
                     if let Some(dx) = dx {
-                        dev.conv_backward_data(&lp.conv_geom(n), dy, &st.weights[t].w, dx)?;
+                        dev.conv_backward_data(&lp.conv_geom(n), prec, dy, &st.weights[t].w, dx)?;
                     }
                 }
                 Layer::Fc(_) => {
                     if let Some(dx) = dx {
-                        dev.fc_backward_data(&lp.fc_geom(n), dy, &st.weights[t].w, dx)?;
+                        dev.fc_backward_data(&lp.fc_geom(n), prec, dy, &st.weights[t].w, dx)?;
                     }
                 }
                 // Unweighted layers have no use for the image's gradient.
@@ -587,8 +589,10 @@ impl<D: Device> Network<D> {
                 let (dy, wt) = (&st.grad[t], &mut st.weights[t]);
                 let (dw, db) = (&mut wt.grad_w, &mut wt.grad_b);
                 match &lp.layer {
-                    Layer::Conv(_) => dev.conv_backward_filter(&lp.conv_geom(n), x, dy, dw, db)?,
-                    _ => dev.fc_backward_filter(&lp.fc_geom(n), x, dy, dw, db)?,
+                    Layer::Conv(_) => {
+                        dev.conv_backward_filter(&lp.conv_geom(n), prec, x, dy, dw, db)?
+                    }
+                    _ => dev.fc_backward_filter(&lp.fc_geom(n), prec, x, dy, dw, db)?,
                 }
             }
         }

@@ -252,7 +252,10 @@ fn parse(path: &Path) -> Result<Checkpoint> {
 impl Checkpoint {
     /// Refuses a checkpoint of another network than `plan`'s, saying how they differ.
     pub fn check_model(&self, plan: &Plan) -> Result<()> {
-        if self.spec == plan.spec {
+        // The precision of the products is not part of the model: fp32 weights serve any.
+        let mut theirs_at_ours = self.spec.clone();
+        theirs_at_ours.precision = plan.spec.precision;
+        if theirs_at_ours == plan.spec {
             return Ok(());
         }
         let theirs = Plan::new(&self.spec)?;

@@ -23,6 +23,7 @@
 use alexnet::device::kernels::KernelDevice;
 use alexnet::device::launch::Launcher;
 use alexnet::device::{Device, labels_as_floats};
+use alexnet::ops::precision::Precision;
 use alexnet::ops::{
     activation,
     conv::{self, ConvGeom},
@@ -96,18 +97,40 @@ pub struct ConvErrors {
     pub bias: f64,
 }
 
-/// The forward pass alone: its error against the f64 reference.
-pub fn conv_forward_error<D: Device>(dev: &D, g: &ConvGeom, seed: u64) -> Result<f64> {
+/// The forward pass alone at `prec`: its error against the f64 reference on the operands
+/// rounded as `prec` rounds them (products of rounded operands are exact, so only the order of
+/// the sums differs and the same tolerance holds at every precision).
+pub fn conv_forward_error<D: Device>(
+    dev: &D,
+    g: &ConvGeom,
+    prec: Precision,
+    seed: u64,
+) -> Result<f64> {
+    conv_forward_error_against(dev, g, prec, prec, seed)
+}
+
+/// The forward pass at `prec` against the reference on operands rounded as `reference` rounds
+/// them: a kernel that rounds other than the reference says shows as the difference between the
+/// two.
+pub fn conv_forward_error_against<D: Device>(
+    dev: &D,
+    g: &ConvGeom,
+    prec: Precision,
+    reference: Precision,
+    seed: u64,
+) -> Result<f64> {
     let (x, w, b) = conv_inputs(g, seed);
     let mut y = dev.alloc(g.y_len())?;
     dev.conv_forward(
         g,
+        prec,
         &dev.upload(&x)?,
         &dev.upload(&w)?,
         &dev.upload(&b)?,
         &mut y,
     )?;
     let mut want = vec![0.0; g.y_len()];
+    let (x, w) = (reference.round_all(&x), reference.round_all(&w));
     conv::forward_naive(g, &f64s(&x), &f64s(&w), &f64s(&b), &mut want);
     Ok(err_vs_max(&dev.download(&y)?, &want))
 }
@@ -120,26 +143,35 @@ fn conv_inputs(g: &ConvGeom, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
-pub fn conv_errors<D: Device>(dev: &D, g: &ConvGeom, seed: u64) -> Result<ConvErrors> {
+/// All three passes at `prec`, against the f64 reference on operands rounded as `prec` does
+/// (the bias gradient, a plain sum, of the unrounded gradient).
+pub fn conv_errors<D: Device>(
+    dev: &D,
+    g: &ConvGeom,
+    prec: Precision,
+    seed: u64,
+) -> Result<ConvErrors> {
     let (x, w, _) = conv_inputs(g, seed);
     let dy = data(g.y_len(), seed + 3, -1.0, 1.0);
     let (xd, wd, dyd) = (dev.upload(&x)?, dev.upload(&w)?, dev.upload(&dy)?);
+    let (xr, wr, dyr) = (prec.round_all(&x), prec.round_all(&w), prec.round_all(&dy));
 
-    let forward = conv_forward_error(dev, g, seed)?;
+    let forward = conv_forward_error(dev, g, prec, seed)?;
 
     let mut dx = dev.alloc(g.x_len())?;
-    dev.conv_backward_data(g, &dyd, &wd, &mut dx)?;
+    dev.conv_backward_data(g, prec, &dyd, &wd, &mut dx)?;
     let mut want_dx = vec![0.0; g.x_len()];
-    conv::backward_data_naive(g, &f64s(&dy), &f64s(&w), &mut want_dx);
+    conv::backward_data_naive(g, &f64s(&dyr), &f64s(&wr), &mut want_dx);
 
     let (mut dw, mut db) = (dev.alloc(g.w_len())?, dev.alloc(g.c_out)?);
-    dev.conv_backward_filter(g, &xd, &dyd, &mut dw, &mut db)?;
-    let (mut want_dw, mut want_db) = (vec![0.0; g.w_len()], vec![0.0; g.c_out]);
-    conv::backward_filter_naive(g, &f64s(&x), &f64s(&dy), &mut want_dw, &mut want_db);
+    dev.conv_backward_filter(g, prec, &xd, &dyd, &mut dw, &mut db)?;
+    let (mut want_dw, mut rounded_db) = (vec![0.0; g.w_len()], vec![0.0; g.c_out]);
+    conv::backward_filter_naive(g, &f64s(&xr), &f64s(&dyr), &mut want_dw, &mut rounded_db);
+    let want_db = conv_bias_gradient(g, &dy);
     let (dw1, db1) = (dev.download(&dw)?, dev.download(&db)?);
 
     // The split reduction must be bit-reproducible: run the filter gradient again.
-    dev.conv_backward_filter(g, &xd, &dyd, &mut dw, &mut db)?;
+    dev.conv_backward_filter(g, prec, &xd, &dyd, &mut dw, &mut db)?;
     assert_eq!(
         bits(&dev.download(&dw)?),
         bits(&dw1),
@@ -159,9 +191,23 @@ pub fn conv_errors<D: Device>(dev: &D, g: &ConvGeom, seed: u64) -> Result<ConvEr
     })
 }
 
+/// The bias gradient in f64: per output channel, the sum of the (unrounded) output gradient.
+fn conv_bias_gradient(g: &ConvGeom, dy: &[f32]) -> Vec<f64> {
+    let plane = g.out_h() * g.out_w();
+    let mut db = vec![0.0; g.c_out];
+    for (i, &d) in dy.iter().enumerate() {
+        db[(i / plane) % g.c_out] += d as f64;
+    }
+    db
+}
+
 pub fn check_conv<D: Device>(dev: &D, g: &ConvGeom, seed: u64) -> Result<()> {
-    let e = conv_errors(dev, g, seed)?;
-    let what = |pass: &str| format!("conv {pass} {g:?}");
+    check_conv_at(dev, g, Precision::Fp32, seed)
+}
+
+pub fn check_conv_at<D: Device>(dev: &D, g: &ConvGeom, prec: Precision, seed: u64) -> Result<()> {
+    let e = conv_errors(dev, g, prec, seed)?;
+    let what = |pass: &str| format!("conv {pass} at {prec} {g:?}");
     assert_within(&what("forward"), e.forward, TOL_GEMM);
     assert_within(&what("data gradient"), e.data, TOL_GEMM);
     assert_within(&what("filter gradient"), e.filter, TOL_GEMM);
@@ -172,10 +218,16 @@ pub fn check_conv<D: Device>(dev: &D, g: &ConvGeom, seed: u64) -> Result<()> {
 // ---- fully connected -------------------------------------------------------------------------
 
 pub fn check_fc<D: Device>(dev: &D, g: &FcGeom, seed: u64) -> Result<()> {
+    check_fc_at(dev, g, Precision::Fp32, seed)
+}
+
+/// The three fc passes at `prec`, references as for [`conv_errors`].
+pub fn check_fc_at<D: Device>(dev: &D, g: &FcGeom, prec: Precision, seed: u64) -> Result<()> {
     let x = data(g.n * g.inputs, seed, -1.0, 1.0);
     let w = data(g.outputs * g.inputs, seed + 1, -1.0, 1.0);
     let b = data(g.outputs, seed + 2, -1.0, 1.0);
     let dy = data(g.n * g.outputs, seed + 3, -1.0, 1.0);
+    let (xr, wr, dyr) = (prec.round_all(&x), prec.round_all(&w), prec.round_all(&dy));
     let (xd, wd, bd, dyd) = (
         dev.upload(&x)?,
         dev.upload(&w)?,
@@ -184,31 +236,33 @@ pub fn check_fc<D: Device>(dev: &D, g: &FcGeom, seed: u64) -> Result<()> {
     );
 
     let mut y = dev.alloc(g.n * g.outputs)?;
-    dev.fc_forward(g, &xd, &wd, &bd, &mut y)?;
+    dev.fc_forward(g, prec, &xd, &wd, &bd, &mut y)?;
     let mut want = vec![0.0; g.n * g.outputs];
-    fc::forward_naive(g, &f64s(&x), &f64s(&w), &f64s(&b), &mut want);
+    fc::forward_naive(g, &f64s(&xr), &f64s(&wr), &f64s(&b), &mut want);
     assert_within(
-        &format!("fc forward {g:?}"),
+        &format!("fc forward at {prec} {g:?}"),
         err_vs_max(&dev.download(&y)?, &want),
         TOL_GEMM,
     );
 
     let mut dx = dev.alloc(g.n * g.inputs)?;
-    dev.fc_backward_data(g, &dyd, &wd, &mut dx)?;
+    dev.fc_backward_data(g, prec, &dyd, &wd, &mut dx)?;
     let mut want = vec![0.0; g.n * g.inputs];
-    fc::backward_data_naive(g, &f64s(&dy), &f64s(&w), &mut want);
+    fc::backward_data_naive(g, &f64s(&dyr), &f64s(&wr), &mut want);
     assert_within(
-        &format!("fc data gradient {g:?}"),
+        &format!("fc data gradient at {prec} {g:?}"),
         err_vs_max(&dev.download(&dx)?, &want),
         TOL_GEMM,
     );
 
     let (mut dw, mut db) = (dev.alloc(g.outputs * g.inputs)?, dev.alloc(g.outputs)?);
-    dev.fc_backward_filter(g, &xd, &dyd, &mut dw, &mut db)?;
+    dev.fc_backward_filter(g, prec, &xd, &dyd, &mut dw, &mut db)?;
     let (mut want_dw, mut want_db) = (vec![0.0; g.outputs * g.inputs], vec![0.0; g.outputs]);
-    fc::backward_filter_naive(g, &f64s(&x), &f64s(&dy), &mut want_dw, &mut want_db);
+    fc::backward_filter_naive(g, &f64s(&xr), &f64s(&dyr), &mut want_dw, &mut want_db);
+    let mut unused = vec![0.0; g.outputs * g.inputs];
+    fc::backward_filter_naive(g, &f64s(&x), &f64s(&dy), &mut unused, &mut want_db);
     assert_within(
-        &format!("fc filter gradient {g:?}"),
+        &format!("fc filter gradient at {prec} {g:?}"),
         err_vs_max(&dev.download(&dw)?, &want_dw),
         TOL_GEMM,
     );

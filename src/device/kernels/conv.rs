@@ -2,12 +2,13 @@
 //! tile each layer gets (`igemm`), how far the filter gradient's reduction is split, whether the
 //! masked bounds checks serve, and the grids.
 
-use super::igemm::{Tile, WIDE, by_suffix, pick_split, pick_tile};
+use super::igemm::{Tile, WIDE, by_suffix, kernel_name, pick_split, pick_tile};
 use super::params::conv_params;
 use super::{KernelDevice, THREADS, arg, check_len, kernel, u32_of};
 use crate::device::Device;
 use crate::device::launch::{LaunchConfig, Launcher};
 use crate::ops::conv::ConvGeom;
+use crate::ops::precision::Precision;
 use anyhow::{Context, Result};
 
 /// Taps per axis the masked checks cover (IGEMM_MASKED_TAPS in cuda/igemm.cuh), and the filter
@@ -28,23 +29,25 @@ fn filter_border_fits(g: &ConvGeom) -> bool {
     fits(g.h, g.out_h()) && fits(g.w, g.out_w())
 }
 
-/// The tile and kernel name of a launch: the forced tile or the chosen one, on the general
+/// The tile and kernel of a launch at `prec`: the forced tile or the chosen one, on the general
 /// kernels where the masked checks cannot serve.
 fn tile_and_name(
     pass: &'static str,
+    prec: Precision,
     masked: bool,
     forced: Option<&str>,
     t: Tile,
-) -> (Tile, String) {
+) -> (Tile, &'static str) {
     let t = forced.map_or(t, by_suffix);
     let t = if masked { t } else { WIDE };
-    (t, format!("{pass}_f32_{}", t.suffix))
+    (t, kernel_name(pass, prec, t))
 }
 
 impl<L: Launcher> KernelDevice<L> {
     pub(super) fn launch_conv_forward(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &L::Buf,
         w: &L::Buf,
         b: &L::Buf,
@@ -63,14 +66,15 @@ impl<L: Launcher> KernelDevice<L> {
             let sms = self.launcher.multiprocessors();
             let (t, name) = tile_and_name(
                 "conv_forward",
+                prec,
                 g.k <= MASKED_TAPS,
                 self.gemm_tile,
                 pick_tile(rows, cols, g.groups, kdim, sms),
             );
             let (xp, wp, bp, yp) = (self.ptr(x), self.ptr(w), self.ptr(b), self.ptr(y));
             self.launch_named(
-                &name,
-                t.config(rows, cols, g.groups)?,
+                name,
+                t.config(prec, rows, cols, g.groups)?,
                 &[arg(&p), arg(&xp), arg(&wp), arg(&bp), arg(&yp)],
             )
         };
@@ -80,6 +84,7 @@ impl<L: Launcher> KernelDevice<L> {
     pub(super) fn launch_conv_backward_data(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         dy: &L::Buf,
         w: &L::Buf,
         dx: &mut L::Buf,
@@ -97,14 +102,15 @@ impl<L: Launcher> KernelDevice<L> {
             let z = g.groups * s * s;
             let (t, name) = tile_and_name(
                 "conv_backward_data",
+                prec,
                 taps <= MASKED_TAPS,
                 self.gemm_tile,
                 pick_tile(rows, cols, z, g.cout_per_group() * taps * taps, sms),
             );
             let (dyp, wp, dxp) = (self.ptr(dy), self.ptr(w), self.ptr(dx));
             self.launch_named(
-                &name,
-                t.config(rows, cols, z)?,
+                name,
+                t.config(prec, rows, cols, z)?,
                 &[arg(&p), arg(&dyp), arg(&wp), arg(&dxp)],
             )
         };
@@ -114,6 +120,7 @@ impl<L: Launcher> KernelDevice<L> {
     pub(super) fn launch_conv_backward_filter(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &L::Buf,
         dy: &L::Buf,
         dw: &mut L::Buf,
@@ -137,6 +144,7 @@ impl<L: Launcher> KernelDevice<L> {
             let (t, chunk, splits) = pick_split(rows, cols, g.groups, kdim, sms);
             let (t, name) = tile_and_name(
                 "conv_backward_filter",
+                prec,
                 filter_border_fits(g),
                 self.gemm_tile,
                 t,
@@ -164,8 +172,8 @@ impl<L: Launcher> KernelDevice<L> {
 
             let out = if splits > 1 { ws } else { dwp };
             self.launch_named(
-                &name,
-                t.config(rows, cols, g.groups * splits)?,
+                name,
+                t.config(prec, rows, cols, g.groups * splits)?,
                 &[arg(&p), arg(&xp), arg(&dyp), arg(&out)],
             )?;
             if splits > 1 {
@@ -191,44 +199,20 @@ impl<L: Launcher> KernelDevice<L> {
         run().with_context(|| format!("conv_backward_filter {g:?}"))
     }
 
-    /// Launches `cuda/conv.cu`'s kernel `name` (made at run time from the tile).
+    /// Launches `cuda/conv.cu`'s kernel `name`.
     fn launch_named(
         &self,
-        name: &str,
+        name: &'static str,
         cfg: LaunchConfig,
         args: &[*mut std::ffi::c_void],
     ) -> Result<()> {
-        let name = conv_kernel_name(name)?;
         self.launch(kernel("conv", name), cfg, args)
     }
-}
-
-/// The `'static` kernel name for `name` (kernels are named by static strings).
-fn conv_kernel_name(name: &str) -> Result<&'static str> {
-    const NAMES: [&str; 12] = [
-        "conv_forward_f32_128x128",
-        "conv_forward_f32_64x128",
-        "conv_forward_f32_48x128",
-        "conv_forward_f32_64x128_wide",
-        "conv_backward_data_f32_128x128",
-        "conv_backward_data_f32_64x128",
-        "conv_backward_data_f32_48x128",
-        "conv_backward_data_f32_64x128_wide",
-        "conv_backward_filter_f32_128x128",
-        "conv_backward_filter_f32_64x128",
-        "conv_backward_filter_f32_48x128",
-        "conv_backward_filter_f32_64x128_wide",
-    ];
-    NAMES
-        .into_iter()
-        .find(|n| *n == name)
-        .with_context(|| format!("no conv kernel {name}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
     #[test]
     fn masked_filter_border_covers_the_presets() {
         let g = |h: usize, k: usize, stride: usize, pad: usize, pad_end: usize| ConvGeom {

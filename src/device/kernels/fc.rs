@@ -2,12 +2,13 @@
 //! on the main loop and tiles of `igemm`, with the reduction split across blocks when the output
 //! has too few tiles to fill the device.
 
-use super::igemm::{Tile, by_suffix, pick_split, pick_split_among};
+use super::igemm::{Tile, by_suffix, kernel_name, pick_split, pick_split_among};
 use super::params::fc_params;
 use super::{KernelDevice, arg, check_len, elementwise, kernel};
 use crate::device::Device;
 use crate::device::launch::{Launcher, Sgemm};
 use crate::ops::fc::FcGeom;
+use crate::ops::precision::Precision;
 use anyhow::{Context, Result};
 
 /// The tile and split of a pass whose output is `rows x cols` over `k` terms: the best pair, or
@@ -32,30 +33,11 @@ fn plan(
     }
 }
 
-/// `cuda/fc.cu`'s kernel of `pass` on tile `t`.
-fn fc_kernel(pass: &str, t: Tile) -> Result<&'static str> {
-    const NAMES: [&str; 9] = [
-        "fc_forward_f32_128x128",
-        "fc_forward_f32_64x128",
-        "fc_forward_f32_48x128",
-        "fc_backward_data_f32_128x128",
-        "fc_backward_data_f32_64x128",
-        "fc_backward_data_f32_48x128",
-        "fc_backward_filter_f32_128x128",
-        "fc_backward_filter_f32_64x128",
-        "fc_backward_filter_f32_48x128",
-    ];
-    let name = format!("{pass}_f32_{}", t.suffix);
-    NAMES
-        .into_iter()
-        .find(|n| *n == name)
-        .with_context(|| format!("no fc kernel {name}"))
-}
-
 impl<L: Launcher> KernelDevice<L> {
     pub(super) fn launch_fc_forward(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &L::Buf,
         w: &L::Buf,
         b: &L::Buf,
@@ -71,6 +53,7 @@ impl<L: Launcher> KernelDevice<L> {
             let len = g.n * g.outputs;
             // Column-major, y^T [outputs, n] = (w^T)^T · x^T; then the bias, in place.
             let vendor = Sgemm {
+                precision: prec,
                 trans_a: true,
                 trans_b: false,
                 m: g.outputs,
@@ -94,9 +77,9 @@ impl<L: Launcher> KernelDevice<L> {
             } else {
                 (yp, bp)
             };
-            let cfg = t.config(g.outputs, g.n, splits)?;
+            let cfg = t.config(prec, g.outputs, g.n, splits)?;
             self.launch(
-                kernel("fc", fc_kernel("fc_forward", t)?),
+                kernel("fc", kernel_name("fc_forward", prec, t)),
                 cfg,
                 &[arg(&p), arg(&xp), arg(&wp), arg(&bias), arg(&out)],
             )?;
@@ -112,6 +95,7 @@ impl<L: Launcher> KernelDevice<L> {
     pub(super) fn launch_fc_backward_data(
         &self,
         g: &FcGeom,
+        prec: Precision,
         dy: &L::Buf,
         w: &L::Buf,
         dx: &mut L::Buf,
@@ -125,6 +109,7 @@ impl<L: Launcher> KernelDevice<L> {
             let len = g.n * g.inputs;
             // Column-major, dx^T [inputs, n] = w^T · dy^T.
             let vendor = Sgemm {
+                precision: prec,
                 trans_a: false,
                 trans_b: false,
                 m: g.inputs,
@@ -148,9 +133,9 @@ impl<L: Launcher> KernelDevice<L> {
             } else {
                 dxp
             };
-            let cfg = t.config(g.inputs, g.n, splits)?;
+            let cfg = t.config(prec, g.inputs, g.n, splits)?;
             self.launch(
-                kernel("fc", fc_kernel("fc_backward_data", t)?),
+                kernel("fc", kernel_name("fc_backward_data", prec, t)),
                 cfg,
                 &[arg(&p), arg(&dyp), arg(&wp), arg(&out)],
             )?;
@@ -165,6 +150,7 @@ impl<L: Launcher> KernelDevice<L> {
     pub(super) fn launch_fc_backward_filter(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &L::Buf,
         dy: &L::Buf,
         dw: &mut L::Buf,
@@ -180,6 +166,7 @@ impl<L: Launcher> KernelDevice<L> {
             let len = g.outputs * g.inputs;
             // Column-major, dw^T [inputs, outputs] = x^T · (dy^T)^T.
             let vendor = Sgemm {
+                precision: prec,
                 trans_a: false,
                 trans_b: true,
                 m: g.inputs,
@@ -201,9 +188,9 @@ impl<L: Launcher> KernelDevice<L> {
                 } else {
                     dwp
                 };
-                let cfg = t.config(g.outputs, g.inputs, splits)?;
+                let cfg = t.config(prec, g.outputs, g.inputs, splits)?;
                 self.launch(
-                    kernel("fc", fc_kernel("fc_backward_filter", t)?),
+                    kernel("fc", kernel_name("fc_backward_filter", prec, t)),
                     cfg,
                     &[arg(&p), arg(&xp), arg(&dyp), arg(&out)],
                 )?;

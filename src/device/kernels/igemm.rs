@@ -9,7 +9,10 @@
 
 use super::u32_of;
 use crate::device::launch::LaunchConfig;
+use crate::ops::precision::Precision;
 use anyhow::{Context, Result, ensure};
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 
 /// A block tile of `cuda/igemm.cuh` (`IgemmTile<rows, cols, _>`), as `cuda/conv.cu` builds it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,17 +65,23 @@ pub(super) const WIDE: Tile = Tile {
 };
 
 impl Tile {
-    /// `IgemmTile::SMEM_BYTES`: the stages of both operands' tiles (rows padded by 4 floats) and
-    /// two K tables of 16-byte entries. `cuda/conv.cu` static_asserts the same numbers.
-    pub(super) fn smem_bytes(&self) -> u32 {
-        (STAGES * BK * (self.rows + 4 + self.cols + 4) * 4 + 2 * BK * 16) as u32
+    /// `IgemmTile::SMEM_BYTES` at precision `prec`: the stages of both operands' tiles (SIMT:
+    /// K-major rows padded by 4 floats; tensor cores: rows of K padded by 4 floats for TF32, 8
+    /// for bf16) and two K tables of 16-byte entries. `cuda/conv.cu` static_asserts the same.
+    pub(super) fn smem_bytes(&self, prec: Precision) -> u32 {
+        let stage = match prec {
+            Precision::Fp32 => BK * (self.rows + 4 + self.cols + 4),
+            Precision::Tf32 => (self.rows + self.cols) * (BK + 4),
+            Precision::Bf16 => (self.rows + self.cols) * (BK + 8),
+        };
+        (STAGES * stage * 4 + 2 * BK * 16) as u32
     }
 
     /// Blocks resident on one SM: at most 128 registers a thread (the kernels' launch bounds),
     /// 227 KiB of shared memory (1 KiB of it reserved per block), 2048 threads.
     pub(super) fn blocks_per_sm(&self) -> usize {
         let by_regs = 65536 / (128 * self.threads as usize);
-        let by_smem = (228 * 1024) / (self.smem_bytes() as usize + 1024);
+        let by_smem = (228 * 1024) / (self.smem_bytes(Precision::Fp32) as usize + 1024);
         let by_threads = 2048 / self.threads as usize;
         by_regs.min(by_smem).min(by_threads).max(1)
     }
@@ -91,7 +100,13 @@ impl Tile {
             / self.issue_share
     }
 
-    pub(super) fn config(&self, rows: usize, cols: usize, z: usize) -> Result<LaunchConfig> {
+    pub(super) fn config(
+        &self,
+        prec: Precision,
+        rows: usize,
+        cols: usize,
+        z: usize,
+    ) -> Result<LaunchConfig> {
         // CUDA caps gridDim.y and gridDim.z at 65535 (x at 2^31 - 1).
         let (ry, zs) = (rows.div_ceil(self.rows), z);
         ensure!(
@@ -105,7 +120,7 @@ impl Tile {
                 u32_of(zs, "grid z")?,
             ],
             block: [self.threads, 1, 1],
-            shared_bytes: self.smem_bytes(),
+            shared_bytes: self.smem_bytes(prec),
         })
     }
 }
@@ -174,6 +189,29 @@ pub(super) fn tile_named(name: &str) -> Result<&'static str> {
         .with_context(|| format!("no conv tile {name:?}: 128x128, 64x128, 48x128 or 64x128_wide"))
 }
 
+/// The kernel `<pass>_<f32|tf32|bf16>_<tile>` (`cuda/conv.cu`, `cuda/fc.cu`) as the `'static`
+/// name launches take: each distinct name is made once and kept.
+pub(super) fn kernel_name(pass: &str, prec: Precision, t: Tile) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let prec = match prec {
+        Precision::Fp32 => "f32",
+        p => p.name(),
+    };
+    let name = format!("{pass}_{prec}_{}", t.suffix);
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    match names.get(name.as_str()) {
+        Some(n) => n,
+        None => {
+            let leaked: &'static str = Box::leak(name.into_boxed_str());
+            names.insert(leaked);
+            leaked
+        }
+    }
+}
+
 pub(super) fn by_suffix(suffix: &str) -> Tile {
     TILES
         .into_iter()
@@ -188,9 +226,11 @@ mod tests {
 
     #[test]
     fn shared_bytes_are_what_conv_cu_asserts() {
-        let bytes: Vec<u32> = TILES.iter().map(Tile::smem_bytes).collect();
-        assert_eq!(bytes, [68608, 52224, 48128]);
-        assert_eq!(WIDE.smem_bytes(), 52224);
+        let bytes = |p| TILES.iter().map(|t| t.smem_bytes(p)).collect::<Vec<u32>>();
+        assert_eq!(bytes(Precision::Fp32), [68608, 52224, 48128]);
+        assert_eq!(bytes(Precision::Tf32), [74752, 56320, 51712]);
+        assert_eq!(bytes(Precision::Bf16), [82944, 62464, 57344]);
+        assert_eq!(WIDE.smem_bytes(Precision::Fp32), 52224);
     }
 
     #[test]

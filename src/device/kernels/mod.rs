@@ -18,6 +18,7 @@ use params::{
 
 use super::launch::{Kernel, LaunchConfig, Launcher};
 use super::{Block, Device};
+use crate::ops::precision::Precision;
 use crate::ops::{
     conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom, sgd::SgdStep,
     spatial_norm::SpatialNormGeom,
@@ -335,69 +336,82 @@ impl<L: Launcher> Device for KernelDevice<L> {
     fn conv_forward(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &L::Buf,
         w: &L::Buf,
         b: &L::Buf,
         y: &mut L::Buf,
     ) -> Result<()> {
-        self.launch_conv_forward(g, x, w, b, y, false)
+        self.launch_conv_forward(g, prec, x, w, b, y, false)
     }
     fn conv_forward_relu(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &L::Buf,
         w: &L::Buf,
         b: &L::Buf,
         y: &mut L::Buf,
     ) -> Result<()> {
-        self.launch_conv_forward(g, x, w, b, y, true)
+        self.launch_conv_forward(g, prec, x, w, b, y, true)
     }
 
     fn conv_backward_data(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         dy: &L::Buf,
         w: &L::Buf,
         dx: &mut L::Buf,
     ) -> Result<()> {
-        self.launch_conv_backward_data(g, dy, w, dx)
+        self.launch_conv_backward_data(g, prec, dy, w, dx)
     }
 
     fn conv_backward_filter(
         &self,
         g: &ConvGeom,
+        prec: Precision,
         x: &L::Buf,
         dy: &L::Buf,
         dw: &mut L::Buf,
         db: &mut L::Buf,
     ) -> Result<()> {
-        self.launch_conv_backward_filter(g, x, dy, dw, db)
+        self.launch_conv_backward_filter(g, prec, x, dy, dw, db)
     }
 
     fn fc_forward(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &L::Buf,
         w: &L::Buf,
         b: &L::Buf,
         y: &mut L::Buf,
     ) -> Result<()> {
-        self.launch_fc_forward(g, x, w, b, y)
+        self.launch_fc_forward(g, prec, x, w, b, y)
     }
 
-    fn fc_backward_data(&self, g: &FcGeom, dy: &L::Buf, w: &L::Buf, dx: &mut L::Buf) -> Result<()> {
-        self.launch_fc_backward_data(g, dy, w, dx)
+    fn fc_backward_data(
+        &self,
+        g: &FcGeom,
+        prec: Precision,
+        dy: &L::Buf,
+        w: &L::Buf,
+        dx: &mut L::Buf,
+    ) -> Result<()> {
+        self.launch_fc_backward_data(g, prec, dy, w, dx)
     }
 
     fn fc_backward_filter(
         &self,
         g: &FcGeom,
+        prec: Precision,
         x: &L::Buf,
         dy: &L::Buf,
         dw: &mut L::Buf,
         db: &mut L::Buf,
     ) -> Result<()> {
-        self.launch_fc_backward_filter(g, x, dy, dw, db)
+        self.launch_fc_backward_filter(g, prec, x, dy, dw, db)
     }
 
     fn relu_forward(&self, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
