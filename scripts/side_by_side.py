@@ -43,15 +43,22 @@ def main():
         pf, pb = p["forward"]["median_ms"], p["forward+backward"]["median_ms"]
         print(f"{name:<7} {fwd2:9.3f} {pf:9.3f} {fwd2 / pf:6.2f}   {both2:9.3f} {pb:9.3f} {both2 / pb:6.2f}")
     print()
-    print(f"{'whole training step':<34} {'ms':>9} {'images/s':>10}")
-    # The peer's input stays on the GPU: compare with ours resident; uploaded is what training pays.
-    for r in step:
-        if r["preset"] == "paper":
-            label = f"ours (paper, {r['batch']}, {r.get('input', 'uploaded')})"
-            print(f"{label:<34} {r['median_ms']:9.2f} {r['images_per_s']:10.1f}")
-    for key, label in (("step_tf32_off", "peer, TF32 off"), ("step_tf32_on", "peer, TF32 on")):
-        r = peer[key]
-        print(f"{label:<34} {r['median_ms']:9.2f} {r['images_per_s']:10.1f}")
+    print(f"{'whole training step':<40} {'ms':>9} {'images/s':>10}")
+    # The peer's input stays on the GPU: compare with ours resident; uploaded is what training
+    # pays. Like with like: our fp32 with the peer's TF32 off, our tf32 with TF32 on, our bf16
+    # with AMP bf16.
+    peer_of = {"fp32": "fp32", "tf32": "tf32", "bf16": "amp_bf16"}
+    for prec, peer_key in peer_of.items():
+        for r in step:
+            if r["preset"] == "paper" and r.get("precision", "fp32") == prec:
+                label = f"ours {prec} (paper, {r['batch']}, {r.get('input', 'uploaded')})"
+                print(f"{label:<40} {r['median_ms']:9.2f} {r['images_per_s']:10.1f}")
+        p = peer.get("steps", {}).get(peer_key)
+        if p:
+            ours = [r for r in step if r["preset"] == "paper" and r.get("input") == "resident"
+                    and r.get("precision", "fp32") == prec]
+            ratio = f"  ours resident / peer: {ours[0]['median_ms'] / p['median_ms']:.2f}" if ours else ""
+            print(f"{'peer ' + peer_key:<40} {p['median_ms']:9.2f} {p['images_per_s']:10.1f}{ratio}")
 
 
 if __name__ == "__main__":
