@@ -165,9 +165,10 @@ sanitize() {
     return $rc
 }
 
+# train_run PRECISION: 50 synthetic steps on GPU 0 at that precision.
 train_run() {
     timeout "$limit" "$root/bin/alexnet" train --device cuda --devices 0 --max-steps 50 \
-        --no-progress --out "$out/train-run"
+        --precision "$1" --no-progress --out "$out/train-run-$1"
 }
 
 # bench NAME: one bench executable; ops chooses the GPU.
@@ -190,7 +191,8 @@ check unit-tests unit_tests
 for tool in memcheck racecheck synccheck; do
     check "sanitizer-$tool" sanitize "$tool"
 done
-check train-cuda train_run
+check train-cuda train_run fp32
+check train-cuda-bf16 train_run bf16
 for b in "$root"/benches/*; do
     [ -x "$b" ] && check "bench-$(basename "$b")" bench "$(basename "$b")"
 done

@@ -45,6 +45,34 @@ SANITIZE_CASE(igemm) {
     return sanitize::close("igemm", c, want, 1e-5);  // 70 f32 products per output
 }
 
+// One warp's tensor-core products (mma.cuh's warp collective) in thread mode: 32 OS threads
+// publish and read each other's fragment registers.
+SANITIZE_CASE(mma) {
+    for (int k : {8, 16}) {
+        std::vector<float> a(16 * k), b(k * 8), c(128), d(128, 0.0f);
+        std::vector<int> lanes(128, -1);
+        for (int i = 0; i < 16 * k; ++i) a[i] = (float)((i * 7) % 9 - 4);  // small integers: exact
+        for (int i = 0; i < k * 8; ++i) b[i] = (float)((i * 5) % 7 - 3);
+        for (int i = 0; i < 128; ++i) c[i] = (float)(i % 5);
+        const bool ok = k == 8 ? sanitize::Launch<&selftest_mma_tf32>::run(
+                                     dim3(1), dim3(32), 0, a.data(), b.data(), c.data(), d.data(),
+                                     lanes.data())
+                               : sanitize::Launch<&selftest_mma_bf16>::run(
+                                     dim3(1), dim3(32), 0, a.data(), b.data(), c.data(), d.data(),
+                                     lanes.data());
+        if (!ok) return false;
+        std::vector<double> want(128);
+        for (int i = 0; i < 16; ++i)
+            for (int j = 0; j < 8; ++j) {
+                double s = c[i * 8 + j];
+                for (int p = 0; p < k; ++p) s += (double)a[i * k + p] * b[p * 8 + j];
+                want[i * 8 + j] = s;
+            }
+        if (!sanitize::close(k == 8 ? "mma_tf32" : "mma_bf16", d, want, 1e-7)) return false;
+    }
+    return true;
+}
+
 SANITIZE_CASE(block_sum) {
     const int n = 500, threads = 72, blocks = 2;  // 72 threads: two warps and 8 lanes
     const auto x = data(n, 3);
