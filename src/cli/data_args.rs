@@ -1,10 +1,11 @@
 //! Opening datasets and their statistics for the commands.
 
 use crate::data::{
-    BadSample, Dataset, OpenOptions, Splits, Stats, prepare_with, unreadable_classes,
+    BadSample, Dataset, OpenOptions, PackOptions, Splits, Stats, pack_split, prepare_with,
+    unreadable_classes,
 };
 use crate::progress::Progress;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,19 @@ pub struct PrepareArgs {
     /// No progress bar (a line every few seconds instead), e.g. for logs.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also write the training and validation sets into this folder as a pack: every image cut
+    /// once to its base×base centre (shorter side to base, then the central square), as JPEG in
+    /// tar shards with an index (`<DIR>/train/`, `<DIR>/val/`); the statistics are taken in the
+    /// same pass and saved beside it. Give `--data DIR` to train, eval or prepare from it. An
+    /// interrupted pack resumes when run again.
+    #[arg(long, value_name = "DIR")]
+    pub pack: Option<PathBuf>,
+    /// JPEG quality of the packed images.
+    #[arg(long, default_value_t = 90, requires = "pack")]
+    pub quality: u8,
+    /// Images per pack shard.
+    #[arg(long, default_value_t = 4096, requires = "pack")]
+    pub shard_images: usize,
 }
 
 /// Bounds on what one file of a dataset may cost to read.
@@ -83,6 +97,9 @@ pub fn open(path: &Path, classes: Option<Vec<String>>, limits: ReadLimits) -> Re
 }
 
 pub fn prepare(args: &PrepareArgs) -> Result<()> {
+    if let Some(dir) = &args.pack {
+        return pack(args, dir);
+    }
     let splits = splits(&args.data)?;
     let train = open(&splits.train, None, args.limits)?;
     println!(
@@ -138,4 +155,77 @@ pub fn report_bad(dataset: &Dataset, bad: &[BadSample]) {
 /// Loads statistics from `path`, naming it in the error.
 pub fn load_stats(path: &Path) -> Result<Stats> {
     Stats::load(path).with_context(|| format!("loading the dataset statistics {}", path.display()))
+}
+
+/// `prepare --pack`: packs the training set (with its statistics) and the validation set.
+fn pack(args: &PrepareArgs, dir: &Path) -> Result<()> {
+    let sp = splits(&args.data)?;
+    let train = open(&sp.train, None, args.limits)?;
+    let val = match &sp.val {
+        Some(v) => Some(open(v, Some(train.classes().to_vec()), args.limits)?),
+        None => None,
+    };
+    ensure!(
+        !train.is_pack(),
+        "{} is already a pack: give the folder it was made from",
+        sp.train.display()
+    );
+    let options = PackOptions {
+        base: args.base,
+        quality: args.quality,
+        shard_images: args.shard_images,
+        threads: threads(args.threads),
+    };
+    let stats_path = match &args.stats {
+        Some(p) => p.clone(),
+        None => dir.join(format!("train.stats-{}.safetensors", args.base)),
+    };
+    let parts = [("train", Some(&train)), ("val", val.as_ref())];
+    for (split, source) in parts {
+        let Some(source) = source else { continue };
+        let t = std::time::Instant::now();
+        let progress = Progress::new(
+            format!("packing {}", source.path().display()),
+            source.len() as u64,
+            !args.no_progress,
+        )
+        .interruptible(crate::train::run::interrupt_flag());
+        let out = dir.join(split);
+        let packed = pack_split(source, &out, &options, split == "train", &progress)?;
+        report_bad(source, &packed.bad);
+        let m = &packed.manifest;
+        let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
+        let how = if packed.complete_before {
+            "already packed".to_string()
+        } else if packed.reused_shards > 0 {
+            format!(
+                "packed in {:.1} s, resuming ({} shards were complete)",
+                t.elapsed().as_secs_f64(),
+                packed.reused_shards
+            )
+        } else {
+            format!("packed in {:.1} s", t.elapsed().as_secs_f64())
+        };
+        println!(
+            "{}: {} images in {} shards, {:.1} MB ({} unreadable left out), {how}",
+            out.display(),
+            m.images,
+            m.shards.len(),
+            bytes as f64 / 1e6,
+            m.skipped.len()
+        );
+        if let Some(stats) = packed.stats {
+            stats.save(&stats_path)?;
+            println!(
+                "wrote {}: mean image {}x{}, RGB eigenvalues {:.1} {:.1} {:.1}, over the packed images",
+                stats_path.display(),
+                stats.base,
+                stats.base,
+                stats.eigenvalues[0],
+                stats.eigenvalues[1],
+                stats.eigenvalues[2]
+            );
+        }
+    }
+    Ok(())
 }

@@ -33,7 +33,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Compute a training set's mean image and colour PCA (saved beside it, or at --stats).
+    /// Compute a training set's mean image and colour PCA (saved beside it, or at --stats); with
+    /// --pack, write the dataset once as 256x256 JPEG shards that load several times faster.
     Prepare(data_args::PrepareArgs),
     /// Train a network (with no --data: the cifar preset on a built-in synthetic set, for about a
     /// minute, to show the engine working).

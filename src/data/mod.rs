@@ -59,12 +59,14 @@
 pub mod augment;
 pub mod decode;
 pub mod loader;
+pub mod pack;
 pub mod source;
 pub mod stats;
 pub mod synthetic;
 
 pub use augment::{Augment, EvalViews, Geometry, Pixels, View};
 pub use loader::{Batch, Batches, Loader, LoaderConfig, Mode, Throughput};
+pub use pack::{PackOptions, Packed, pack_split};
 pub use source::{Dataset, OpenOptions, Sample, Splits};
 pub use stats::{Prepared, Stats, prepare, prepare_with};
 pub use synthetic::{Split, Synthetic};

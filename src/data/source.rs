@@ -66,6 +66,13 @@ pub struct Dataset {
 enum Store {
     Folder,
     Tar(File),
+    /// A pack split's shards (path, file) and each sample's shard.
+    Pack {
+        shards: Vec<(PathBuf, File)>,
+        shard_of: Vec<u32>,
+        /// Each sample's member key (its index in the source).
+        keys: Vec<u32>,
+    },
     Synthetic(Synthetic),
 }
 
@@ -98,6 +105,9 @@ impl Dataset {
         let path = path.as_ref();
         let meta = std::fs::metadata(path)
             .with_context(|| format!("dataset not found: {}", path.display()))?;
+        if meta.is_dir() && path.join(super::pack::MANIFEST).exists() {
+            return Self::open_pack(path, options);
+        }
         let flat = options.labels.is_some();
         let (store, listing) = if meta.is_dir() {
             (Store::Folder, list_folder(path, flat)?)
@@ -118,6 +128,74 @@ impl Dataset {
         dataset.report_unreadable(&listing.unreadable);
         dataset.arrange(listing.files, listing.dirs, options)?;
         Ok(dataset)
+    }
+
+    /// A pack split (see [`super::pack`]): its manifest and shards checked, samples in the
+    /// order they were packed (the source's, less its unreadable files).
+    fn open_pack(path: &Path, options: &OpenOptions) -> Result<Dataset> {
+        ensure!(
+            options.labels.is_none(),
+            "{} is a pack, which carries its labels: no labels file is read for it",
+            path.display()
+        );
+        let opened = super::pack::open(path)?;
+        let m = &opened.manifest;
+        if let Some(classes) = &options.classes {
+            ensure!(
+                classes == &m.classes,
+                "{} was packed with {} classes that are not the training set's {}",
+                path.display(),
+                m.classes.len(),
+                classes.len()
+            );
+        }
+        let mut warnings = Vec::new();
+        if !m.skipped.is_empty() {
+            warnings.push(format!(
+                "{}: {} unreadable files of {} were left out when it was packed (listed in its {})",
+                path.display(),
+                m.skipped.len(),
+                m.source,
+                super::pack::MANIFEST
+            ));
+        }
+        let (mut samples, mut shard_of, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        for (s, lines) in opened.entries.into_iter().enumerate() {
+            for e in lines {
+                samples.push(Sample {
+                    name: e.name,
+                    label: e.label,
+                    offset: e.offset,
+                    size: e.size,
+                });
+                shard_of.push(s as u32);
+                keys.push(e.key);
+            }
+        }
+        ensure!(
+            !samples.is_empty(),
+            "the pack {} holds no images",
+            path.display()
+        );
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            classes: m.classes.clone(),
+            samples,
+            store: Store::Pack {
+                shards: opened.shards,
+                shard_of,
+                keys,
+            },
+            warnings,
+            max_image_bytes: options
+                .max_image_bytes
+                .unwrap_or(crate::files::DEFAULT_MAX_IMAGE_BYTES),
+        })
+    }
+
+    /// Whether this is a pack split.
+    pub fn is_pack(&self) -> bool {
+        matches!(self.store, Store::Pack { .. })
     }
 
     /// The built-in procedural dataset (see [`super::synthetic`]).
@@ -181,8 +259,16 @@ impl Dataset {
     /// Where sample `index` lives, for messages: `<root>/<name>` or `<tar>:<member>`.
     pub fn describe(&self, index: usize) -> String {
         let name = &self.samples[index].name;
-        match self.store {
+        match &self.store {
             Store::Folder => self.path.join(name).display().to_string(),
+            Store::Pack {
+                shards,
+                shard_of,
+                keys,
+            } => {
+                let shard = &shards[shard_of[index] as usize].0;
+                format!("{}:{:08}.jpg ({name})", shard.display(), keys[index])
+            }
             Store::Tar(_) | Store::Synthetic(_) => format!("{}:{name}", self.path.display()),
         }
     }
@@ -231,6 +317,17 @@ impl Dataset {
                     "the member is {} bytes, more than the limit of {cap} bytes per image",
                     sample.size
                 );
+                Ok(read_at(file, sample.offset, sample.size as usize)?)
+            }
+            Store::Pack {
+                shards, shard_of, ..
+            } => {
+                ensure!(
+                    sample.size <= cap,
+                    "the image is {} bytes, more than the limit of {cap} bytes per image",
+                    sample.size
+                );
+                let file = &shards[shard_of[index] as usize].1;
                 Ok(read_at(file, sample.offset, sample.size as usize)?)
             }
             Store::Synthetic(_) => bail!("the synthetic dataset has no files"),
@@ -915,7 +1012,7 @@ fn printable(message: &str) -> String {
 
 /// Reads `len` bytes at `offset` without moving a shared cursor, so threads can read one file at
 /// once.
-fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+pub(super) fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     #[cfg(unix)]
     {

@@ -139,7 +139,7 @@ pub fn prepare_with(
 }
 
 /// Integer sums over images: exact, so any grouping gives the same totals.
-struct Sums {
+pub(crate) struct Sums {
     /// Per pixel and channel, HWC.
     pixel: Vec<u64>,
     /// Σ r, Σ g, Σ b over every pixel.
@@ -147,13 +147,13 @@ struct Sums {
     /// Σ rr, rg, rb, gg, gb, bb.
     products: [u128; 6],
     images: usize,
-    bad: Vec<BadSample>,
+    pub(crate) bad: Vec<BadSample>,
 }
 
 const PAIRS: [(usize, usize); 6] = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)];
 
 impl Sums {
-    fn new(base: usize) -> Sums {
+    pub(crate) fn new(base: usize) -> Sums {
         Sums {
             pixel: vec![0; base * base * 3],
             channel: [0; 3],
@@ -162,7 +162,7 @@ impl Sums {
             bad: Vec::new(),
         }
     }
-    fn add_image(&mut self, img: &[u8]) {
+    pub(crate) fn add_image(&mut self, img: &[u8]) {
         let (mut channel, mut products) = ([0u64; 3], [0u64; 6]);
         for (sum, &v) in self.pixel.iter_mut().zip(img) {
             *sum += v as u64;
@@ -184,7 +184,7 @@ impl Sums {
         }
         self.images += 1;
     }
-    fn merge(mut self, other: Sums) -> Sums {
+    pub(crate) fn merge(mut self, other: Sums) -> Sums {
         for (a, b) in self.pixel.iter_mut().zip(&other.pixel) {
             *a += b;
         }
@@ -245,44 +245,57 @@ pub fn compute_with(
             dataset.path().display()
         );
     }
-    let mut bad = sums.bad;
-    bad.sort_by_key(|b| b.index);
-    if sums.images == 0 {
-        bail!(
-            "none of the {} images of {} could be read; the first error: {}",
-            dataset.len(),
-            dataset.path().display(),
-            bad.first().map(|b| b.error.as_str()).unwrap_or("none")
-        );
+    sums.into_stats(dataset, base)
+}
+
+impl Sums {
+    /// The statistics of `dataset` from its sums, and its unreadable samples sorted by index; an
+    /// error if no image at all could be read.
+    pub(crate) fn into_stats(
+        self,
+        dataset: &Dataset,
+        base: usize,
+    ) -> Result<(Stats, Vec<BadSample>)> {
+        let sums = self;
+        let mut bad = sums.bad;
+        bad.sort_by_key(|b| b.index);
+        if sums.images == 0 {
+            bail!(
+                "none of the {} images of {} could be read; the first error: {}",
+                dataset.len(),
+                dataset.path().display(),
+                bad.first().map(|b| b.error.as_str()).unwrap_or("none")
+            );
+        }
+        let n = sums.images as f64;
+        let plane = base * base;
+        let mut mean = vec![0f32; 3 * plane];
+        for (i, &s) in sums.pixel.iter().enumerate() {
+            mean[(i % 3) * plane + i / 3] = (s as f64 / n) as f32;
+        }
+        // cov(a, b) = (P·Σab − Σa·Σb) / P², the numerator exact in integers.
+        let pixels = (sums.images * plane) as i128;
+        let mut covariance = [[0f64; 3]; 3];
+        for (k, &(a, b)) in PAIRS.iter().enumerate() {
+            let num = pixels * sums.products[k] as i128
+                - sums.channel[a] as i128 * sums.channel[b] as i128;
+            let c = num as f64 / (pixels as f64 * pixels as f64);
+            covariance[a][b] = c;
+            covariance[b][a] = c;
+        }
+        let (eigenvalues, eigenvectors) = symmetric_eigen(covariance);
+        let stats = Stats {
+            base,
+            mean,
+            covariance,
+            eigenvalues,
+            eigenvectors,
+            images: sums.images,
+            samples: dataset.len(),
+            classes: dataset.classes().to_vec(),
+        };
+        Ok((stats, bad))
     }
-    let n = sums.images as f64;
-    let plane = base * base;
-    let mut mean = vec![0f32; 3 * plane];
-    for (i, &s) in sums.pixel.iter().enumerate() {
-        mean[(i % 3) * plane + i / 3] = (s as f64 / n) as f32;
-    }
-    // cov(a, b) = (P·Σab − Σa·Σb) / P², the numerator exact in integers.
-    let pixels = (sums.images * plane) as i128;
-    let mut covariance = [[0f64; 3]; 3];
-    for (k, &(a, b)) in PAIRS.iter().enumerate() {
-        let num =
-            pixels * sums.products[k] as i128 - sums.channel[a] as i128 * sums.channel[b] as i128;
-        let c = num as f64 / (pixels as f64 * pixels as f64);
-        covariance[a][b] = c;
-        covariance[b][a] = c;
-    }
-    let (eigenvalues, eigenvectors) = symmetric_eigen(covariance);
-    let stats = Stats {
-        base,
-        mean,
-        covariance,
-        eigenvalues,
-        eigenvectors,
-        images: sums.images,
-        samples: dataset.len(),
-        classes: dataset.classes().to_vec(),
-    };
-    Ok((stats, bad))
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix by cyclic Jacobi rotations: returns the

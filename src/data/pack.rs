@@ -1,0 +1,721 @@
+//! Packs: a dataset's images cut once to the paper's base images (shorter side to `base`, the
+//! central `base`×`base`, [`decode::to_base`]), re-encoded as JPEG and stored in tar shards, so
+//! that training decodes a 256×256 JPEG per image instead of a full photograph plus a resize.
+//!
+//! One split of a pack is a folder (`<pack>/train/`, `<pack>/val/`, so that a pack root is read
+//! like any dataset root):
+//! - `shard-000000.tar`, `shard-000001.tar`, …: WebDataset-style tar shards (ustar, no
+//!   compression); sample `k` of the source is the members `<k:08>.jpg` (the base image) and
+//!   `<k:08>.cls` (its label index, decimal). `tar tvf` lists them, `tar xf` extracts them, and
+//!   WebDataset and torchdata read them as they are. Tar rather than a private format because the
+//!   shards are tens of gigabytes a user may want to check, copy or feed to another tool.
+//! - `shard-000000.idx`, …: each shard's index, a `#` line of JSON (what the shard was made from
+//!   and holds) then one line per image, `offset<TAB>size<TAB>label<TAB>key<TAB>source name`
+//!   (tabs and newlines in names escaped as `\t` and `\n`), so the loader reads every image by a
+//!   positioned read without walking the tar headers, and `cut`/`awk` read it too.
+//! - `pack.json`: written last, when every shard is complete: the classes, the options, the
+//!   shards with their image counts and byte lengths, and the files of the source that could not
+//!   be read (left out, by name).
+//!
+//! Shard `s` holds the source samples `s·shard_images ..` in the source's order (class, then
+//! name), less the unreadable ones, each encoded with the same encoder and quality: the same
+//! source gives byte-identical shards with any thread count. A shard's tar and index are each
+//! written to a temporary name and renamed; a shard whose index exists and agrees with its tar
+//! is complete, so an interrupted pack resumes at the first shard that is not. The mean image and
+//! colour PCA ([`super::Stats`]) are summed in the same pass, over the packed JPEGs as the loader
+//! will decode them (shards found complete are read back for theirs).
+
+use super::decode;
+use super::source::Dataset;
+use super::stats::{Stats, Sums};
+use super::{BadSample, thread_pool};
+use crate::files::{open_regular, read_text, write_atomic};
+use crate::progress::Progress;
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The manifest's `format`, and the first word of each index's header.
+pub const FORMAT: &str = "alexnet-pack-1";
+/// The file whose presence makes a folder a pack split.
+pub const MANIFEST: &str = "pack.json";
+const BLOCK: usize = 512;
+
+/// How to pack.
+#[derive(Clone, Debug)]
+pub struct PackOptions {
+    /// Side of the stored base images (256, the paper's).
+    pub base: usize,
+    /// JPEG quality of the stored images (1-100). 90 keeps the re-encoding error at about a
+    /// grey level per pixel on ImageNet while a 256×256 image takes ~25 KB.
+    pub quality: u8,
+    /// Images per shard (the last holds the rest): 4096 at 256×256 are about 100 MB.
+    pub shard_images: usize,
+    /// Decoding and encoding threads.
+    pub threads: usize,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            base: 256,
+            quality: 90,
+            shard_images: 4096,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// `pack.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub base: usize,
+    pub quality: u8,
+    pub shard_images: usize,
+    /// The source dataset's path and [`Dataset::fingerprint`].
+    pub source: String,
+    pub source_fingerprint: String,
+    pub classes: Vec<String>,
+    /// Images in the pack.
+    pub images: usize,
+    pub shards: Vec<ShardEntry>,
+    /// Source files left out because they could not be read.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub file: String,
+    pub images: usize,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: String,
+    pub error: String,
+}
+
+/// The JSON of an index's `#` line: what must match for a shard to be reused on resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct ShardHeader {
+    format: String,
+    source_fingerprint: String,
+    base: usize,
+    quality: u8,
+    /// The source samples `first .. first + count` were packed into this shard.
+    first: usize,
+    count: usize,
+    images: usize,
+    bytes: u64,
+    skipped: Vec<Skipped>,
+}
+
+/// One image's index line.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Entry {
+    /// The source sample index, the member's key.
+    pub key: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub label: u32,
+    pub name: String,
+}
+
+/// What [`pack_split`] did.
+pub struct Packed {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Shards found complete from an earlier, interrupted run (0 when all were made now).
+    pub reused_shards: usize,
+    /// Whether the whole split was already packed (nothing was written).
+    pub complete_before: bool,
+    /// Source files left out, as the raw readers name them.
+    pub bad: Vec<BadSample>,
+    /// The mean image and colour PCA of the packed images, when asked for.
+    pub stats: Option<Stats>,
+}
+
+fn shard_name(s: usize) -> String {
+    format!("shard-{s:06}")
+}
+
+/// Packs every image of `source` into the split folder `dir` (see the module documentation),
+/// resuming a pack of the same source and options left there by an interrupted run; with
+/// `want_stats`, also sums the statistics of what it packs. Nothing is written until the source
+/// and the folder have been checked.
+pub fn pack_split(
+    source: &Dataset,
+    dir: &Path,
+    options: &PackOptions,
+    want_stats: bool,
+    progress: &Progress,
+) -> Result<Packed> {
+    ensure!(
+        (1..=100).contains(&options.quality),
+        "JPEG quality {} is not in 1..=100",
+        options.quality
+    );
+    ensure!(
+        options.shard_images > 0,
+        "a shard must hold at least one image"
+    );
+    ensure!(
+        (1..=4096).contains(&options.base),
+        "base image side {} is not in 1..=4096",
+        options.base
+    );
+    ensure!(
+        !source.is_empty(),
+        "{} holds no images",
+        source.path().display()
+    );
+    let fingerprint = source.fingerprint();
+    let manifest_path = dir.join(MANIFEST);
+    let want = |m: &Manifest| {
+        m.format == FORMAT
+            && m.base == options.base
+            && m.quality == options.quality
+            && m.shard_images == options.shard_images
+            && m.source_fingerprint == fingerprint
+            && m.classes == source.classes()
+    };
+    let mut complete_before = false;
+    if manifest_path.exists() {
+        let m = read_manifest(dir)?;
+        ensure!(
+            want(&m),
+            "{} already holds a pack of {} (base {}, quality {}, {} per shard{}): remove it or choose another folder",
+            dir.display(),
+            m.source,
+            m.base,
+            m.quality,
+            m.shard_images,
+            if m.source_fingerprint == fingerprint {
+                ""
+            } else {
+                ", other images than this source holds now"
+            }
+        );
+        complete_before = true;
+    } else if dir.exists() {
+        check_only_shards(dir)?;
+    }
+    let pool = thread_pool(options.threads)?;
+    let n = source.len();
+    let shards = n.div_ceil(options.shard_images);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut entries = Vec::with_capacity(shards);
+    let mut headers = Vec::with_capacity(shards);
+    let mut sums = want_stats.then(|| Sums::new(options.base));
+    let mut reused = 0;
+    for s in 0..shards {
+        let first = s * options.shard_images;
+        let count = options.shard_images.min(n - first);
+        let made = match read_complete_shard(dir, s, &fingerprint, options, first, count)? {
+            Some(found) => {
+                reused += 1;
+                if let Some(sums) = sums.as_mut() {
+                    let tar = dir.join(format!("{}.tar", shard_name(s)));
+                    let read = sum_shard(&pool, &tar, &found.1, options.base, progress)?;
+                    *sums = std::mem::replace(sums, Sums::new(options.base)).merge(read);
+                } else {
+                    for _ in 0..count {
+                        progress.inc();
+                    }
+                }
+                found
+            }
+            None => {
+                let (header, lines, shard_sums) = write_shard(
+                    &pool,
+                    source,
+                    dir,
+                    s,
+                    first,
+                    count,
+                    options,
+                    &fingerprint,
+                    want_stats,
+                    progress,
+                )?;
+                if let (Some(sums), Some(add)) = (sums.as_mut(), shard_sums) {
+                    *sums = std::mem::replace(sums, Sums::new(options.base)).merge(add);
+                }
+                (header, lines)
+            }
+        };
+        if progress.interrupted() {
+            progress.finish();
+            bail!(
+                "interrupted: {s} of {shards} shards of {} are complete; run the same command again to resume",
+                dir.display()
+            );
+        }
+        headers.push(made.0);
+        entries.push(made.1);
+    }
+    progress.finish();
+    let skipped: Vec<Skipped> = headers.iter().flat_map(|h| h.skipped.clone()).collect();
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        base: options.base,
+        quality: options.quality,
+        shard_images: options.shard_images,
+        source: source.path().display().to_string(),
+        source_fingerprint: fingerprint,
+        classes: source.classes().to_vec(),
+        images: headers.iter().map(|h| h.images).sum(),
+        shards: headers
+            .iter()
+            .enumerate()
+            .map(|(s, h)| ShardEntry {
+                file: format!("{}.tar", shard_name(s)),
+                images: h.images,
+                bytes: h.bytes,
+            })
+            .collect(),
+        skipped,
+    };
+    ensure!(
+        manifest.images > 0,
+        "none of the {n} images of {} could be read; the first error: {}",
+        source.path().display(),
+        manifest
+            .skipped
+            .first()
+            .map_or("none", |s| s.error.as_str())
+    );
+    if !complete_before {
+        let json = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
+        write_atomic(&manifest_path, json.as_bytes())?;
+    }
+    let bad = bad_samples(source, &headers);
+    let stats = match sums {
+        Some(sums) => {
+            let packed = Dataset::open(dir)?;
+            Some(sums.into_stats(&packed, options.base)?.0)
+        }
+        None => None,
+    };
+    Ok(Packed {
+        dir: dir.to_path_buf(),
+        manifest,
+        reused_shards: if complete_before { 0 } else { reused },
+        complete_before,
+        bad,
+        stats,
+    })
+}
+
+/// The source's unreadable files as [`BadSample`]s (by source index, found by name).
+fn bad_samples(source: &Dataset, headers: &[ShardHeader]) -> Vec<BadSample> {
+    let mut bad = Vec::new();
+    for h in headers {
+        for sk in &h.skipped {
+            if let Some(i) = (h.first..h.first + h.count).find(|&i| source.describe(i) == sk.path) {
+                bad.push(BadSample {
+                    index: i,
+                    path: sk.path.clone(),
+                    error: sk.error.clone(),
+                });
+            }
+        }
+    }
+    bad
+}
+
+/// A split folder without a manifest may hold only an interrupted pack's files.
+fn check_only_shards(dir: &Path) -> Result<()> {
+    ensure!(dir.is_dir(), "{} exists and is not a folder", dir.display());
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with("shard-")
+            && (name.ends_with(".tar") || name.ends_with(".idx") || name.contains(".partial-"));
+        ensure!(
+            ours,
+            "{} holds {name}, which is not part of a pack: choose an empty or new folder",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Shard `s` as an earlier run left it, if complete and made from the same source and options.
+/// Leftover temporary files are removed.
+fn read_complete_shard(
+    dir: &Path,
+    s: usize,
+    fingerprint: &str,
+    options: &PackOptions,
+    first: usize,
+    count: usize,
+) -> Result<Option<(ShardHeader, Vec<Entry>)>> {
+    let idx = dir.join(format!("{}.idx", shard_name(s)));
+    let tar = dir.join(format!("{}.tar", shard_name(s)));
+    if let Ok(list) = std::fs::read_dir(dir) {
+        let prefix = format!("{}.", shard_name(s));
+        for e in list.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.contains(".partial-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if !idx.exists() {
+        return Ok(None);
+    }
+    let (header, lines) = read_index(&idx)?;
+    let expected = |h: &ShardHeader| {
+        h.format == FORMAT
+            && h.source_fingerprint == fingerprint
+            && h.base == options.base
+            && h.quality == options.quality
+            && h.first == first
+            && h.count == count
+    };
+    ensure!(
+        expected(&header),
+        "{} was made from another source or with other options than this pack: remove the folder or choose another",
+        idx.display()
+    );
+    let tar_len = std::fs::metadata(&tar).map(|m| m.len()).ok();
+    // A tar that disagrees with its index was cut short after it: made again.
+    Ok((tar_len == Some(header.bytes)).then_some((header, lines)))
+}
+
+/// Decodes, cuts, encodes and writes shard `s` (source samples `first .. first + count`).
+#[allow(clippy::too_many_arguments)]
+fn write_shard(
+    pool: &rayon::ThreadPool,
+    source: &Dataset,
+    dir: &Path,
+    s: usize,
+    first: usize,
+    count: usize,
+    options: &PackOptions,
+    fingerprint: &str,
+    want_stats: bool,
+    progress: &Progress,
+) -> Result<(ShardHeader, Vec<Entry>, Option<Sums>)> {
+    let base = options.base;
+    type Encoded = std::result::Result<Vec<u8>, String>;
+    let (mut encoded, sums): (Vec<(usize, Encoded)>, Option<Sums>) = pool.install(|| {
+        (first..first + count)
+            .into_par_iter()
+            .fold(
+                || (Vec::new(), want_stats.then(|| Sums::new(base))),
+                |(mut out, mut sums), i| {
+                    if progress.interrupted() {
+                        return (out, sums);
+                    }
+                    let jpeg = source
+                        .load_unnamed(i, base)
+                        .map_err(|e| format!("{e:#}"))
+                        .and_then(|pixels| encode_jpeg(&pixels, base, options.quality));
+                    if let (Ok(jpeg), Some(sums)) = (&jpeg, sums.as_mut()) {
+                        // Summed as the loader will see it: the packed JPEG decoded.
+                        match decode::decode_base(jpeg, base) {
+                            Ok(pixels) => sums.add_image(&pixels),
+                            Err(e) => {
+                                out.push((i, Err(format!("re-encoded JPEG unreadable: {e:#}"))));
+                                progress.inc();
+                                return (out, Some(std::mem::replace(sums, Sums::new(base))));
+                            }
+                        }
+                    }
+                    out.push((i, jpeg));
+                    progress.inc();
+                    (out, sums)
+                },
+            )
+            .reduce(
+                || (Vec::new(), want_stats.then(|| Sums::new(base))),
+                |(mut a, sa), (b, sb)| {
+                    a.extend(b);
+                    let sums = match (sa, sb) {
+                        (Some(x), Some(y)) => Some(x.merge(y)),
+                        _ => None,
+                    };
+                    (a, sums)
+                },
+            )
+    });
+    if progress.interrupted() {
+        // Nothing of this shard is written; the caller stops.
+        let header = ShardHeader {
+            format: FORMAT.into(),
+            source_fingerprint: fingerprint.into(),
+            base,
+            quality: options.quality,
+            first,
+            count,
+            images: 0,
+            bytes: 0,
+            skipped: Vec::new(),
+        };
+        return Ok((header, Vec::new(), None));
+    }
+    encoded.sort_by_key(|(i, _)| *i);
+    let mut tar = Vec::new();
+    let mut lines = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, jpeg) in encoded {
+        match jpeg {
+            Ok(jpeg) => {
+                let key = format!("{i:08}");
+                let label = source.label(i);
+                let offset = append_member(&mut tar, &format!("{key}.jpg"), &jpeg)?;
+                append_member(
+                    &mut tar,
+                    &format!("{key}.cls"),
+                    label.to_string().as_bytes(),
+                )?;
+                lines.push(Entry {
+                    key: i as u32,
+                    offset,
+                    size: jpeg.len() as u64,
+                    label,
+                    name: source.samples()[i].name.clone(),
+                });
+            }
+            Err(error) => skipped.push(Skipped {
+                path: source.describe(i),
+                error,
+            }),
+        }
+    }
+    tar.resize(tar.len() + 2 * BLOCK, 0); // the end-of-archive blocks
+    let header = ShardHeader {
+        format: FORMAT.into(),
+        source_fingerprint: fingerprint.into(),
+        base,
+        quality: options.quality,
+        first,
+        count,
+        images: lines.len(),
+        bytes: tar.len() as u64,
+        skipped,
+    };
+    let name = shard_name(s);
+    write_atomic(&dir.join(format!("{name}.tar")), &tar)?;
+    write_atomic(
+        &dir.join(format!("{name}.idx")),
+        index_text(&header, &lines).as_bytes(),
+    )?;
+    Ok((header, lines, sums))
+}
+
+/// The packed image: baseline JPEG at `quality`, 4:2:0 chroma (the image crate's encoder).
+fn encode_jpeg(pixels: &[u8], base: usize, quality: u8) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode(
+            pixels,
+            base as u32,
+            base as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| format!("encoding the base image: {e}"))?;
+    Ok(out)
+}
+
+/// Appends one ustar member (mode 0644, owner 0, time 0: the shard depends on its images only)
+/// and returns where its data starts.
+fn append_member(tar: &mut Vec<u8>, name: &str, data: &[u8]) -> Result<u64> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name)?;
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    tar.extend_from_slice(h.as_bytes());
+    let offset = tar.len() as u64;
+    tar.extend_from_slice(data);
+    tar.resize(tar.len().div_ceil(BLOCK) * BLOCK, 0);
+    Ok(offset)
+}
+
+/// Sums the statistics of a complete shard by decoding its images again.
+fn sum_shard(
+    pool: &rayon::ThreadPool,
+    tar: &Path,
+    entries: &[Entry],
+    base: usize,
+    progress: &Progress,
+) -> Result<Sums> {
+    let (file, _) = open_regular(tar)?;
+    pool.install(|| {
+        entries
+            .par_iter()
+            .map(|e| -> Result<Sums> {
+                let mut sums = Sums::new(base);
+                let bytes = super::source::read_at(&file, e.offset, e.size as usize)
+                    .with_context(|| format!("reading {}", tar.display()))?;
+                let pixels = decode::decode_base(&bytes, base)
+                    .with_context(|| format!("{}:{}", tar.display(), e.name))?;
+                sums.add_image(&pixels);
+                progress.inc();
+                Ok(sums)
+            })
+            .try_reduce(|| Sums::new(base), |a, b| Ok(a.merge(b)))
+    })
+}
+
+fn escape(name: &str) -> String {
+    name.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn index_text(header: &ShardHeader, lines: &[Entry]) -> String {
+    let mut text = format!(
+        "# {}\n",
+        serde_json::to_string(header).expect("a header serialises")
+    );
+    for e in lines {
+        text += &format!(
+            "{}\t{}\t{}\t{:08}\t{}\n",
+            e.offset,
+            e.size,
+            e.label,
+            e.key,
+            escape(&e.name)
+        );
+    }
+    text
+}
+
+/// Reads a shard index, naming it in every error.
+fn read_index(path: &Path) -> Result<(ShardHeader, Vec<Entry>)> {
+    let text = read_text(path)?;
+    let bad = |line: usize, why: &str| anyhow!("{} line {line}: {why}", path.display());
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let header: ShardHeader = first
+        .strip_prefix("# ")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(|| bad(1, "not a pack index header (`# {json}`)"))?;
+    let mut entries = Vec::with_capacity(header.images);
+    for (k, line) in lines.enumerate() {
+        let f: Vec<&str> = line.splitn(5, '\t').collect();
+        let [offset, size, label, key, name] = f[..] else {
+            return Err(bad(k + 2, "expected offset, size, label, key and name"));
+        };
+        let num = |s: &str| s.parse::<u64>().map_err(|_| bad(k + 2, "not a number"));
+        entries.push(Entry {
+            key: key.parse().map_err(|_| bad(k + 2, "bad key"))?,
+            offset: num(offset)?,
+            size: num(size)?,
+            label: label.parse().map_err(|_| bad(k + 2, "bad label"))?,
+            name: unescape(name),
+        });
+    }
+    ensure!(
+        entries.len() == header.images,
+        "{}: {} image lines, its header says {}",
+        path.display(),
+        entries.len(),
+        header.images
+    );
+    Ok((header, entries))
+}
+
+fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let text = read_text(&path)?;
+    let m: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a pack manifest", path.display()))?;
+    ensure!(
+        m.format == FORMAT,
+        "{} is a pack of format {:?}; this build reads {FORMAT:?}",
+        path.display(),
+        m.format
+    );
+    Ok(m)
+}
+
+/// What a pack split holds, checked against its files: every shard present and exactly as long
+/// as the manifest says (a shard cut short is an error naming it), every index line inside its
+/// shard with a known label.
+pub(super) struct Opened {
+    pub manifest: Manifest,
+    pub shards: Vec<(PathBuf, std::fs::File)>,
+    /// Per shard, its images.
+    pub entries: Vec<Vec<Entry>>,
+}
+
+pub(super) fn open(dir: &Path) -> Result<Opened> {
+    let manifest = read_manifest(dir)?;
+    let mut shards = Vec::with_capacity(manifest.shards.len());
+    let mut entries = Vec::with_capacity(manifest.shards.len());
+    for (s, entry) in manifest.shards.iter().enumerate() {
+        let path = dir.join(&entry.file);
+        let (file, len) = open_regular(&path).context("a shard of the pack is missing")?;
+        ensure!(
+            len == entry.bytes,
+            "{} is {}: it holds {len} bytes, the pack's manifest says {} (a copy cut short?)",
+            path.display(),
+            if len < entry.bytes {
+                "truncated"
+            } else {
+                "not the shard the pack made"
+            },
+            entry.bytes
+        );
+        let (header, lines) = read_index(&dir.join(format!("{}.idx", shard_name(s))))?;
+        ensure!(
+            header.images == entry.images && header.bytes == entry.bytes,
+            "{}: its index does not match the manifest",
+            path.display()
+        );
+        for e in &lines {
+            ensure!(
+                e.offset.checked_add(e.size).is_some_and(|end| end <= len),
+                "{}: the index puts {} past the shard's end",
+                path.display(),
+                e.name
+            );
+            ensure!(
+                (e.label as usize) < manifest.classes.len(),
+                "{}: {} has label {}, but the pack has {} classes",
+                path.display(),
+                e.name,
+                e.label,
+                manifest.classes.len()
+            );
+        }
+        shards.push((path, file));
+        entries.push(lines);
+    }
+    Ok(Opened {
+        manifest,
+        shards,
+        entries,
+    })
+}
