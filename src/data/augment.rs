@@ -267,20 +267,42 @@ impl Pixels {
 /// `base`×`base`) minus the mean image (CHW), as CHW `f32` into `out` (`3 * crop * crop`).
 pub fn render(image: &[u8], mean: &[f32], g: Geometry, px: &Pixels, out: &mut [f32]) {
     let (base, crop) = (g.base, g.crop);
-    debug_assert_eq!(image.len(), base * base * 3);
-    debug_assert_eq!(mean.len(), base * base * 3);
-    debug_assert_eq!(out.len(), g.input_len());
-    // Column `x` of the output reads column `at(v, x)` of the base image for view `v`.
-    let at = |v: View, x: usize| v.x + if v.mirror { crop - 1 - x } else { x };
+    assert_eq!(image.len(), base * base * 3);
+    assert_eq!(mean.len(), base * base * 3);
+    assert_eq!(out.len(), g.input_len());
     let (view, mv) = (px.view, px.mean_view);
-    for c in 0..3 {
-        let (shift, plane) = (px.shift[c], &mean[c * base * base..][..base * base]);
-        for y in 0..crop {
-            let (row, mean_row) = ((view.y + y) * base, (mv.y + y) * base);
+    // One row at a time: the crop's pixels de-interleaved into channel rows in output order
+    // (reversed when mirrored), then each output row is one straight, vectorisable pass over a
+    // channel row and the mean image's row (itself walked backwards when its view is mirrored).
+    let mut rows = vec![0f32; 3 * crop];
+    let (r, rest) = rows.split_at_mut(crop);
+    let (g_row, b_row) = rest.split_at_mut(crop);
+    for y in 0..crop {
+        let src = &image[((view.y + y) * base + view.x) * 3..][..crop * 3];
+        let pixels = src.chunks_exact(3);
+        let deinterleave = |((r, g), b): ((&mut f32, &mut f32), &mut f32), p: &[u8]| {
+            (*r, *g, *b) = (p[0] as f32, p[1] as f32, p[2] as f32);
+        };
+        let dst = r.iter_mut().zip(g_row.iter_mut()).zip(b_row.iter_mut());
+        if view.mirror {
+            dst.rev().zip(pixels).for_each(|(d, p)| deinterleave(d, p));
+        } else {
+            dst.zip(pixels).for_each(|(d, p)| deinterleave(d, p));
+        }
+        for (c, channel) in [&*r, &*g_row, &*b_row].into_iter().enumerate() {
+            let (shift, scale) = (px.shift[c], px.scale);
+            let plane = &mean[c * base * base..][..base * base];
+            let mean_row = &plane[(mv.y + y) * base + mv.x..][..crop];
             let dst = &mut out[(c * crop + y) * crop..][..crop];
-            for (x, d) in dst.iter_mut().enumerate() {
-                let pixel = image[(row + at(view, x)) * 3 + c] as f32;
-                *d = (pixel - plane[mean_row + at(mv, x)] + shift) * px.scale;
+            let value = |(d, (&p, &m)): (&mut f32, (&f32, &f32))| *d = (p - m + shift) * scale;
+            if mv.mirror {
+                dst.iter_mut()
+                    .zip(channel.iter().zip(mean_row.iter().rev()))
+                    .for_each(value);
+            } else {
+                dst.iter_mut()
+                    .zip(channel.iter().zip(mean_row))
+                    .for_each(value);
             }
         }
     }

@@ -102,9 +102,13 @@ pub fn to_base(image: &RgbImage, base: usize) -> Vec<u8> {
     dst.into_vec()
 }
 
-/// [`decode_rgb`] then [`to_base`].
+/// [`decode_rgb`] then [`to_base`] (a packed image, already `base`×`base`, is not copied).
 pub fn decode_base(bytes: &[u8], base: usize) -> Result<Vec<u8>> {
-    Ok(to_base(&decode_rgb(bytes)?, base))
+    let rgb = decode_rgb(bytes)?;
+    if (rgb.width() as usize, rgb.height() as usize) == (base, base) {
+        return Ok(rgb.into_raw());
+    }
+    Ok(to_base(&rgb, base))
 }
 
 /// The JPEG decoder is lenient: data cut short decodes, the missing part grey, and so do damaged

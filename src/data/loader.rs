@@ -130,7 +130,8 @@ impl Throughput {
     }
 }
 
-type Decoded = std::result::Result<Arc<[u8]>, String>;
+/// A base image (shared, not copied, between the cache and the renderers) or why there is none.
+type Decoded = std::result::Result<Arc<Vec<u8>>, String>;
 
 struct Shared {
     dataset: Arc<Dataset>,
@@ -385,7 +386,7 @@ impl Shared {
             let decoded = self
                 .dataset
                 .load_unnamed(index, self.config.geometry.base)
-                .map(Arc::from)
+                .map(Arc::new)
                 .map_err(|e| format!("{e:#}"));
             if let Err(error) = &decoded {
                 self.bad
