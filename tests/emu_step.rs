@@ -9,7 +9,7 @@ mod common;
 use alexnet::device::kernels::KernelDevice;
 use alexnet::emu::EmuLauncher;
 use alexnet::ops::precision::Precision;
-use common::step_checks::tiny_steps_match_the_cpu;
+use common::step_checks::{staged_steps_equal_synchronous_steps, tiny_steps_match_the_cpu};
 
 fn emu_pair() -> Vec<KernelDevice<EmuLauncher>> {
     vec![
@@ -49,4 +49,9 @@ fn the_tensor_core_step_check_fails_with_a_broken_kernel() {
             "the {variant} kernels passed the {prec} step check"
         );
     }
+}
+
+#[test]
+fn the_double_buffered_upload_trains_bit_identically_to_the_synchronous_one() {
+    staged_steps_equal_synchronous_steps(emu_pair);
 }

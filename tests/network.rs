@@ -108,6 +108,13 @@ fn steps_are_bit_identical_across_runs_and_dropout_changes_per_step() {
     assert_ne!(l0, l1);
 }
 
+/// The training loop's double-buffered input (the next batch staged while a step runs) trains
+/// bit-identically to uploading each batch before its step.
+#[test]
+fn the_double_buffered_upload_trains_bit_identically_to_the_synchronous_one() {
+    common::step_checks::staged_steps_equal_synchronous_steps(|| vec![CpuDevice, CpuDevice]);
+}
+
 /// The bench's resident batch (`load_batch` once, then `train_loaded`) trains exactly as the
 /// batch uploaded every step, and stepping with no batch loaded is an error, not stale data.
 #[test]

@@ -638,6 +638,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         s.batch_in_epoch,
         t.elapsed().as_secs_f64()
     );
+    let waited = outcome.data_wait_seconds / outcome.seconds.max(1e-9);
+    if waited >= crate::train::run::DATA_WAIT_SHOWN {
+        println!(
+            "The steps waited {:.0} s for data ({:.0}% of the run): the loader set the pace. A pack \
+             (alexnet prepare --pack) decodes several times faster; more --threads help too.",
+            outcome.data_wait_seconds,
+            100.0 * waited
+        );
+    }
     if let Some(e) = outcome.last_eval {
         println!(
             "Validation: top-1 error {:.2}%, top-5 error {:.2}% ({} images).",

@@ -20,6 +20,11 @@
 //!    after everything queued so far on both compute streams, and neither compute stream waits
 //!    for it until its `join_copies`: until then the tower computes on (the network queues its
 //!    filter gradients there), reading neither the destination nor writing the source.
+//! 5. `upload_async` (the next training batch) copies into a pinned host buffer of its input
+//!    slot, which first waits for that buffer's previous copy to finish (cudarc's pinned slices
+//!    carry an event), then runs the host-to-device copy on the copy stream after the event
+//!    `input_slot_free` recorded on the compute stream (the last work reading the slot), and
+//!    leaves its completion to `join_copies`: the step computing on the other slot runs on.
 
 use super::blas::{self, Blas};
 use super::driver::{CheckDriver, error_text};
@@ -28,7 +33,7 @@ use super::memory::{Counter, MemoryStats};
 use crate::device::launch::{Kernel, LaunchConfig, Launcher, Sgemm};
 use crate::device::{Block, check_2d_blocks};
 use anyhow::{Result, bail, ensure};
-use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, sys};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice, sys};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -85,6 +90,16 @@ pub struct CudaLauncher {
     copy_stream: Arc<CudaStream>,
     /// cuBLAS on this stream for the fc layers, or why they run on our kernels instead.
     blas: Result<Arc<Blas>, &'static str>,
+    /// The double-buffered input's two slots (rule 5).
+    slots: Arc<Mutex<[InputSlot; 2]>>,
+}
+
+/// One input slot: where its batches are staged on the host, and the point of the compute
+/// stream after which nothing reads its device buffer.
+#[derive(Default)]
+struct InputSlot {
+    pinned: Option<PinnedHostSlice<f32>>,
+    free: Option<CudaEvent>,
 }
 
 /// The copies each compute stream must wait for at its next `join_copies` (rule 4), by the
@@ -146,6 +161,7 @@ impl CudaLauncher {
             stream_no,
             copy_stream,
             blas,
+            slots: Arc::default(),
         })
     }
 
@@ -473,6 +489,63 @@ impl Launcher for CudaLauncher {
         rows: usize,
     ) -> Result<()> {
         self.copy(src, from, dst, to, width, rows, true)
+    }
+
+    fn input_slot_free(&self, slot: usize) -> Result<()> {
+        ensure!(slot < 2, "input slot {slot}: there are two, 0 and 1");
+        let free = self
+            .stream
+            .record_event(None)
+            .or_fail(|| format!("{}: marking input slot {slot} free", self.what()))?;
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())[slot].free = Some(free);
+        Ok(())
+    }
+
+    fn upload_async(&self, data: &[f32], dst: &mut CudaBuf, slot: usize) -> Result<()> {
+        ensure!(slot < 2, "input slot {slot}: there are two, 0 and 1");
+        ensure!(
+            **dst.stream() == *self.stream && dst.len == data.len() && !data.is_empty(),
+            "{}: upload_async of {} floats into {dst:?}, which is not this launcher's buffer of that length",
+            self.what(),
+            data.len()
+        );
+        let what = || {
+            format!(
+                "{}: staging {} floats in input slot {slot}",
+                self.what(),
+                data.len()
+            )
+        };
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let InputSlot { pinned, free } = &mut slots[slot];
+        if pinned.as_ref().is_none_or(|p| p.len() != data.len()) {
+            *pinned = None; // waits for its last copy, then frees it
+            // SAFETY: f32 is valid for any bits; the buffer is fully written below before use.
+            let fresh = unsafe { self.gpu.context().alloc_pinned::<f32>(data.len()) };
+            *pinned = Some(fresh.or_fail(what)?);
+        }
+        let pinned = pinned.as_mut().expect("allocated above");
+        // Waits for this buffer's previous copy, two batches ago.
+        let host = pinned.as_mut_slice().or_fail(what)?;
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 18;
+        host.par_chunks_mut(CHUNK)
+            .zip(data.par_chunks(CHUNK))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        if let Some(free) = free.as_ref() {
+            self.copy_stream.wait(free).or_fail(what)?;
+        }
+        self.copy_stream
+            .memcpy_htod(&*pinned, &mut dst.slice)
+            .or_fail(what)?;
+        let done = Arc::new(self.copy_stream.record_event(None).or_fail(what)?);
+        pending_copies()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(stream_key(&self.stream))
+            .or_default()
+            .push(done);
+        Ok(())
     }
 
     fn join_copies(&self) -> Result<()> {

@@ -83,6 +83,17 @@ pub trait Launcher {
     fn join_copies(&self) -> Result<()> {
         Ok(())
     }
+    /// See `Device::input_slot_free`.
+    fn input_slot_free(&self, slot: usize) -> Result<()> {
+        let _ = slot;
+        Ok(())
+    }
+    /// See `Device::upload_async`.
+    fn upload_async(&self, data: &[f32], dst: &mut Self::Buf, slot: usize) -> Result<()> {
+        let _ = slot;
+        *dst = self.upload(data)?;
+        Ok(())
+    }
     /// Launches `kernel`; `args[i]` points to the i-th kernel parameter's value (pointers are
     /// passed as `u64` device addresses).
     fn launch(&self, kernel: Kernel, cfg: LaunchConfig, args: &[*mut c_void]) -> Result<()>;

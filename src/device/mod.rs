@@ -139,8 +139,26 @@ pub trait Device {
         self.copy_2d(src, from, dst, to, width, rows)
     }
 
-    /// Orders this device's later work after every `copy_2d_async` into or out of its buffers.
+    /// Orders this device's later work after every `copy_2d_async` into or out of its buffers,
+    /// and every `upload_async` into them.
     fn join_copies(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Says that the work queued so far is the last to use input slot `slot` (0 or 1): a later
+    /// `upload_async` into that slot waits for that work, and for nothing queued after it.
+    fn input_slot_free(&self, slot: usize) -> Result<()> {
+        let _ = slot;
+        Ok(())
+    }
+
+    /// Puts `data` into `dst`, the buffer of input slot `slot`, beside this device's queued work
+    /// (on a GPU: staged in pinned host memory and copied on the copy stream, after the work that
+    /// `input_slot_free(slot)` marked): `dst` holds it once `join_copies` has ordered later work
+    /// after it; `data` may be reused as soon as this returns. Elsewhere it is a plain upload.
+    fn upload_async(&self, data: &[f32], dst: &mut Self::Buf, slot: usize) -> Result<()> {
+        let _ = slot;
+        *dst = self.upload(data)?;
         Ok(())
     }
 

@@ -7,6 +7,8 @@
 //! Written against `Device` only, so the same code runs the towers on the CPU reference, on the
 //! host executor, or on one or two GPUs.
 
+mod staging;
+
 use crate::device::{Block, Device};
 use crate::model::init::NetParams;
 use crate::model::spec::Layer;
@@ -93,6 +95,8 @@ pub struct Network<D: Device> {
     grad_logits: Option<D::Buf>,
     losses: Option<D::Buf>,
     seed: u64,
+    /// The double-buffered input's other slot (see `staging`).
+    staging: staging::Staging<D::Buf>,
 }
 
 impl<D: Device> Network<D> {
@@ -165,6 +169,7 @@ impl<D: Device> Network<D> {
             grad_logits: None,
             losses: None,
             seed,
+            staging: Default::default(),
         })
     }
 

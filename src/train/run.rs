@@ -82,7 +82,13 @@ pub struct TrainOutcome {
     pub interrupted: bool,
     pub last_eval: Option<EvalResult>,
     pub checkpoint: PathBuf,
+    /// Wall time of the run, and the part of it the steps spent waiting for the loader.
+    pub seconds: f64,
+    pub data_wait_seconds: f64,
 }
+
+/// The share of time waiting for data from which the status line mentions it.
+pub const DATA_WAIT_SHOWN: f64 = 0.05;
 
 /// How often a run without a progress bar prints a status line.
 const STATUS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -220,9 +226,20 @@ pub fn train<D: Device>(
     });
     let (mut window_images, mut window_start) = (0usize, Instant::now());
     let (mut interrupted, mut stopped_early) = (false, false);
+    // Time the step spent waiting for the loader, in the status window and in all.
+    let (mut window_wait, mut total_wait) = (0f64, 0f64);
+    let fetch = |data: &mut dyn TrainBatches, window_wait: &mut f64, total_wait: &mut f64| {
+        let t = Instant::now();
+        let batch = data.next_batch();
+        let waited = t.elapsed().as_secs_f64();
+        (*window_wait, *total_wait) = (*window_wait + waited, *total_wait + waited);
+        batch
+    };
     'epochs: while state.epoch < cfg.epochs {
         data.start_epoch(state.epoch, state.batch_in_epoch)?;
         let (mut epoch_errors, mut epoch_images) = (0usize, 0usize);
+        // The batch staged for the next step (its size), uploaded while the last one computed.
+        let mut staged: Option<usize> = None;
         while state.batch_in_epoch < per_epoch {
             let out_of_time = cfg.time_limit.is_some_and(|t| started.elapsed() >= t);
             if stop.load(Ordering::SeqCst)
@@ -233,12 +250,32 @@ pub fn train<D: Device>(
                 stopped_early = true;
                 break 'epochs;
             }
-            let batch = match data.next_batch() {
-                Ok(batch) => batch,
-                Err(e) => return Err(saved_before_failing(e, save(net, &state), &ckpt)),
+            let n = match staged.take() {
+                Some(n) => n,
+                None => match fetch(data, &mut window_wait, &mut total_wait) {
+                    Ok(batch) => {
+                        net.stage_batch(&batch.images, &batch.labels)?;
+                        batch.labels.len()
+                    }
+                    Err(e) => return Err(saved_before_failing(e, save(net, &state), &ckpt)),
+                },
             };
-            let n = batch.labels.len();
-            let stats = net.train_step(&batch.images, &batch.labels, state.lr, state.step)?;
+            net.queue_staged_step(state.lr, state.step)?;
+            // The next batch of this epoch is fetched and uploaded while this step computes
+            // (unless this is the last step to run).
+            let last = state.batch_in_epoch + 1 == per_epoch
+                || cfg.max_steps.is_some_and(|m| state.step + 1 >= m);
+            let mut fetch_error = None;
+            match (!last).then(|| fetch(data, &mut window_wait, &mut total_wait)) {
+                Some(Ok(batch)) => {
+                    net.stage_batch(&batch.images, &batch.labels)?;
+                    staged = Some(batch.labels.len());
+                }
+                // Reported once this step is counted and saved.
+                Some(Err(e)) => fetch_error = Some(e),
+                None => {}
+            }
+            let stats = net.finish_step()?;
             anyhow::ensure!(
                 stats.loss.is_finite(),
                 "the loss diverged (it is {}) at step {}; try a lower learning rate",
@@ -251,18 +288,25 @@ pub fn train<D: Device>(
             (epoch_errors, epoch_images) = (epoch_errors + stats.top1_errors, epoch_images + n);
             let secs = window_start.elapsed().as_secs_f64();
             let images_per_s = window_images as f64 / secs.max(1e-9);
+            let waiting = (window_wait / secs.max(1e-9)).min(1.0);
             if secs > 5.0 {
-                (window_images, window_start) = (0, Instant::now());
+                (window_images, window_start, window_wait) = (0, Instant::now(), 0.0);
             }
             log.write(serde_json::json!({
                 "step": state.step, "epoch": state.epoch as f64 + state.batch_in_epoch as f64 / per_epoch as f64,
                 "loss": stats.loss, "top1_error": stats.top1_errors as f64 / n as f64, "top5_error": stats.top5_errors as f64 / n as f64,
                 "lr": state.lr, "images_per_s": images_per_s, "loader_images_per_s": data.loader_images_per_second(),
-                "skipped_files": data.skipped_files(),
+                "skipped_files": data.skipped_files(), "data_wait_fraction": waiting, "data_wait_s": total_wait,
             }))?;
             let status = || {
+                // Above a few percent the loader, not the step, sets the pace: say so.
+                let starved = if waiting >= DATA_WAIT_SHOWN {
+                    format!(", waiting for data {:.0}% of the time", 100.0 * waiting)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "epoch {} loss {:.3} err {:.1}% {:.0} img/s",
+                    "epoch {} loss {:.3} err {:.1}% {:.0} img/s{starved}",
                     state.epoch + 1,
                     stats.loss,
                     100.0 * stats.top1_errors as f64 / n as f64,
@@ -284,6 +328,9 @@ pub fn train<D: Device>(
             }
             if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
                 save(net, &state)?;
+            }
+            if let Some(e) = fetch_error {
+                return Err(saved_before_failing(e, save(net, &state), &ckpt));
             }
         }
         // The epoch is complete: evaluate, adjust the rate, save.
@@ -359,6 +406,8 @@ pub fn train<D: Device>(
         interrupted,
         last_eval,
         checkpoint: ckpt,
+        seconds: started.elapsed().as_secs_f64(),
+        data_wait_seconds: total_wait,
     })
 }
 

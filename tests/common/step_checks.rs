@@ -127,3 +127,37 @@ pub fn tiny_steps_match_the_cpu<D: Device>(
         }
     }
 }
+
+/// Trains a few steps on different batches twice from the same start: synchronously
+/// (`train_step`), and double-buffered as the training loop does (`stage_batch` of the next batch
+/// while a step is queued, `queue_staged_step`, `finish_step`). Every step's stats and the final
+/// weights must be bit-identical: the staged path only reorders uploads.
+pub fn staged_steps_equal_synchronous_steps<D: Device>(devices: impl Fn() -> Vec<D>) {
+    let plan = Plan::new(&super::tiny_spec(false, false)).unwrap();
+    let params = init_params(&plan, 3);
+    let batches: Vec<_> = (0..4).map(|k| super::batch(&plan, 4, 10 + k)).collect();
+    let mut sync = Network::new(&plan, devices(), &params, 7).unwrap();
+    let mut staged = Network::new(&plan, devices(), &params, 7).unwrap();
+    let e = staged.queue_staged_step(0.05, 0).unwrap_err();
+    assert!(format!("{e:#}").contains("no batch is staged"), "{e:#}");
+    staged.stage_batch(&batches[0].0, &batches[0].1).unwrap();
+    let e = staged
+        .stage_batch(&batches[0].0, &batches[0].1)
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("already staged"), "{e:#}");
+    for (k, (images, labels)) in batches.iter().enumerate() {
+        let want = sync.train_step(images, labels, 0.05, k as u64).unwrap();
+        staged.queue_staged_step(0.05, k as u64).unwrap();
+        if let Some((next_images, next_labels)) = batches.get(k + 1) {
+            staged.stage_batch(next_images, next_labels).unwrap();
+        }
+        let got = staged.finish_step().unwrap();
+        assert_eq!(got, want, "step {k}");
+    }
+    assert_eq!(
+        super::flatten(&staged.params().unwrap()),
+        super::flatten(&sync.params().unwrap()),
+        "weights after {} steps",
+        batches.len()
+    );
+}

@@ -315,6 +315,14 @@ impl<L: Launcher> Device for KernelDevice<L> {
     fn join_copies(&self) -> Result<()> {
         self.launcher.join_copies()
     }
+    fn input_slot_free(&self, slot: usize) -> Result<()> {
+        self.launcher.input_slot_free(slot)
+    }
+    fn upload_async(&self, data: &[f32], dst: &mut L::Buf, slot: usize) -> Result<()> {
+        self.launcher
+            .upload_async(data, dst, slot)
+            .with_context(|| format!("uploading {} floats into input slot {slot}", data.len()))
+    }
     fn add_assign(&self, dst: &mut L::Buf, src: &L::Buf) -> Result<()> {
         let n = self.len(dst);
         check_len("add_assign source", self.len(src), n)?;
