@@ -443,3 +443,100 @@ fn a_run_keeps_its_precision_on_resume_unless_told_otherwise() {
         "a refused start wrote its folder"
     );
 }
+
+/// `prepare --pack` on the shared ImageNet samples, then `train`, `eval` and `prepare` reading the
+/// pack where they read a dataset (skipped, with a line, where the samples are absent).
+#[test]
+fn imagenet_samples_pack_then_train_and_eval_from_the_pack() {
+    let samples = match std::env::var_os("ALEXNET_IMAGENET_SAMPLES") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/imagenet-samples")
+        }
+    };
+    if !samples.is_dir() {
+        println!(
+            "SKIP: {} not found (set ALEXNET_IMAGENET_SAMPLES)",
+            samples.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = samples.to_str().unwrap();
+    let o = alexnet(
+        &[
+            "prepare",
+            "--data",
+            src,
+            "--pack",
+            "pk",
+            "--shard-images",
+            "40",
+            "--no-progress",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("pk/train: 100 images in 3 shards"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("wrote pk/train.stats-256.safetensors"),
+        "{}",
+        text(&o)
+    );
+    let o = alexnet(
+        &[
+            "prepare",
+            "--data",
+            src,
+            "--pack",
+            "pk",
+            "--shard-images",
+            "40",
+            "--no-progress",
+        ],
+        d,
+    );
+    assert!(text(&o).contains("already packed"), "{}", text(&o));
+    // The paper net with a 100-class classifier (the samples hold 100 classes).
+    let o = alexnet(&["model", "--preset", "paper", "--json"], d);
+    let spec = String::from_utf8_lossy(&o.stdout).replace("\"units\": 1000", "\"units\": 100");
+    std::fs::write(d.join("p100.json"), spec).unwrap();
+    let o = alexnet(
+        &[
+            "train",
+            "--data",
+            "pk",
+            "--spec",
+            "p100.json",
+            "--batch",
+            "16",
+            "--max-steps",
+            "2",
+            "--no-progress",
+            "--out",
+            "run",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("training set pk/train: 100 images in 100 classes"),
+        "{t}"
+    );
+    assert!(
+        t.contains("read") && t.contains("pk/train.stats-256.safetensors"),
+        "{t}"
+    );
+    assert!(t.contains("Stopped after 2 steps"), "{t}");
+    let o = alexnet(&["eval", "--checkpoint", "run", "--data", "pk/train"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("100 images"), "{}", text(&o));
+    let o = alexnet(&["prepare", "--data", "pk", "--no-progress"], d);
+    assert!(text(&o).contains("reused"), "{}", text(&o));
+}
