@@ -191,7 +191,11 @@ fn main() -> Result<()> {
         )?
         .stats,
     );
+    // Packed afresh each run, so the pack is what this build writes.
     let pack_dir = work.join("pack/train");
+    if pack_dir.exists() {
+        std::fs::remove_dir_all(&pack_dir)?;
+    }
     pack_split(
         &raw,
         &pack_dir,
