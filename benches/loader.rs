@@ -64,6 +64,7 @@ fn time_loader(
             let b = b?;
             anyhow::ensure!(b.skipped.is_empty(), "unreadable: {:?}", b.skipped);
             images += b.len();
+            loader.recycle(b.images); // as the training loop does
         }
         if epoch > 0 {
             rates.push(images as f64 / t.elapsed().as_secs_f64());

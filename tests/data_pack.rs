@@ -285,6 +285,21 @@ fn an_epoch_from_a_pack_sees_the_classes_and_counts_of_its_folder() {
     // Same sample indices in the same order: the same seed shuffles both alike.
     assert_eq!(pack_order, raw_order);
     assert_eq!(raw_order.len(), src.len() / 4 * 4);
+
+    // Buffers handed back (`recycle`, as the training loop does) are overwritten whole: the
+    // same batches as from fresh buffers, even when the recycled ones hold NaN.
+    let loader = Loader::new(pk.clone(), stats.clone(), LoaderConfig::train(g, 4, 3)).unwrap();
+    let fresh: Vec<Batch> = loader.epoch(1, 0).map(|b| b.unwrap()).collect();
+    let mut reused = Vec::new();
+    for _ in 0..3 {
+        loader.recycle(vec![f32::NAN; 4 * g.input_len()]);
+    }
+    for b in loader.epoch(1, 0) {
+        let b = b.unwrap();
+        reused.push(b.clone());
+        loader.recycle(b.images);
+    }
+    assert!(reused == fresh, "a recycled buffer changed a batch");
 }
 
 #[test]

@@ -141,7 +141,7 @@ fn walk_jpeg_segments(bytes: &[u8]) -> std::result::Result<(), ()> {
         // The next marker: 0xFF (any number of fill bytes) and a code.
         i += bytes
             .get(i..)
-            .and_then(|b| b.iter().position(|&x| x == 0xFF))
+            .and_then(|b| memchr::memchr(0xFF, b))
             .ok_or_else(truncated)?;
         while bytes.get(i) == Some(&0xFF) {
             i += 1;
@@ -163,10 +163,7 @@ fn walk_jpeg_segments(bytes: &[u8]) -> std::result::Result<(), ()> {
             // Entropy-coded data: 0xFF is followed by a stuffed 0x00 or a restart marker until
             // the next real marker.
             loop {
-                i += bytes[i..]
-                    .iter()
-                    .position(|&x| x == 0xFF)
-                    .ok_or_else(truncated)?;
+                i += memchr::memchr(0xFF, &bytes[i..]).ok_or_else(truncated)?;
                 match bytes.get(i + 1) {
                     None => return Err(()),
                     Some(0x00 | 0xD0..=0xD7) => i += 2,

@@ -145,6 +145,9 @@ struct Shared {
     colour_noise: AtomicU64,
     images: AtomicU64,
     busy_nanos: AtomicU64,
+    /// Training batch buffers handed back by the consumer ([`Loader::recycle`]): reused, so a
+    /// batch does not pay for fresh pages (79 MB at batch 128, over 19,000 page faults).
+    spare: Mutex<Vec<Vec<f32>>>,
 }
 
 /// Makes batches of one dataset; see the module documentation for order and determinism.
@@ -195,6 +198,7 @@ impl Loader {
                 colour_noise: AtomicU64::new(noise.to_bits()),
                 images: AtomicU64::new(0),
                 busy_nanos: AtomicU64::new(0),
+                spare: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -257,6 +261,15 @@ impl Loader {
                     stop,
                 }
             }
+        }
+    }
+
+    /// Hands a training batch's `images` back for a later batch to fill (each is overwritten
+    /// whole); at most `prefetch + 2` are kept.
+    pub fn recycle(&self, images: Vec<f32>) {
+        let mut spare = self.shared.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < self.shared.config.prefetch + 2 {
+            spare.push(images);
         }
     }
 
@@ -418,7 +431,12 @@ impl Shared {
         colour_noise: f64,
     ) -> Result<Batch> {
         let (g, bs, n) = (self.config.geometry, self.config.batch_size, order.len());
-        let mut images = vec![0f32; bs * g.input_len()];
+        let len = bs * g.input_len();
+        let recycled = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // Every element is written below (each slot's render fills it, or the batch fails).
+        let mut images = recycled
+            .filter(|v| v.len() == len)
+            .unwrap_or_else(|| vec![0f32; len]);
         let slots: Vec<Result<(usize, Vec<BadSample>)>> = self.pool.install(|| {
             images
                 .par_chunks_mut(g.input_len())

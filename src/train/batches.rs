@@ -62,6 +62,9 @@ impl TrainBatches for LoaderBatches {
     fn skipped_files(&self) -> usize {
         self.loader.bad_samples().len()
     }
+    fn recycle(&mut self, images: Vec<f32>) {
+        self.loader.recycle(images);
+    }
 }
 
 /// Evaluation batches from a `data::Loader` in evaluation mode (every image once, `views` crops).

@@ -37,6 +37,10 @@ pub trait TrainBatches {
     fn skipped_files(&self) -> usize {
         0
     }
+    /// Takes back a batch's images once they are on the devices, for reuse.
+    fn recycle(&mut self, images: Vec<f32>) {
+        drop(images);
+    }
 }
 
 /// Evaluation batches: each image as `views` crops; scores are the softmax averaged over views.
@@ -255,6 +259,7 @@ pub fn train<D: Device>(
                 None => match fetch(data, &mut window_wait, &mut total_wait) {
                     Ok(batch) => {
                         net.stage_batch(&batch.images, &batch.labels)?;
+                        data.recycle(batch.images);
                         batch.labels.len()
                     }
                     Err(e) => return Err(saved_before_failing(e, save(net, &state), &ckpt)),
@@ -270,6 +275,7 @@ pub fn train<D: Device>(
                 Some(Ok(batch)) => {
                     net.stage_batch(&batch.images, &batch.labels)?;
                     staged = Some(batch.labels.len());
+                    data.recycle(batch.images);
                 }
                 // Reported once this step is counted and saved.
                 Some(Err(e)) => fetch_error = Some(e),
