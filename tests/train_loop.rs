@@ -191,3 +191,92 @@ fn training_stops_at_the_goal_error_and_logs_each_epochs_training_error() {
     let e = end["train_top1_error"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&e) && end["epoch_end"] == 1, "{end}");
 }
+
+/// A source that takes its time, and fails at one batch.
+struct Slow {
+    inner: Synthetic,
+    delay: std::time::Duration,
+    fail_at: Option<usize>,
+}
+
+impl TrainBatches for Slow {
+    fn batches_per_epoch(&self) -> usize {
+        self.inner.batches_per_epoch()
+    }
+    fn start_epoch(&mut self, epoch: usize, first_batch: usize) -> anyhow::Result<()> {
+        self.inner.start_epoch(epoch, first_batch)
+    }
+    fn next_batch(&mut self) -> anyhow::Result<Batch> {
+        std::thread::sleep(self.delay);
+        anyhow::ensure!(
+            self.fail_at != Some(self.inner.pos.1),
+            "batch {} is unreadable",
+            self.inner.pos.1
+        );
+        self.inner.next_batch()
+    }
+}
+
+#[test]
+fn waiting_for_data_is_measured_and_a_failed_fetch_saves_the_step_before_it() {
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    let cfg = |dir: &std::path::Path| TrainConfig {
+        epochs: 1,
+        schedule: Schedule::Constant,
+        out_dir: dir.to_path_buf(),
+        checkpoint_every: 0,
+        max_steps: None,
+        time_limit: None,
+        stop_at_train_error: None,
+        progress: false,
+        data: None,
+    };
+    let slow = |fail_at| Slow {
+        inner: Synthetic {
+            plan: plan.clone(),
+            batch: 4,
+            per_epoch: 6,
+            pos: (0, 0),
+        },
+        delay: std::time::Duration::from_millis(40),
+        fail_at,
+    };
+    let start = || {
+        let (params, _, state) = starting_point(&plan, None, 4, 0.05).unwrap();
+        let net = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, state.seed).unwrap();
+        (net, state)
+    };
+    // The tiny net's steps take about a millisecond: most of the run is the 40 ms waits.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut net, state) = start();
+    let outcome = train(&mut net, state, &mut slow(None), None, &cfg(dir.path())).unwrap();
+    assert_eq!(outcome.state.step, 6);
+    let share = outcome.data_wait_seconds / outcome.seconds;
+    assert!(
+        outcome.data_wait_seconds >= 0.24 && share > 0.5,
+        "{outcome:?}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let last_step: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("loss").is_some())
+        .last()
+        .unwrap();
+    assert!(
+        last_step["data_wait_fraction"].as_f64().unwrap() > 0.5,
+        "{last_step}"
+    );
+
+    // Batch 3 cannot be fetched (while step 2 runs): step 2 still counts and is saved.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut net, state) = start();
+    let e = train(&mut net, state, &mut slow(Some(3)), None, &cfg(dir.path())).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("progress so far is saved") && msg.contains("batch 3 is unreadable"),
+        "{msg}"
+    );
+    let (_, _, saved) = starting_point(&plan, Some(dir.path()), 4, 0.05).unwrap();
+    assert_eq!((saved.step, saved.batch_in_epoch), (3, 3));
+}

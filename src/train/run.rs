@@ -306,8 +306,14 @@ pub fn train<D: Device>(
             }))?;
             let status = || {
                 // Above a few percent the loader, not the step, sets the pace: say so.
+                let loader = data
+                    .loader_images_per_second()
+                    .map_or(String::new(), |r| format!(", loader {r:.0} img/s"));
                 let starved = if waiting >= DATA_WAIT_SHOWN {
-                    format!(", waiting for data {:.0}% of the time", 100.0 * waiting)
+                    format!(
+                        ", waiting for data {:.0}% of the time{loader}",
+                        100.0 * waiting
+                    )
                 } else {
                     String::new()
                 };
