@@ -8,15 +8,17 @@
 //!   crate's decoder and generic triangle resize), timed inline on one thread: the baseline of
 //!   the "faster raw path" and of the pack's ratio;
 //! - `packed`: the `Loader` on a pack of the same images (`alexnet prepare --pack`, made here under
-//!   `target/loader-bench/` first, untimed);
+//!   `target/bench/loader/` first, untimed);
 //! - `pillow raw` / `pillow packed`: `scripts/loader_baseline.py` on the same files (the packed
 //!   one reads the same shard bytes by offset), when `python3` with Pillow and NumPy is present.
 //!
 //! Loader rows run with 1 thread and with every core (`ALEXNET_LOADER_THREADS`, a comma list,
 //! overrides); per-core rates divide by the thread count. Each figure is the median over
 //! `ALEXNET_LOADER_PASSES` (default 5) timed epochs after one untimed. Writes
-//! `target/loader-bench.json`. The images: `ALEXNET_LOADER_DATA` (a class-folder tree),
-//! default `../shared/data/imagenet-samples`; without it the bench says so and stops.
+//! `target/bench/loader.json` (under `CARGO_TARGET_DIR` when set), and packs into
+//! `target/bench/loader/`. The images: `ALEXNET_LOADER_DATA` (a class-folder tree), default
+//! `../shared/data/imagenet-samples` beside the repository; without it the bench says so and
+//! stops. The baseline script: `ALEXNET_LOADER_BASELINE`, default `scripts/loader_baseline.py`.
 
 use alexnet::data::augment::{self, Augment, Geometry, Pixels};
 use alexnet::data::{Dataset, Loader, LoaderConfig, PackOptions, Stats, pack_split, prepare};
@@ -106,8 +108,11 @@ fn time_before(ds: &Dataset, stats: &Stats, passes: usize) -> Result<f64> {
 
 /// `scripts/loader_baseline.py` on `list`: its JSON, or why it did not run.
 fn pillow(list: &Path, passes: usize) -> std::result::Result<serde_json::Value, String> {
+    let script = std::env::var("ALEXNET_LOADER_BASELINE").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/loader_baseline.py").into()
+    });
     let out = Command::new("python3")
-        .arg("scripts/loader_baseline.py")
+        .arg(script)
         .arg("--list")
         .arg(list)
         .args([
@@ -148,10 +153,13 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(()); // `cargo bench -- --list`: nothing to list
     }
-    let data = PathBuf::from(
-        std::env::var("ALEXNET_LOADER_DATA")
-            .unwrap_or_else(|_| "../shared/data/imagenet-samples".into()),
-    );
+    let data = PathBuf::from(std::env::var("ALEXNET_LOADER_DATA").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/imagenet-samples"
+        )
+        .into()
+    }));
     if !data.is_dir() {
         println!(
             "loader bench: skipped, no images at {} (set ALEXNET_LOADER_DATA to a class-folder tree of JPEGs)",
@@ -173,7 +181,12 @@ fn main() -> Result<()> {
         Err(_) if cores > 1 => vec![1, cores],
         Err(_) => vec![1],
     };
-    let work = PathBuf::from("target/loader-bench");
+    let bench_dir = PathBuf::from(
+        std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
+    )
+    .join("bench");
+    let work = bench_dir.join("loader");
     std::fs::create_dir_all(&work)?;
     let raw = Arc::new(Dataset::open(&data)?);
     if raw.len() < BATCH {
@@ -281,10 +294,8 @@ fn main() -> Result<()> {
         "images": raw.len(), "data": data.display().to_string(), "batch": BATCH, "passes": passes,
         "cores": cores, "rows": json_rows, "pillow": peers,
     });
-    std::fs::write(
-        "target/loader-bench.json",
-        serde_json::to_string_pretty(&json)?,
-    )?;
-    println!("wrote target/loader-bench.json");
+    let file = bench_dir.join("loader.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {}", file.display());
     Ok(())
 }

@@ -4,7 +4,10 @@
 #   bin/alexnet                 the CLI
 #   tests/gpu, tests/alexnet-lib the GPU integration tests and the library's unit tests
 #   benches/<name>              every bench executable
-#   scripts/gpu-check.sh, scripts/peer_bench.py, scripts/side_by_side.py
+#   scripts/gpu-check.sh, scripts/peer_bench.py, scripts/side_by_side.py,
+#   scripts/loader_baseline.py
+#   data/imagenet-samples       the shared ImageNet samples, for the loader bench (when present
+#                               beside the repository; ALEXNET_LOADER_DATA names another tree)
 #   BUNDLE.txt                  commit, build date, kernel targets
 # Debug info is stripped so the bundle stays under 64 MiB (the most a device run can carry); it
 # prints the bundle's size and fails above that.
@@ -71,7 +74,15 @@ for want in $tests_wanted; do
     fi
 done
 
-cp scripts/gpu-check.sh scripts/peer_bench.py scripts/side_by_side.py "$bundle/scripts/"
+cp scripts/gpu-check.sh scripts/peer_bench.py scripts/side_by_side.py scripts/loader_baseline.py \
+    "$bundle/scripts/"
+samples=${ALEXNET_LOADER_DATA:-../shared/data/imagenet-samples}
+if [ -d "$samples" ]; then
+    mkdir -p "$bundle/data"
+    cp -r "$samples" "$bundle/data/imagenet-samples"
+else
+    echo "note: no $samples: the loader bench will skip on the GPU machine"
+fi
 {
     echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

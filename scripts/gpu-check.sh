@@ -8,7 +8,8 @@
 #   ALEXNET_REQUIRE_GPU=1 (a skipped test fails); compute-sanitizer memcheck, racecheck and
 #   synccheck on a tiny two-tower training step (SKIP, said so, where the sanitizer refuses the
 #   device, as it does under gVisor); a short synthetic training run with
-#   --device cuda; every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench);
+#   --device cuda; every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench;
+#   the loader on the machine's cores, beside Pillow where it imports);
 #   scripts/peer_bench.py where PyTorch with CUDA imports; ours and the peer's side by side.
 # It prints a table last (check, result, seconds), also written to OUT_DIR/summary.txt, and
 # exits non-zero if any check failed. GPU_CHECK_TIMEOUT bounds each check (seconds, default 300);
@@ -173,7 +174,10 @@ train_run() {
 
 # bench NAME: one bench executable; ops chooses the GPU.
 bench() {
-    CARGO_TARGET_DIR="$out/target" ALEXNET_BENCH_DEVICE=cuda timeout "$limit" "$root/benches/$1"
+    CARGO_TARGET_DIR="$out/target" ALEXNET_BENCH_DEVICE=cuda \
+        ALEXNET_LOADER_DATA="$root/data/imagenet-samples" \
+        ALEXNET_LOADER_BASELINE="$root/scripts/loader_baseline.py" \
+        timeout "$limit" "$root/benches/$1"
 }
 
 peer_bench() {

@@ -37,7 +37,7 @@
 //!
 //! **Decoding** ([`decode`]): format from content (JPEG incl. CMYK and grayscale, PNG), always to
 //! RGB; corrupt or truncated files are per-file errors. **Base image**: the centred square resized
-//! to `base`×`base` with a triangle (bilinear, antialiasing when shrinking) filter, kept as `u8`
+//! to `base`×`base` with a bilinear filter (SIMD, antialiasing when shrinking), kept as `u8`
 //! (256 for ImageNet; 32 for CIFAR, where 32×32 images pass through untouched).
 //!
 //! **Statistics** ([`prepare`], [`Stats`]): one pass over the training set for the per-pixel mean
@@ -50,6 +50,10 @@
 //! paper's PCA colour noise (α ~ N(0, 0.1²); scale convention in [`augment::colour_shift`]),
 //! keyed by (seed, epoch, sample index) through `crate::ops::philox`. Evaluation: the centre crop
 //! or the ten crops ([`EvalViews`]).
+//!
+//! **Packs** ([`pack`]): `alexnet prepare --pack` stores a dataset's base images once as JPEG tar
+//! shards with an index; [`Dataset::open`] reads a pack split like a folder, and decoding a
+//! 256×256 JPEG costs a fraction of decoding and resizing a photograph.
 //!
 //! **Loader** ([`Loader`]): background threads fill a bounded queue; batches are NCHW
 //! `[n·views, 3, crop, crop]` with labels and sample indices, in an order fixed by the seed (see
