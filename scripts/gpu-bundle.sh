@@ -80,6 +80,7 @@ samples=${ALEXNET_LOADER_DATA:-../shared/data/imagenet-samples}
 if [ -d "$samples" ]; then
     mkdir -p "$bundle/data"
     cp -r "$samples" "$bundle/data/imagenet-samples"
+    chmod -R u+w "$bundle/data"  # a read-only source stays removable in the bundle
 else
     echo "note: no $samples: the loader bench will skip on the GPU machine"
 fi

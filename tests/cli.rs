@@ -540,3 +540,87 @@ fn imagenet_samples_pack_then_train_and_eval_from_the_pack() {
     let o = alexnet(&["prepare", "--data", "pk", "--no-progress"], d);
     assert!(text(&o).contains("reused"), "{}", text(&o));
 }
+
+/// A root with train/ and val/: both are packed, every split's folder checked before anything is
+/// written, and training from the pack evaluates its val split.
+#[test]
+fn a_pack_of_train_and_val_is_checked_whole_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (split, per_class) in [("train", 6), ("val", 2)] {
+        for class in ["ant", "bee"] {
+            let folder = d.join("data").join(split).join(class);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..per_class {
+                let img = image::RgbImage::from_fn(40 + i, 36, |x, y| {
+                    image::Rgb([
+                        (x * 5) as u8,
+                        (y * 6) as u8,
+                        if class == "ant" { 30 } else { 220 },
+                    ])
+                });
+                img.save(folder.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    std::fs::create_dir_all(d.join("pk/val")).unwrap();
+    std::fs::write(d.join("pk/val/notes.txt"), "mine").unwrap();
+    let pack = [
+        "prepare",
+        "--data",
+        "data",
+        "--pack",
+        "pk",
+        "--base",
+        "32",
+        "--no-progress",
+    ];
+    let o = alexnet(&pack, d);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds notes.txt, which is not part of a pack"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !d.join("pk/train").exists(),
+        "the train split was written before val was checked"
+    );
+    std::fs::remove_file(d.join("pk/val/notes.txt")).unwrap();
+    let o = alexnet(&pack, d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("pk/train: 12 images in 1 shards"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("pk/val: 4 images in 1 shards"),
+        "{}",
+        text(&o)
+    );
+    let spec =
+        String::from_utf8_lossy(&alexnet(&["model", "--preset", "cifar", "--json"], d).stdout)
+            .replace("\"units\": 10,", "\"units\": 2,");
+    std::fs::write(d.join("c2.json"), spec).unwrap();
+    let o = alexnet(
+        &[
+            "train",
+            "--data",
+            "pk",
+            "--spec",
+            "c2.json",
+            "--batch",
+            "4",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            "run",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("validation: 4 images"), "{}", text(&o));
+    assert!(text(&o).contains("Validation: top-1 error"), "{}", text(&o));
+}

@@ -1,8 +1,8 @@
 //! Opening datasets and their statistics for the commands.
 
 use crate::data::{
-    BadSample, Dataset, OpenOptions, PackOptions, Splits, Stats, pack_split, prepare_with,
-    unreadable_classes,
+    BadSample, Dataset, OpenOptions, PackOptions, Splits, Stats, pack::check_destination,
+    pack_split, prepare_with, unreadable_classes,
 };
 use crate::progress::Progress;
 use anyhow::{Context, Result, ensure};
@@ -181,6 +181,12 @@ fn pack(args: &PrepareArgs, dir: &Path) -> Result<()> {
         None => dir.join(format!("train.stats-{}.safetensors", args.base)),
     };
     let parts = [("train", Some(&train)), ("val", val.as_ref())];
+    // Every split's folder is checked before anything of the pack is written.
+    for (split, source) in parts {
+        if let Some(source) = source {
+            check_destination(source, &dir.join(split), &options)?;
+        }
+    }
     for (split, source) in parts {
         let Some(source) = source else { continue };
         let t = std::time::Instant::now();

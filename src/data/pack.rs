@@ -153,56 +153,9 @@ pub fn pack_split(
     want_stats: bool,
     progress: &Progress,
 ) -> Result<Packed> {
-    ensure!(
-        (1..=100).contains(&options.quality),
-        "JPEG quality {} is not in 1..=100",
-        options.quality
-    );
-    ensure!(
-        options.shard_images > 0,
-        "a shard must hold at least one image"
-    );
-    ensure!(
-        (1..=4096).contains(&options.base),
-        "base image side {} is not in 1..=4096",
-        options.base
-    );
-    ensure!(
-        !source.is_empty(),
-        "{} holds no images",
-        source.path().display()
-    );
+    let complete_before = check_destination(source, dir, options)?;
     let fingerprint = source.fingerprint();
     let manifest_path = dir.join(MANIFEST);
-    let want = |m: &Manifest| {
-        m.format == FORMAT
-            && m.base == options.base
-            && m.quality == options.quality
-            && m.shard_images == options.shard_images
-            && m.source_fingerprint == fingerprint
-            && m.classes == source.classes()
-    };
-    let mut complete_before = false;
-    if manifest_path.exists() {
-        let m = read_manifest(dir)?;
-        ensure!(
-            want(&m),
-            "{} already holds a pack of {} (base {}, quality {}, {} per shard{}): remove it or choose another folder",
-            dir.display(),
-            m.source,
-            m.base,
-            m.quality,
-            m.shard_images,
-            if m.source_fingerprint == fingerprint {
-                ""
-            } else {
-                ", other images than this source holds now"
-            }
-        );
-        complete_before = true;
-    } else if dir.exists() {
-        check_only_shards(dir)?;
-    }
     let pool = thread_pool(options.threads)?;
     let n = source.len();
     let shards = n.div_ceil(options.shard_images);
@@ -308,6 +261,64 @@ pub fn pack_split(
         bad,
         stats,
     })
+}
+
+/// Checks that `dir` can take a pack of `source` with `options` (nothing is written): the
+/// options are valid, and the folder is absent, empty, an interrupted pack's, or a complete pack
+/// of the same source and options (then `true`). Callers packing several splits check every one
+/// first.
+pub fn check_destination(source: &Dataset, dir: &Path, options: &PackOptions) -> Result<bool> {
+    ensure!(
+        (1..=100).contains(&options.quality),
+        "JPEG quality {} is not in 1..=100",
+        options.quality
+    );
+    ensure!(
+        options.shard_images > 0,
+        "a shard must hold at least one image"
+    );
+    ensure!(
+        (1..=4096).contains(&options.base),
+        "base image side {} is not in 1..=4096",
+        options.base
+    );
+    ensure!(
+        !source.is_empty(),
+        "{} holds no images",
+        source.path().display()
+    );
+    let fingerprint = source.fingerprint();
+    let manifest_path = dir.join(MANIFEST);
+    let want = |m: &Manifest| {
+        m.format == FORMAT
+            && m.base == options.base
+            && m.quality == options.quality
+            && m.shard_images == options.shard_images
+            && m.source_fingerprint == fingerprint
+            && m.classes == source.classes()
+    };
+    let mut complete_before = false;
+    if manifest_path.exists() {
+        let m = read_manifest(dir)?;
+        ensure!(
+            want(&m),
+            "{} already holds a pack of {} (base {}, quality {}, {} per shard{}): remove it or choose another folder",
+            dir.display(),
+            m.source,
+            m.base,
+            m.quality,
+            m.shard_images,
+            if m.source_fingerprint == fingerprint {
+                ""
+            } else {
+                ", other images than this source holds now"
+            }
+        );
+        complete_before = true;
+    } else if dir.exists() {
+        check_only_shards(dir)?;
+    }
+    Ok(complete_before)
 }
 
 /// The source's unreadable files as [`BadSample`]s (by source index, found by name).
