@@ -624,3 +624,37 @@ fn a_pack_of_train_and_val_is_checked_whole_before_it_is_written() {
     assert!(text(&o).contains("validation: 4 images"), "{}", text(&o));
     assert!(text(&o).contains("Validation: top-1 error"), "{}", text(&o));
 }
+
+/// With no `--device`, the towers go to the GPUs where they can, else to the CPU, and one line
+/// says which and why; an explicit `--device cuda` without a GPU stays an error.
+#[test]
+fn the_default_device_is_auto_and_says_what_it_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = alexnet(
+        &["train", "--max-steps", "2", "--no-progress", "--out", "run"],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    let on_cpu = t.contains("device: cpu (no GPU to use: ");
+    let on_gpu = t.contains("device: cuda, towers on GPU ");
+    assert!(on_cpu != on_gpu, "exactly one choice is reported: {t}");
+    if on_cpu {
+        assert!(t.contains("towers on: cpu"), "{t}");
+        let o = alexnet(
+            &[
+                "train",
+                "--device",
+                "cuda",
+                "--max-steps",
+                "2",
+                "--no-progress",
+                "--out",
+                "r2",
+            ],
+            d,
+        );
+        assert!(!o.status.success(), "{}", text(&o));
+    }
+}

@@ -10,6 +10,9 @@ use std::fmt::Write;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceKind {
+    /// The GPUs where a driver, a GPU and this build's kernels are all there; else the CPU. One
+    /// line says which, and why.
+    Auto,
     /// The CPU reference's fast paths (multithreaded GEMM).
     Cpu,
     /// The CUDA kernels run on the CPU by the host executor: slow, for checking the GPU path.
@@ -24,7 +27,63 @@ pub trait Job {
     fn run<D: Device>(self, devices: Vec<D>) -> Result<Self::Output>;
 }
 
-/// Builds `towers` devices of `kind` (placed on the GPUs listed in `gpus` for `cuda`) and runs `job`.
+/// Where the towers go: `kind` with `auto` resolved, and the GPUs for `cuda` (`devices` as
+/// `--devices` gave it; by default GPUs 0 and 1, or GPU 0 alone on a machine with one). With
+/// `auto` it prints one line saying what it chose and why.
+pub fn choose(
+    kind: DeviceKind,
+    devices: Option<&str>,
+    towers: usize,
+) -> Result<(DeviceKind, Vec<usize>)> {
+    let visible = || driver::init().map(|d| d.devices);
+    let default_gpus = |n: usize| (0..towers.min(n).max(1)).collect::<Vec<_>>();
+    match kind {
+        DeviceKind::Auto => {
+            let why_not = if !crate::fatbins::KERNELS_EMBEDDED {
+                Err("this build has no GPU kernels (it was built without nvcc)".to_string())
+            } else {
+                match visible() {
+                    Ok(0) => Err("the CUDA driver sees no GPU".to_string()),
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            };
+            match why_not {
+                Ok(n) => {
+                    let gpus = match devices {
+                        Some(list) => parse_gpus(list)?,
+                        None => default_gpus(n),
+                    };
+                    eprintln!(
+                        "device: cuda, towers on GPU {} ({} visible; --device cpu to train on the CPU)",
+                        gpus.iter()
+                            .map(|g| g.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        driver::plural(n, "GPU")
+                    );
+                    Ok((DeviceKind::Cuda, gpus))
+                }
+                Err(why) => {
+                    eprintln!("device: cpu (no GPU to use: {why})");
+                    Ok((DeviceKind::Cpu, Vec::new()))
+                }
+            }
+        }
+        DeviceKind::Cuda => {
+            let gpus = match devices {
+                Some(list) => parse_gpus(list)?,
+                // Without a driver this is [0, 1] and the launch says why there is no GPU.
+                None => default_gpus(visible().unwrap_or(towers)),
+            };
+            Ok((DeviceKind::Cuda, gpus))
+        }
+        other => Ok((other, Vec::new())),
+    }
+}
+
+/// Builds `towers` devices of `kind` (placed on the GPUs listed in `gpus` for `cuda`) and runs
+/// `job`; `auto` must have been resolved by [`choose`].
 pub fn dispatch<J: Job>(
     kind: DeviceKind,
     towers: usize,
@@ -39,6 +98,10 @@ pub fn dispatch<J: Job>(
                 .collect(),
         ),
         DeviceKind::Cuda => job.run(cuda::devices(gpus, towers)?),
+        DeviceKind::Auto => {
+            let (kind, gpus) = choose(DeviceKind::Auto, None, towers)?;
+            dispatch(kind, towers, &gpus, job)
+        }
     }
 }
 

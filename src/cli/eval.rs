@@ -1,7 +1,7 @@
 //! `alexnet eval`, `alexnet predict` and `alexnet filters`: using a trained checkpoint.
 
 use super::data_args::{ReadLimits, load_stats, open, splits, threads};
-use super::devices::{DeviceKind, Job, dispatch, parse_gpus};
+use super::devices::{DeviceKind, Job, choose, dispatch};
 use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats, image_views};
 use crate::device::Device;
 use crate::model::Plan;
@@ -30,10 +30,13 @@ pub struct CheckpointArgs {
     /// Score the paper's ten crops (corners, centre, and their mirrors), averaging the softmax.
     #[arg(long)]
     pub ten_crop: bool,
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Where the towers run [default: auto, the GPUs if usable, else the CPU].
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceKind,
-    #[arg(long, default_value = "0,1")]
-    pub devices: String,
+    /// The GPUs for the towers with --device cuda or auto [default: 0,1, or 0 where there is
+    /// one GPU].
+    #[arg(long)]
+    pub devices: Option<String>,
     /// The convolutions' and fc layers' products [default: the precision the checkpoint was
     /// trained at].
     #[arg(long, value_enum)]
@@ -196,12 +199,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         params: ck.params,
         data: LoaderEval::new(loader, views.count()),
     };
-    let r = dispatch(
-        args.ck.device,
-        plan.spec.towers,
-        &parse_gpus(&args.ck.devices)?,
-        job,
-    )?;
+    let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
+    let r = dispatch(device, plan.spec.towers, &gpus, job)?;
     println!(
         "top-1 error {:.2}%, top-5 error {:.2}% over {} images ({:.1} s)",
         100.0 * r.top1_error,
@@ -273,10 +272,11 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         }
         Ok(failed)
     };
+    let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
     let failed = dispatch(
-        args.ck.device,
+        device,
         plan.spec.towers,
-        &parse_gpus(&args.ck.devices)?,
+        &gpus,
         Scoring {
             plan: plan.clone(),
             params: ck.params,

@@ -8,7 +8,7 @@
 
 use super::NetArgs;
 use super::data_args::{ReadLimits, open, report_bad, splits, threads};
-use super::devices::{DeviceKind, Job, dispatch, parse_gpus};
+use super::devices::{DeviceKind, Job, choose, dispatch};
 use crate::data::stats::compute_with;
 use crate::data::{
     Dataset, EvalViews, Geometry, Loader, LoaderConfig, Split, Stats, Synthetic, prepare_with,
@@ -53,17 +53,18 @@ pub struct TrainArgs {
     /// else computed and saved in the run folder]. A resumed run keeps its own.
     #[arg(long)]
     pub stats: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Where the towers run [default: auto, the GPUs if usable, else the CPU].
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceKind,
     /// The convolutions' and fc layers' products [default: the spec's, fp32 for the presets; on
     /// a resume, the precision the run was trained at]. Weights, updates and everything else
     /// stay fp32.
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
-    /// GPUs for the towers with --device cuda: `0,1` puts tower A on GPU 0 and B on GPU 1; `0`
-    /// puts both on GPU 0 (two streams).
-    #[arg(long, default_value = "0,1")]
-    pub devices: String,
+    /// GPUs for the towers with --device cuda or auto: `0,1` puts tower A on GPU 0 and B on GPU
+    /// 1; `0` puts both on GPU 0 (two streams) [default: 0,1, or 0 where there is one GPU].
+    #[arg(long)]
+    pub devices: Option<String>,
     #[arg(long, default_value_t = 90)]
     pub epochs: usize,
     #[arg(long, default_value_t = 128)]
@@ -406,7 +407,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let geometry = Geometry::new(base, crop)?;
     let schedule = args.lr_schedule.parse::<Schedule>()?;
-    let gpus = parse_gpus(&args.devices)?;
+    let (device, gpus) = choose(args.device, args.devices.as_deref(), spec.towers)?;
 
     // The run folder: never another run's.
     let out = args
@@ -620,7 +621,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         cfg,
         started: folder.start_flag(),
     };
-    let outcome = dispatch(args.device, spec.towers, &gpus, job)?;
+    let outcome = dispatch(device, spec.towers, &gpus, job)?;
     let png = out.join("curves.png");
     if let Err(e) = plot_metrics(&out.join("metrics.jsonl"), &png) {
         eprintln!("warning: could not draw the curves: {e:#}");

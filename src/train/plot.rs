@@ -51,11 +51,11 @@ pub fn plot_metrics(metrics: &Path, png: &Path) -> Result<()> {
         points,
     };
     let mut loss_panel = vec![series("train", smooth(&loss, 300))];
-    let mut err_panel = vec![series("train top-1", smooth(&err, 300))];
+    let mut err_panel = vec![series("train top-1 error", smooth(&err, 300))];
     if !val_loss.is_empty() {
         loss_panel.push(series("validation", val_loss));
-        err_panel.push(series("validation top-1", val1));
-        err_panel.push(series("validation top-5", val5));
+        err_panel.push(series("validation top-1 error", val1));
+        err_panel.push(series("validation top-5 error", val5));
     }
     save_png(
         png,

@@ -318,7 +318,7 @@ pub fn train<D: Device>(
                     String::new()
                 };
                 format!(
-                    "epoch {} loss {:.3} err {:.1}% {:.0} img/s{starved}",
+                    "epoch {} loss {:.3} top-1 error {:.1}% {:.0} img/s{starved}",
                     state.epoch + 1,
                     stats.loss,
                     100.0 * stats.top1_errors as f64 / n as f64,
@@ -367,7 +367,7 @@ pub fn train<D: Device>(
         log.write(line)?;
         let summary = match eval {
             Some(e) => format!(
-                "epoch {}: validation top-1 {:.2}% top-5 {:.2}% ({} images)",
+                "epoch {}: validation top-1 error {:.2}%, top-5 error {:.2}% ({} images)",
                 state.epoch + 1,
                 100.0 * e.top1_error,
                 100.0 * e.top5_error,
