@@ -658,3 +658,72 @@ fn the_default_device_is_auto_and_says_what_it_chose() {
         assert!(!o.status.success(), "{}", text(&o));
     }
 }
+
+/// `paper` trains on any number of classes: its fc8 is sized to the training set, split across
+/// the towers when they divide it and on the first tower otherwise.
+#[test]
+fn paper_trains_on_seven_and_ten_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for classes in [7u32, 10] {
+        let root = d.join(format!("c{classes}"));
+        for c in 0..classes {
+            let folder = root.join(format!("class{c}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            let img = image::RgbImage::from_fn(48, 40, |x, y| {
+                image::Rgb([(x * 5) as u8, (y * 6) as u8, (c * 25) as u8])
+            });
+            img.save(folder.join("a.png")).unwrap();
+        }
+        let out = format!("run{classes}");
+        let o = alexnet(
+            &[
+                "train",
+                "--data",
+                root.to_str().unwrap(),
+                "--preset",
+                "paper",
+                "--batch",
+                "4",
+                "--max-steps",
+                "1",
+                "--no-progress",
+                "--out",
+                &out,
+            ],
+            d,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&format!(
+                "paper: classifier sized to the training set's {classes} classes"
+            )),
+            "{t}"
+        );
+        assert_eq!(
+            t.contains(
+                "fc8: 7 classes do not split across 2 towers, so it sits on the first tower alone"
+            ),
+            classes == 7,
+            "{t}"
+        );
+        // The checkpoint is of the sized network: eval reads it as such.
+        let o = alexnet(
+            &[
+                "eval",
+                "--checkpoint",
+                &out,
+                "--data",
+                root.to_str().unwrap(),
+            ],
+            d,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("over {classes} images")),
+            "{}",
+            text(&o)
+        );
+    }
+}

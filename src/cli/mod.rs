@@ -86,6 +86,11 @@ pub struct NetArgs {
     /// Ablation: no dropout.
     #[arg(long)]
     pub no_dropout: bool,
+    /// Classes of the classifier [default for presets: the training set's, or 1000 where there
+    /// is none (`model`); a spec file keeps its own]. fc8 is split across the towers when they
+    /// divide it, else it sits on the first tower.
+    #[arg(long)]
+    pub classes: Option<usize>,
 }
 
 impl NetArgs {
@@ -94,7 +99,28 @@ impl NetArgs {
         self.preset.is_some() || self.spec.is_some()
     }
 
+    /// Whether the network is a preset (whose classifier is sized to the data) rather than a
+    /// spec file (which keeps its own).
+    pub fn is_preset(&self) -> bool {
+        self.spec.is_none()
+    }
+
+    /// The network, with `--classes` applied; the note says if fc8 had to move to one tower.
     pub fn spec_or(&self, default_preset: &str) -> Result<NetSpec> {
+        let spec = self.spec_as_given(default_preset)?;
+        match self.classes {
+            Some(n) => {
+                let (spec, note) = spec.with_classes(n)?;
+                if let Some(note) = note {
+                    eprintln!("note: {note}");
+                }
+                Ok(spec)
+            }
+            None => Ok(spec),
+        }
+    }
+
+    fn spec_as_given(&self, default_preset: &str) -> Result<NetSpec> {
         if let Some(path) = &self.spec {
             let text = crate::files::read_text(path).context("reading the spec")?;
             return NetSpec::from_json(&text)

@@ -376,7 +376,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (Some(r), None) => r.ck.spec.precision,
         (None, None) => spec.precision,
     };
-    let plan = Plan::new(&spec).context("the network spec does not make sense")?;
+    let mut plan = Plan::new(&spec).context("the network spec does not make sense")?;
+    // A preset's classifier is sized to the training set (unless --classes said otherwise).
+    let sized_to_data = args.net.is_preset() && args.net.classes.is_none() && resume.is_none();
     if let Some(r) = &resume {
         r.ck.check_model(&plan)
             .with_context(|| format!("cannot resume from {}", r.file.display()))?;
@@ -463,9 +465,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .map_or("none".to_string(), |v| format!("{} images", v.len()))
         );
     }
+    let classes = data.train.classes().len();
+    if sized_to_data && classes != plan.classes {
+        let (sized, note) = spec.with_classes(classes)?;
+        eprintln!(
+            "{}: classifier sized to the training set's {classes} classes{}",
+            sized.name,
+            note.map_or(String::new(), |n| format!(" ({n})"))
+        );
+        spec = sized;
+        plan = Plan::new(&spec).context("the network spec does not make sense")?;
+    }
     ensure!(
         data.train.classes().len() == plan.classes,
-        "the training set has {} classes but the network's classifier has {}: pick a preset or spec whose last layer has {} units",
+        "the training set has {} classes but the network's classifier has {}: pick a preset or spec whose last layer has {} units, or pass --classes",
         data.train.classes().len(),
         plan.classes,
         data.train.classes().len()

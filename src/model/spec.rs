@@ -255,6 +255,37 @@ impl Layer {
 }
 
 impl NetSpec {
+    /// The classifier's classes: the units of the last layer (an fc layer in every net here).
+    pub fn classes(&self) -> Option<usize> {
+        match self.layers.last() {
+            Some(Layer::Fc(fc)) => Some(fc.units),
+            _ => None,
+        }
+    }
+
+    /// This network with its classifier sized for `classes`: split across the towers when they
+    /// divide it, else on the first tower alone (as `net145` places its fc8). Returns the spec
+    /// and, when the placement had to change, a sentence saying so.
+    pub fn with_classes(mut self, classes: usize) -> anyhow::Result<(NetSpec, Option<String>)> {
+        anyhow::ensure!(classes >= 1, "a classifier needs at least one class");
+        let towers = self.towers;
+        let Some(Layer::Fc(fc)) = self.layers.last_mut() else {
+            anyhow::bail!(
+                "the network's last layer is not an fc layer, so it has no classes to size"
+            );
+        };
+        fc.units = classes;
+        let mut note = None;
+        if fc.placement == Placement::Split && towers > 1 && classes % towers != 0 {
+            fc.placement = Placement::First;
+            note = Some(format!(
+                "{}: {classes} classes do not split across {towers} towers, so it sits on the first tower alone",
+                fc.name
+            ));
+        }
+        Ok((self, note))
+    }
+
     pub fn from_json(text: &str) -> anyhow::Result<NetSpec> {
         let spec: NetSpec = serde_json::from_str(text)?;
         Ok(spec)
