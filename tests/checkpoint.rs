@@ -211,3 +211,56 @@ fn a_damaged_checkpoint_is_refused_naming_the_file_and_the_tensor() {
         "{e}"
     );
 }
+
+/// The statistics kept in a checkpoint come back exactly; a checkpoint saved without them (as
+/// before they were kept) has none, and a damaged mean image is refused by its checksum.
+#[test]
+fn statistics_kept_in_a_checkpoint_come_back_and_are_checked() {
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    let p = init_params(&plan, 1);
+    let stats = alexnet::data::Stats {
+        base: 4,
+        mean: (0..48).map(|i| i as f32 * 1.5).collect(),
+        covariance: [[3.0, 0.5, 0.25], [0.5, 2.0, 0.125], [0.25, 0.125, 1.0]],
+        eigenvalues: [3.3, 1.9, 0.8],
+        eigenvectors: [[0.9, 0.3, 0.1], [-0.3, 0.9, 0.2], [0.1, -0.2, 0.97]],
+        images: 10,
+        samples: 11,
+        classes: vec!["a".into(), "b".into()],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (with, without) = (
+        dir.path().join("with.safetensors"),
+        dir.path().join("without.safetensors"),
+    );
+    checkpoint::save_with_stats(
+        &with,
+        &plan,
+        &TrainState::default(),
+        &p,
+        &p,
+        None,
+        Some(&stats),
+    )
+    .unwrap();
+    checkpoint::save(&without, &plan, &TrainState::default(), &p, &p, None).unwrap();
+    assert_eq!(checkpoint::load(&with).unwrap().stats, Some(stats.clone()));
+    assert_eq!(checkpoint::load(&without).unwrap().stats, None);
+    // One bit of the mean image flipped (found in the file by its values).
+    let mut bytes = std::fs::read(&with).unwrap();
+    let needle: Vec<u8> = [3.0f32, 4.5, 6.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&with, &bytes).unwrap();
+    let e = format!("{:#}", checkpoint::load(&with).err().unwrap());
+    assert!(
+        e.contains("inference.mean does not match its checksum"),
+        "{e}"
+    );
+}

@@ -143,6 +143,7 @@ fn one_epoch(
         1,
     );
     let cfg = TrainConfig {
+        stats: None,
         epochs: 1,
         schedule: "constant".parse().unwrap(),
         out_dir: tmp.join(format!("run-{precision}-{seed}")),

@@ -727,3 +727,49 @@ fn paper_trains_on_seven_and_ten_classes() {
         );
     }
 }
+
+/// A checkpoint carries what inference needs (mean image, class names, base size): copied alone
+/// to another folder it predicts what it predicted in its run folder; one whose run folder's
+/// stats.safetensors it would have needed before still reads the file beside it.
+#[test]
+fn a_checkpoint_copied_alone_predicts_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = alexnet(
+        &["train", "--max-steps", "3", "--no-progress", "--out", "run"],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let img = image::RgbImage::from_fn(40, 32, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 7) as u8, 90])
+    });
+    img.save(d.join("p.png")).unwrap();
+    let in_run = alexnet(&["predict", "--checkpoint", "run", "p.png"], d);
+    assert!(in_run.status.success(), "{}", text(&in_run));
+    std::fs::create_dir_all(d.join("elsewhere")).unwrap();
+    std::fs::copy(
+        d.join("run/checkpoint.safetensors"),
+        d.join("elsewhere/model.safetensors"),
+    )
+    .unwrap();
+    let alone = alexnet(
+        &[
+            "predict",
+            "--checkpoint",
+            "elsewhere/model.safetensors",
+            "p.png",
+        ],
+        d,
+    );
+    assert!(alone.status.success(), "{}", text(&alone));
+    assert_eq!(
+        String::from_utf8_lossy(&alone.stdout),
+        String::from_utf8_lossy(&in_run.stdout),
+        "the same classes and probabilities"
+    );
+    assert!(
+        String::from_utf8_lossy(&alone.stdout).contains('%'),
+        "{}",
+        text(&alone)
+    );
+}

@@ -77,6 +77,7 @@ fn run(
 ) -> (Vec<f32>, alexnet::train::run::TrainOutcome) {
     let plan = Plan::new(&tiny_spec(false, false)).unwrap();
     let cfg = TrainConfig {
+        stats: None,
         epochs: 3,
         schedule: "epochs:2".parse::<Schedule>().unwrap(),
         out_dir: dir.to_path_buf(),
@@ -166,6 +167,7 @@ fn training_stops_at_the_goal_error_and_logs_each_epochs_training_error() {
     let plan = Plan::new(&tiny_spec(false, false)).unwrap();
     // A goal of 100% error is met by the first epoch, whatever the network does.
     let cfg = TrainConfig {
+        stats: None,
         epochs: 5,
         schedule: Schedule::Constant,
         out_dir: dir.path().to_path_buf(),
@@ -221,6 +223,7 @@ impl TrainBatches for Slow {
 fn waiting_for_data_is_measured_and_a_failed_fetch_saves_the_step_before_it() {
     let plan = Plan::new(&tiny_spec(false, false)).unwrap();
     let cfg = |dir: &std::path::Path| TrainConfig {
+        stats: None,
         epochs: 1,
         schedule: Schedule::Constant,
         out_dir: dir.to_path_buf(),

@@ -21,7 +21,8 @@ pub struct CheckpointArgs {
     /// A run folder or its checkpoint file.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// The training set's statistics [default: stats.safetensors in the run folder].
+    /// The training set's statistics [default: those kept in the checkpoint; for checkpoints
+    /// older than that, stats.safetensors beside it].
     #[arg(long)]
     pub stats: Option<PathBuf>,
     /// Side of the base images [default: the statistics'].
@@ -112,13 +113,21 @@ fn open_model(args: &CheckpointArgs) -> Result<(Plan, Checkpoint, Stats, Geometr
         spec.precision = p;
     }
     let plan = Plan::new(&spec)?;
-    let stats_path = args.stats.clone().unwrap_or_else(|| {
-        file.parent()
-            .unwrap_or(Path::new("."))
-            .join("stats.safetensors")
-    });
-    let stats = load_stats(&stats_path)
-        .context("pass --stats with the training set's statistics (alexnet prepare)")?;
+    // --stats, else the statistics kept in the checkpoint, else (older checkpoints) the run
+    // folder's stats.safetensors.
+    let stats = match (&args.stats, &ck.stats) {
+        (Some(path), _) => load_stats(path)?,
+        (None, Some(kept)) => kept.clone(),
+        (None, None) => {
+            let beside = file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("stats.safetensors");
+            load_stats(&beside).context(
+                "this checkpoint predates keeping its statistics: pass --stats with the training set's (alexnet prepare)",
+            )?
+        }
+    };
     let base = args.base.unwrap_or(stats.base);
     let geometry = Geometry::new(base, ck.spec.input.size)?;
     ensure!(

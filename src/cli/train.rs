@@ -593,6 +593,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => None,
     };
     let cfg = TrainConfig {
+        stats: Some((*stats).clone()),
         epochs: args.epochs,
         schedule,
         out_dir: out.clone(),

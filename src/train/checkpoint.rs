@@ -9,6 +9,7 @@
 //! tensor and a record of the run's data ([`DataRecord`]); loading verifies the checksums and
 //! refuses non-finite weights, so a damaged file is never trained on or scored with.
 
+use crate::data::Stats;
 use crate::model::init::{NetParams, TowerParams};
 use crate::model::{NetSpec, Plan};
 use crate::tensor::Tensor;
@@ -68,6 +69,10 @@ pub enum DataSource {
 
 pub struct Checkpoint {
     pub spec: NetSpec,
+    /// What inference needs besides the weights: the mean image, the colour PCA, the base size
+    /// and the class names (`None` in checkpoints written before they were kept here; those
+    /// read `stats.safetensors` beside them).
+    pub stats: Option<Stats>,
     pub state: TrainState,
     /// What the run trained on (`None` in checkpoints written before this was recorded).
     pub data: Option<DataRecord>,
@@ -102,7 +107,33 @@ pub fn save(
     momentum: &NetParams,
     data: Option<&DataRecord>,
 ) -> Result<()> {
+    save_with_stats(path, plan, state, params, momentum, data, None)
+}
+
+/// The mean image's tensor, and the metadata key of the rest of the statistics.
+const STATS_MEAN: &str = "inference.mean";
+const STATS_KEY: &str = "inference";
+
+/// [`save`], also keeping `stats` (the mean image as the tensor `inference.mean`, the rest in
+/// the metadata) so that `predict` and `eval` need no other file.
+#[allow(clippy::too_many_arguments)]
+pub fn save_with_stats(
+    path: &Path,
+    plan: &Plan,
+    state: &TrainState,
+    params: &NetParams,
+    momentum: &NetParams,
+    data: Option<&DataRecord>,
+    stats: Option<&Stats>,
+) -> Result<()> {
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    if let Some(s) = stats {
+        named.push((
+            STATS_MEAN.into(),
+            vec![3, s.base, s.base],
+            f32_bytes(&s.mean),
+        ));
+    }
     for (prefix, set) in [("", params), ("momentum.", momentum)] {
         for (l, towers) in set.iter().enumerate() {
             for (t, p) in towers.iter().enumerate() {
@@ -140,6 +171,13 @@ pub fn save(
     ]);
     if let Some(data) = data {
         metadata.insert("data".to_string(), serde_json::to_string(data)?);
+    }
+    if let Some(s) = stats {
+        let rest = serde_json::json!({
+            "base": s.base, "images": s.images, "samples": s.samples, "classes": s.classes,
+            "covariance": s.covariance, "eigenvalues": s.eigenvalues, "eigenvectors": s.eigenvectors,
+        });
+        metadata.insert(STATS_KEY.to_string(), rest.to_string());
     }
     let bytes = safetensors::serialize(views, Some(metadata))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -239,13 +277,73 @@ fn parse(path: &Path) -> Result<Checkpoint> {
             })
             .collect()
     };
+    let stats = match meta.get(STATS_KEY) {
+        None => None,
+        Some(text) => Some(
+            read_stats(text, &tensors, checksums.as_ref())
+                .context("reading the statistics kept in it")?,
+        ),
+    };
     Ok(Checkpoint {
+        stats,
         params: read("")?,
         momentum: read("momentum.")?,
         spec,
         state,
         data,
         checksummed: checksums.is_some(),
+    })
+}
+
+/// The statistics `save_with_stats` kept: the metadata's JSON and the mean image tensor.
+fn read_stats(
+    text: &str,
+    tensors: &SafeTensors,
+    checksums: Option<&BTreeMap<String, String>>,
+) -> Result<Stats> {
+    #[derive(Deserialize)]
+    struct Rest {
+        base: usize,
+        images: usize,
+        samples: usize,
+        classes: Vec<String>,
+        covariance: [[f64; 3]; 3],
+        eigenvalues: [f64; 3],
+        eigenvectors: [[f64; 3]; 3],
+    }
+    let r: Rest = serde_json::from_str(text)?;
+    let view = tensors
+        .tensor(STATS_MEAN)
+        .map_err(|_| anyhow!("missing tensor {STATS_MEAN}"))?;
+    ensure!(
+        view.dtype() == Dtype::F32 && view.shape() == [3, r.base, r.base],
+        "tensor {STATS_MEAN}: expected f32 [3, {0}, {0}]",
+        r.base
+    );
+    if let Some(sums) = checksums {
+        ensure!(
+            sums.get(STATS_MEAN) == Some(&checksum(view.data())),
+            "tensor {STATS_MEAN} does not match its checksum: the file was changed or damaged after it was saved"
+        );
+    }
+    let mean: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    ensure!(
+        mean.iter().all(|m| (0.0..=255.0).contains(m)),
+        "tensor {STATS_MEAN} holds values that are no mean pixel"
+    );
+    Ok(Stats {
+        base: r.base,
+        mean,
+        covariance: r.covariance,
+        eigenvalues: r.eigenvalues,
+        eigenvectors: r.eigenvectors,
+        images: r.images,
+        samples: r.samples,
+        classes: r.classes,
     })
 }
 

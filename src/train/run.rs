@@ -52,6 +52,8 @@ pub trait EvalBatches {
 }
 
 pub struct TrainConfig {
+    /// The training set's statistics, kept in every checkpoint for inference (`None`: not kept).
+    pub stats: Option<crate::data::Stats>,
     pub epochs: usize,
     pub schedule: Schedule,
     /// Where the checkpoint, metrics log and plot go.
@@ -200,13 +202,14 @@ pub fn train<D: Device>(
         "the training set has fewer images than one batch"
     );
     let save = |net: &Network<D>, state: &TrainState| -> Result<()> {
-        checkpoint::save(
+        checkpoint::save_with_stats(
             &ckpt,
             &plan,
             state,
             &net.params()?,
             &net.velocities()?,
             cfg.data.as_ref(),
+            cfg.stats.as_ref(),
         )
         .context("saving the checkpoint")
     };
