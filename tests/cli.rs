@@ -773,3 +773,113 @@ fn a_checkpoint_copied_alone_predicts_the_same() {
         text(&alone)
     );
 }
+
+/// `predict --json` (folders, --top, --logits) and `eval --json` print JSON with named fields;
+/// an unreadable file is named there too.
+#[test]
+fn predict_and_eval_speak_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = alexnet(
+        &["train", "--max-steps", "2", "--no-progress", "--out", "run"],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::create_dir_all(d.join("pics/inner")).unwrap();
+    for (i, name) in ["pics/a.png", "pics/inner/b.PNG"].iter().enumerate() {
+        image::RgbImage::from_fn(36, 30, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 8) as u8, 40 * i as u8])
+        })
+        .save_with_format(d.join(name), image::ImageFormat::Png)
+        .unwrap();
+    }
+    std::fs::write(d.join("pics/notes.txt"), "not listed: not an image name").unwrap();
+    std::fs::write(d.join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let o = alexnet(
+        &[
+            "predict",
+            "--checkpoint",
+            "run",
+            "pics",
+            "broken.jpg",
+            "--top",
+            "3",
+            "--json",
+            "--logits",
+        ],
+        d,
+    );
+    // One file is unreadable: a failure exit, after the JSON.
+    assert!(!o.status.success(), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{v}");
+    assert!(
+        images[0]["path"].as_str().unwrap().ends_with("pics/a.png"),
+        "{v}"
+    );
+    assert!(
+        images[1]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("pics/inner/b.PNG"),
+        "{v}"
+    );
+    for image in images {
+        let top = image["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let p: Vec<f64> = top
+            .iter()
+            .map(|t| t["probability"].as_f64().unwrap())
+            .collect();
+        assert!(p.windows(2).all(|w| w[0] >= w[1]) && p[0] <= 1.0, "{p:?}");
+        assert!(top[0]["name"].is_string() && top[0]["class"].is_u64());
+        assert_eq!(image["logits"].as_array().unwrap().len(), 10);
+    }
+    let bad = v["unreadable"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{v}");
+    assert!(
+        bad[0]["path"].as_str().unwrap().ends_with("broken.jpg") && bad[0]["error"].is_string()
+    );
+    assert!(text(&o).contains("skipped broken.jpg"), "{}", text(&o));
+
+    // eval --json on a folder of labelled images of two of the synthetic set's classes.
+    let o = alexnet(
+        &["predict", "--checkpoint", "run", "pics/a.png", "--json"],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let class = v["images"][0]["top"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::create_dir_all(d.join("labelled").join(&class)).unwrap();
+    std::fs::copy(
+        d.join("pics/a.png"),
+        d.join("labelled").join(&class).join("a.png"),
+    )
+    .unwrap();
+    let o = alexnet(
+        &[
+            "eval",
+            "--checkpoint",
+            "run",
+            "--data",
+            "labelled",
+            "--json",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["images"], 1, "{v}");
+    // The image's own top class is its label here: no top-1 error.
+    assert_eq!(v["top1_error"].as_f64(), Some(0.0), "{v}");
+    assert!(
+        v["top5_error"].is_number() && v["unreadable"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+}

@@ -57,6 +57,9 @@ pub struct EvalArgs {
     pub batch: usize,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Print one JSON object (errors, images, views, unreadable files) instead of the line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -67,9 +70,19 @@ pub struct PredictArgs {
     /// classes are named by their folder names otherwise.
     #[arg(long)]
     pub synsets: Option<PathBuf>,
-    /// Images to classify (JPEG or PNG).
+    /// Images to classify (JPEG or PNG), or folders of them (searched through, in name order).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+    /// Classes to list per image, most likely first.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Print one JSON object: per image its path and top classes (index, name, description,
+    /// probability), and every file that could not be read, with why.
+    #[arg(long)]
+    pub json: bool,
+    /// With --json, also each image's logits (averaged over the views).
+    #[arg(long, requires = "json")]
+    pub logits: bool,
 }
 
 #[derive(Args, Debug)]
@@ -146,13 +159,17 @@ struct Scoring<F> {
     work: F,
 }
 
-impl<T, F: FnOnce(&mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>) -> Result<T>> Job
-    for Scoring<F>
-{
+/// Scores `n` images' views: their probabilities and logits, `[n, classes]` each.
+type Predict<'a> = dyn FnMut(&[f32], usize) -> Result<(Vec<f32>, Vec<f32>)> + 'a;
+
+impl<T, F: FnOnce(&mut Predict) -> Result<T>> Job for Scoring<F> {
     type Output = T;
     fn run<D: Device>(self, devices: Vec<D>) -> Result<T> {
         let mut net = Network::new(&self.plan, devices, &self.params, 0)?;
-        let mut predict = |images: &[f32], n: usize| net.predict(images, n);
+        let mut predict = |images: &[f32], n: usize| {
+            let probs = net.predict(images, n)?;
+            Ok((probs, net.logits()?))
+        };
         (self.work)(&mut predict)
     }
 }
@@ -164,10 +181,11 @@ struct EvalJob {
 }
 
 impl Job for EvalJob {
-    type Output = EvalResult;
-    fn run<D: Device>(mut self, devices: Vec<D>) -> Result<EvalResult> {
+    type Output = (EvalResult, Vec<crate::data::BadSample>);
+    fn run<D: Device>(mut self, devices: Vec<D>) -> Result<Self::Output> {
         let mut net = Network::new(&self.plan, devices, &self.params, 0)?;
-        evaluate(&mut net, &mut self.data)
+        let result = evaluate(&mut net, &mut self.data)?;
+        Ok((result, self.data.loader.bad_samples()))
     }
 }
 
@@ -209,7 +227,23 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         data: LoaderEval::new(loader, views.count()),
     };
     let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
-    let r = dispatch(device, plan.spec.towers, &gpus, job)?;
+    let (r, bad) = dispatch(device, plan.spec.towers, &gpus, job)?;
+    if args.json {
+        let out = serde_json::json!({
+            "checkpoint": args.ck.checkpoint.display().to_string(),
+            "data": path.display().to_string(),
+            "views": views.count(),
+            "precision": plan.spec.precision.to_string(),
+            "images": r.images,
+            "top1_error": r.top1_error,
+            "top5_error": r.top5_error,
+            "loss": r.loss,
+            "seconds": t.elapsed().as_secs_f64(),
+            "unreadable": bad.iter().map(|b| serde_json::json!({"path": b.path, "error": b.error})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     println!(
         "top-1 error {:.2}%, top-5 error {:.2}% over {} images ({:.1} s)",
         100.0 * r.top1_error,
@@ -218,6 +252,50 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The images named on the command line: files as given, folders searched through for `.jpg`,
+/// `.jpeg` and `.png` files (any case) in name order; what cannot be listed is returned as
+/// (path, why).
+fn expand_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, bad: &mut Vec<(PathBuf, String)>) {
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(list) => list.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => return bad.push((dir.to_path_buf(), format!("cannot be listed: {e}"))),
+        };
+        entries.sort();
+        for p in entries {
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, out, bad);
+            } else if p.extension().is_some_and(|e| {
+                ["jpg", "jpeg", "png"].contains(&e.to_string_lossy().to_lowercase().as_str())
+            }) {
+                out.push(p);
+            }
+        }
+    }
+    let (mut files, mut bad) = (Vec::new(), Vec::new());
+    for p in paths {
+        if p.is_dir() {
+            let before = files.len();
+            walk(p, &mut files, &mut bad);
+            if files.len() == before {
+                bad.push((
+                    p.clone(),
+                    "a folder with no .jpg, .jpeg or .png file".into(),
+                ));
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    (files, bad)
 }
 
 /// `<class> <description>` lines.
@@ -241,48 +319,69 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     } else {
         EvalViews::Centre
     };
-    let (classes, images, augment) = (plan.classes, args.images.clone(), ck.spec.augment);
+    let (classes, augment) = (plan.classes, ck.spec.augment);
+    let (images, unlisted) = expand_images(&args.images);
     let max_bytes = args.ck.limits.max_image_bytes();
-    let class_name = |c: usize| -> String {
+    let top = args.top.clamp(1, classes);
+    let described = |c: usize| -> (String, Option<String>) {
         let folder = stats
             .classes
             .get(c)
             .cloned()
             .unwrap_or_else(|| format!("class {c}"));
-        match names.as_ref().and_then(|m| m.get(&folder)) {
-            Some(desc) => format!("{folder} {desc}"),
-            None => folder,
-        }
+        let desc = names.as_ref().and_then(|m| m.get(&folder)).cloned();
+        (folder, desc)
     };
-    let work = |predict: &mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>| -> Result<usize> {
-        let mut failed = 0;
+    let (json, with_logits) = (args.json, args.logits);
+    let work = |predict: &mut Predict| -> Result<(Vec<serde_json::Value>, Vec<(PathBuf, String)>)> {
+        let (mut scored, mut failed) = (Vec::new(), unlisted.clone());
         for path in &images {
             let input = crate::files::read_capped_unnamed(path, max_bytes)
                 .and_then(|bytes| image_views(&bytes, &stats, geometry, views, augment));
             let input = match input {
                 Ok(v) => v,
                 Err(e) => {
-                    eprintln!("skipped {}: {e:#}", path.display());
-                    failed += 1;
+                    failed.push((path.clone(), format!("{e:#}")));
                     continue;
                 }
             };
-            let probs = predict(&input, views.count())?;
-            let mut mean = vec![0f32; classes];
-            for row in probs.chunks(classes) {
-                mean.iter_mut()
-                    .zip(row)
-                    .for_each(|(m, p)| *m += p / views.count() as f32);
-            }
-            println!("{}", path.display());
-            for c in crate::ops::softmax::top_k(&mean, 5.min(classes)) {
-                println!("  {:6.2}%  {}", 100.0 * mean[c], class_name(c));
+            let (probs, logits) = predict(&input, views.count())?;
+            let average = |v: &[f32]| {
+                let mut mean = vec![0f32; classes];
+                for row in v.chunks(classes) {
+                    mean.iter_mut()
+                        .zip(row)
+                        .for_each(|(m, p)| *m += p / views.count() as f32);
+                }
+                mean
+            };
+            let mean = average(&probs);
+            let best = crate::ops::softmax::top_k(&mean, top);
+            if json {
+                let mut item = serde_json::json!({
+                    "path": path.display().to_string(),
+                    "top": best.iter().map(|&c| {
+                        let (name, desc) = described(c);
+                        serde_json::json!({"class": c, "name": name, "description": desc, "probability": mean[c]})
+                    }).collect::<Vec<_>>(),
+                });
+                if with_logits {
+                    item["logits"] = serde_json::json!(average(&logits));
+                }
+                scored.push(item);
+            } else {
+                println!("{}", path.display());
+                for c in best {
+                    let (name, desc) = described(c);
+                    let name = desc.map_or(name.clone(), |d| format!("{name} {d}"));
+                    println!("  {:6.2}%  {name}", 100.0 * mean[c]);
+                }
             }
         }
-        Ok(failed)
+        Ok((scored, failed))
     };
     let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
-    let failed = dispatch(
+    let (scored, failed) = dispatch(
         device,
         plan.spec.towers,
         &gpus,
@@ -292,8 +391,25 @@ pub fn predict(args: PredictArgs) -> Result<()> {
             work,
         },
     )?;
-    if failed > 0 {
-        bail!("{failed} of {} images could not be read", args.images.len());
+    for (path, why) in &failed {
+        eprintln!("skipped {}: {why}", path.display());
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "checkpoint": args.ck.checkpoint.display().to_string(),
+            "views": views.count(),
+            "precision": plan.spec.precision.to_string(),
+            "images": scored,
+            "unreadable": failed.iter().map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} images could not be read",
+            failed.len(),
+            images.len() + unlisted.len()
+        );
     }
     Ok(())
 }
