@@ -57,6 +57,9 @@ enum Command {
         /// The goal line of a comparison, as a training error fraction.
         #[arg(long, default_value_t = 0.25)]
         goal: f64,
+        /// Draw one run's loss on a log scale.
+        #[arg(long)]
+        log_loss: bool,
     },
     /// The GPUs this machine has, their peer access, and whether kernels were embedded.
     Devices,
@@ -167,11 +170,16 @@ pub fn main() -> Result<()> {
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
         Command::Filters(args) => eval::filters(args),
-        Command::Plot { runs, out, goal } => {
+        Command::Plot {
+            runs,
+            out,
+            goal,
+            log_loss,
+        } => {
             let png = match (&runs[..], out) {
                 ([run], out) => {
                     let png = out.unwrap_or_else(|| run.join("curves.png"));
-                    crate::train::plot::plot_metrics(&run.join("metrics.jsonl"), &png)?;
+                    crate::train::plot::plot_metrics(&run.join("metrics.jsonl"), &png, log_loss)?;
                     png
                 }
                 (runs, out) => {

@@ -637,7 +637,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let outcome = dispatch(device, spec.towers, &gpus, job)?;
     let png = out.join("curves.png");
-    if let Err(e) = plot_metrics(&out.join("metrics.jsonl"), &png) {
+    if let Err(e) = plot_metrics(&out.join("metrics.jsonl"), &png, false) {
         eprintln!("warning: could not draw the curves: {e:#}");
     }
     let s = &outcome.state;

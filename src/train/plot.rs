@@ -18,8 +18,9 @@ fn smooth(points: &[(f64, f64)], target: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Reads `metrics.jsonl` and writes the curves (x: epochs) to `png`.
-pub fn plot_metrics(metrics: &Path, png: &Path) -> Result<()> {
+/// Reads `metrics.jsonl` and writes the curves (x: epochs) to `png`; `log_loss` draws the loss
+/// on a log scale.
+pub fn plot_metrics(metrics: &Path, png: &Path, log_loss: bool) -> Result<()> {
     let text = std::fs::read_to_string(metrics)
         .with_context(|| format!("reading {}", metrics.display()))?;
     let (mut loss, mut err, mut val_loss, mut val1, mut val5) =
@@ -61,14 +62,16 @@ pub fn plot_metrics(metrics: &Path, png: &Path) -> Result<()> {
         png,
         &[
             Panel {
-                title: "loss".into(),
+                title: if log_loss { "loss (log scale)" } else { "loss" }.into(),
                 x_label: "epoch".into(),
                 series: loss_panel,
+                log_y: log_loss,
             },
             Panel {
-                title: "error %".into(),
+                title: "top-1 / top-5 error %".into(),
                 x_label: "epoch".into(),
                 series: err_panel,
+                log_y: false,
             },
         ],
     )
@@ -109,9 +112,10 @@ pub fn plot_training_error(
     save_png(
         png,
         &[Panel {
-            title: "training error %".into(),
+            title: "training top-1 error %".into(),
             x_label: "epochs".into(),
             series,
+            log_y: false,
         }],
     )
 }
@@ -138,10 +142,10 @@ mod tests {
             "{\"epoch_end\":2,\"val_loss\":1.2,\"val_top1_error\":0.3,\"val_top5_error\":0.05}\n";
         std::fs::write(&log, lines).unwrap();
         let png = dir.path().join("curves.png");
-        plot_metrics(&log, &png).unwrap();
+        plot_metrics(&log, &png, true).unwrap();
         let img = image::open(&png).unwrap().to_rgb8();
         assert!(img.width() > 500 && img.pixels().any(|p| p.0 != [255, 255, 255]));
         std::fs::write(&log, "not json\n").unwrap();
-        assert!(format!("{:#}", plot_metrics(&log, &png).unwrap_err()).contains("line 1"));
+        assert!(format!("{:#}", plot_metrics(&log, &png, false).unwrap_err()).contains("line 1"));
     }
 }

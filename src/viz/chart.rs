@@ -14,6 +14,9 @@ pub struct Panel {
     pub title: String,
     pub x_label: String,
     pub series: Vec<Series>,
+    /// A logarithmic y axis (points at or below zero are left out): losses that fall over
+    /// orders of magnitude, or that spike, read better so.
+    pub log_y: bool,
 }
 
 const PALETTE: [Rgb<u8>; 6] = [
@@ -44,6 +47,27 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     (first..=last).map(|i| i as f64 * step).collect()
 }
 
+/// Ticks of a log10 axis spanning [lo, hi] (in log10 units): 1, 2 and 5 times each power of
+/// ten, thinned to the powers alone over more than two decades. Returns (position, value).
+fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, f64)> {
+    let steps: &[f64] = if hi - lo > 2.0 {
+        &[1.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let mut out = Vec::new();
+    for k in (lo.floor() as i64)..=(hi.ceil() as i64) {
+        for m in steps {
+            let value = m * 10f64.powi(k as i32);
+            let at = value.log10();
+            if (lo..=hi).contains(&at) {
+                out.push((at, value));
+            }
+        }
+    }
+    out
+}
+
 fn label(v: f64) -> String {
     if v == 0.0 {
         "0".into()
@@ -58,15 +82,19 @@ fn label(v: f64) -> String {
 fn draw_panel(img: &mut RgbImage, x0: i64, panel: &Panel) {
     let (ml, mr, mt, mb) = MARGIN;
     let (left, right, top, bottom) = (x0 + ml, x0 + PANEL_W as i64 - mr, mt, PANEL_H as i64 - mb);
+    // On a log axis the curves are drawn in log10(y).
+    let fy = |y: f64| if panel.log_y { y.log10() } else { y };
+    let shown = |p: &&(f64, f64)| p.0.is_finite() && fy(p.1).is_finite();
     let all = || {
         panel
             .series
             .iter()
             .flat_map(|s| s.points.iter())
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .filter(shown)
     };
     let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in all() {
+        let y = fy(y);
         (xmin, xmax, ymin, ymax) = (xmin.min(x), xmax.max(x), ymin.min(y), ymax.max(y));
     }
     draw_text(img, left, 8, &panel.title, 2, INK);
@@ -74,8 +102,10 @@ fn draw_panel(img: &mut RgbImage, x0: i64, panel: &Panel) {
         draw_text(img, left + 10, (top + bottom) / 2, "no data", 2, INK);
         return;
     }
-    // Curves of losses and errors read best from zero.
-    ymin = ymin.min(0.0);
+    // Curves of losses and errors read best from zero (a log axis has none).
+    if !panel.log_y {
+        ymin = ymin.min(0.0);
+    }
     if xmax == xmin {
         xmax = xmin + 1.0;
     }
@@ -85,10 +115,15 @@ fn draw_panel(img: &mut RgbImage, x0: i64, panel: &Panel) {
     ymax += 0.05 * (ymax - ymin);
     let px = |x: f64| left + ((x - xmin) / (xmax - xmin) * (right - left) as f64).round() as i64;
     let py = |y: f64| bottom - ((y - ymin) / (ymax - ymin) * (bottom - top) as f64).round() as i64;
-    for t in ticks(ymin, ymax) {
-        draw_line(img, (left, py(t)), (right, py(t)), 1, GRID);
-        let l = label(t);
-        draw_text(img, left - 6 - text_width(&l, 1), py(t) - 4, &l, 1, INK);
+    let y_ticks: Vec<(f64, f64)> = if panel.log_y {
+        log_ticks(ymin, ymax)
+    } else {
+        ticks(ymin, ymax).into_iter().map(|t| (t, t)).collect()
+    };
+    for (at, value) in y_ticks {
+        draw_line(img, (left, py(at)), (right, py(at)), 1, GRID);
+        let l = label(value);
+        draw_text(img, left - 6 - text_width(&l, 1), py(at) - 4, &l, 1, INK);
     }
     for t in ticks(xmin, xmax) {
         draw_line(img, (px(t), top), (px(t), bottom), 1, GRID);
@@ -110,8 +145,8 @@ fn draw_panel(img: &mut RgbImage, x0: i64, panel: &Panel) {
         let pts: Vec<(i64, i64)> = s
             .points
             .iter()
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .map(|&(x, y)| (px(x), py(y)))
+            .filter(shown)
+            .map(|&(x, y)| (px(x), py(fy(y))))
             .collect();
         for w in pts.windows(2) {
             draw_line(img, w[0], w[1], 2, color);
@@ -162,6 +197,14 @@ mod tests {
         assert_eq!(ticks(0.0, 90.0), [0.0, 20.0, 40.0, 60.0, 80.0]);
         assert_eq!(label(0.25), "0.25");
         assert_eq!(label(100000.0), "1e5");
+        // A loss from 0.03 to 4: the powers 0.1 and 1, with 2x and 5x steps between.
+        let values: Vec<f64> = log_ticks(0.03f64.log10(), 4f64.log10())
+            .iter()
+            .map(|t| t.1)
+            .collect();
+        assert_eq!(values, [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
+        let wide: Vec<f64> = log_ticks(-3.5, 1.2).iter().map(|t| t.1).collect();
+        assert_eq!(wide, [0.001, 0.01, 0.1, 1.0, 10.0]);
     }
 
     #[test]
@@ -173,6 +216,7 @@ mod tests {
                 label: "train".into(),
                 points: vec![(0.0, 2.3), (1.0, 1.5), (2.0, 1.0)],
             }],
+            log_y: false,
         };
         let img = render(&[
             panel,
@@ -180,6 +224,7 @@ mod tests {
                 title: "empty".into(),
                 x_label: "epoch".into(),
                 series: vec![],
+                log_y: false,
             },
         ]);
         assert_eq!((img.width(), img.height()), (2 * PANEL_W, PANEL_H));
