@@ -197,8 +197,8 @@ mod tests {
         assert_eq!(ticks(0.0, 90.0), [0.0, 20.0, 40.0, 60.0, 80.0]);
         assert_eq!(label(0.25), "0.25");
         assert_eq!(label(100000.0), "1e5");
-        // A loss from 0.03 to 4: the powers 0.1 and 1, with 2x and 5x steps between.
-        let values: Vec<f64> = log_ticks(0.03f64.log10(), 4f64.log10())
+        // A loss from 0.03 to 2.5 (under two decades): 1x, 2x and 5x each power of ten.
+        let values: Vec<f64> = log_ticks(0.03f64.log10(), 2.5f64.log10())
             .iter()
             .map(|t| t.1)
             .collect();
