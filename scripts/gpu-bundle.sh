@@ -3,6 +3,7 @@
 # has a driver but no Rust toolchain and no network — and gathers it in gpu-bundle/:
 #   bin/alexnet                 the CLI
 #   tests/gpu, tests/alexnet-lib the GPU integration tests and the library's unit tests
+#   tests/torch_peer            PyTorch (scripts/torch_alexnet.py) against the engine's logits
 #   benches/<name>              every bench executable
 #   scripts/gpu-check.sh, scripts/peer_bench.py, scripts/side_by_side.py,
 #   scripts/loader_baseline.py
@@ -23,7 +24,7 @@ bundle=gpu-bundle
 limit=$((64 * 1024 * 1024))
 # Test executables worth running on a GPU: the GPU tests and the library's unit tests (the
 # runtime's own tests). The rest run anywhere and are CI's.
-tests_wanted=${GPU_BUNDLE_TESTS:-gpu alexnet-lib}
+tests_wanted=${GPU_BUNDLE_TESTS:-gpu alexnet-lib torch_peer}
 
 echo "== cargo build --release --bins --tests --benches"
 cargo build --release --bins --tests --benches
@@ -75,6 +76,7 @@ for want in $tests_wanted; do
 done
 
 cp scripts/gpu-check.sh scripts/peer_bench.py scripts/side_by_side.py scripts/loader_baseline.py \
+    scripts/torch_alexnet.py \
     "$bundle/scripts/"
 samples=${ALEXNET_LOADER_DATA:-../shared/data/imagenet-samples}
 if [ -d "$samples" ]; then

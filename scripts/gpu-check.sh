@@ -8,7 +8,7 @@
 #   ALEXNET_REQUIRE_GPU=1 (a skipped test fails); compute-sanitizer memcheck, racecheck and
 #   synccheck on a tiny two-tower training step (SKIP, said so, where the sanitizer refuses the
 #   device, as it does under gVisor); a short synthetic training run with
-#   --device cuda; every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench;
+#   --device cuda; PyTorch's logits from a checkpoint against ours (tests/torch_peer); every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench;
 #   the loader on the machine's cores, beside Pillow where it imports);
 #   scripts/peer_bench.py where PyTorch with CUDA imports; ours and the peer's side by side.
 # It prints a table last (check, result, seconds), also written to OUT_DIR/summary.txt, and
@@ -121,6 +121,13 @@ unit_tests() {
     ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$root/tests/alexnet-lib" --test-threads=1
 }
 
+# torch_peer: PyTorch's logits from the checkpoint against the engine's (the GPU machine has
+# PyTorch; the test itself says SKIP where torch does not import).
+torch_peer() {
+    ALEXNET_BIN="$root/bin/alexnet" ALEXNET_TORCH_SCRIPT="$root/scripts/torch_alexnet.py" \
+        timeout "$limit" "$root/tests/torch_peer" --test-threads=1 --nocapture
+}
+
 gpu_tests() {
     ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$root/tests/gpu" --test-threads=1 --nocapture || return
     # ALEXNET_REQUIRE_GPU=1 already fails a skip; this guards against a test that skips anyway.
@@ -195,6 +202,7 @@ check unit-tests unit_tests
 for tool in memcheck racecheck synccheck; do
     check "sanitizer-$tool" sanitize "$tool"
 done
+check torch-peer torch_peer
 check train-cuda train_run fp32
 check train-cuda-bf16 train_run bf16
 for b in "$root"/benches/*; do

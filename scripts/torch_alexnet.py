@@ -384,6 +384,7 @@ def main():
     src.add_argument("--input", help="float32 NCHW .npy of preprocessed network inputs")
     src.add_argument("--image", nargs="+", help="image files, preprocessed here with Pillow")
     ap.add_argument("--out", help="write the logits [n, classes] here as float32 .npy")
+    ap.add_argument("--save-input", metavar="FILE", help="also write the network inputs as float32 .npy")
     ap.add_argument("--top", type=int, default=5, help="classes printed per input without --out")
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda); TF32 is turned off")
     args = ap.parse_args()
@@ -401,6 +402,8 @@ def main():
         size = spec["input"]["size"]
         if x.dim() != 4 or tuple(x.shape[1:]) != (spec["input"]["channels"], size, size):
             raise ValueError(f"input of shape {tuple(x.shape)}; the network takes [n, {spec['input']['channels']}, {size}, {size}]")
+        if args.save_input:
+            write_npy(args.save_input, x)
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on a GPU too
         torch.backends.cudnn.allow_tf32 = False
         model = model.to(args.device)
