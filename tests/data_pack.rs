@@ -131,7 +131,7 @@ fn packing_is_deterministic_and_an_interrupted_pack_resumes_to_the_same_bytes() 
     let tmp = tempfile::tempdir().unwrap();
     let src = Dataset::open(source(&tmp.path().join("src"), true)).unwrap();
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    pack(&src, &one, 1);
+    let straight = pack(&src, &one, 1);
     pack(&src, &two, 2);
     assert_eq!(files(&one), files(&two), "thread count changed the bytes");
 
@@ -165,6 +165,12 @@ fn packing_is_deterministic_and_an_interrupted_pack_resumes_to_the_same_bytes() 
     // Shard 0 and shards 3.. were kept; 1 (cut short) and 2 (missing) were made again.
     assert_eq!(resumed.reused_shards, shards - 2);
     assert_eq!(files(&half), files(&one), "a resumed pack differs");
+    // The statistics summed over the kept shards (read back) and the new ones are the same.
+    assert!(straight.stats.is_some());
+    assert!(
+        resumed.stats == straight.stats,
+        "the resumed pack's statistics differ"
+    );
     // Run again on the complete pack: nothing is written.
     let again = pack(&src, &half, 2);
     assert!(again.complete_before);

@@ -31,7 +31,7 @@ use super::stats::{Stats, Sums};
 use super::{BadSample, thread_pool};
 use crate::files::{open_regular, read_text, write_atomic};
 use crate::progress::Progress;
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -153,8 +153,8 @@ pub fn pack_split(
     want_stats: bool,
     progress: &Progress,
 ) -> Result<Packed> {
-    let complete_before = check_destination(source, dir, options)?;
     let fingerprint = source.fingerprint();
+    let complete_before = check_destination_of(source, &fingerprint, dir, options)?;
     let manifest_path = dir.join(MANIFEST);
     let pool = thread_pool(options.threads)?;
     let n = source.len();
@@ -164,16 +164,23 @@ pub fn pack_split(
     let mut headers = Vec::with_capacity(shards);
     let mut sums = want_stats.then(|| Sums::new(options.base));
     let mut reused = 0;
+    let interrupted = |done: usize| {
+        progress.finish();
+        anyhow!(
+            "interrupted: {done} of {shards} shards of {} are complete; run the same command again to resume",
+            dir.display()
+        )
+    };
     for s in 0..shards {
         let first = s * options.shard_images;
         let count = options.shard_images.min(n - first);
         let made = match read_complete_shard(dir, s, &fingerprint, options, first, count)? {
             Some(found) => {
                 reused += 1;
-                if let Some(sums) = sums.as_mut() {
+                if let Some(total) = sums.take() {
                     let tar = dir.join(format!("{}.tar", shard_name(s)));
                     let read = sum_shard(&pool, &tar, &found.1, options.base, progress)?;
-                    *sums = std::mem::replace(sums, Sums::new(options.base)).merge(read);
+                    sums = Some(total.merge(read));
                 } else {
                     for _ in 0..count {
                         progress.inc();
@@ -182,7 +189,7 @@ pub fn pack_split(
                 found
             }
             None => {
-                let (header, lines, shard_sums) = write_shard(
+                let Some((header, lines, shard_sums)) = write_shard(
                     &pool,
                     source,
                     dir,
@@ -193,19 +200,19 @@ pub fn pack_split(
                     &fingerprint,
                     want_stats,
                     progress,
-                )?;
-                if let (Some(sums), Some(add)) = (sums.as_mut(), shard_sums) {
-                    *sums = std::mem::replace(sums, Sums::new(options.base)).merge(add);
-                }
+                )?
+                else {
+                    return Err(interrupted(s));
+                };
+                sums = match (sums, shard_sums) {
+                    (Some(total), Some(add)) => Some(total.merge(add)),
+                    (total, _) => total,
+                };
                 (header, lines)
             }
         };
         if progress.interrupted() {
-            progress.finish();
-            bail!(
-                "interrupted: {s} of {shards} shards of {} are complete; run the same command again to resume",
-                dir.display()
-            );
+            return Err(interrupted(s));
         }
         headers.push(made.0);
         entries.push(made.1);
@@ -268,6 +275,16 @@ pub fn pack_split(
 /// of the same source and options (then `true`). Callers packing several splits check every one
 /// first.
 pub fn check_destination(source: &Dataset, dir: &Path, options: &PackOptions) -> Result<bool> {
+    check_destination_of(source, &source.fingerprint(), dir, options)
+}
+
+/// [`check_destination`] with the source's fingerprint already taken (it hashes every name).
+fn check_destination_of(
+    source: &Dataset,
+    fingerprint: &str,
+    dir: &Path,
+    options: &PackOptions,
+) -> Result<bool> {
     ensure!(
         (1..=100).contains(&options.quality),
         "JPEG quality {} is not in 1..=100",
@@ -287,7 +304,6 @@ pub fn check_destination(source: &Dataset, dir: &Path, options: &PackOptions) ->
         "{} holds no images",
         source.path().display()
     );
-    let fingerprint = source.fingerprint();
     let manifest_path = dir.join(MANIFEST);
     let want = |m: &Manifest| {
         m.format == FORMAT
@@ -397,7 +413,12 @@ fn read_complete_shard(
     Ok((tar_len == Some(header.bytes)).then_some((header, lines)))
 }
 
-/// Decodes, cuts, encodes and writes shard `s` (source samples `first .. first + count`).
+/// A shard as written: its header, its images' index lines, and their statistics' sums when
+/// asked for.
+type WrittenShard = (ShardHeader, Vec<Entry>, Option<Sums>);
+
+/// Decodes, cuts, encodes and writes shard `s` (source samples `first .. first + count`);
+/// `None` if interrupted, with nothing of it written.
 #[allow(clippy::too_many_arguments)]
 fn write_shard(
     pool: &rayon::ThreadPool,
@@ -410,7 +431,7 @@ fn write_shard(
     fingerprint: &str,
     want_stats: bool,
     progress: &Progress,
-) -> Result<(ShardHeader, Vec<Entry>, Option<Sums>)> {
+) -> Result<Option<WrittenShard>> {
     let base = options.base;
     type Encoded = std::result::Result<Vec<u8>, String>;
     let (mut encoded, sums): (Vec<(usize, Encoded)>, Option<Sums>) = pool.install(|| {
@@ -425,18 +446,16 @@ fn write_shard(
                     let jpeg = source
                         .load_unnamed(i, base)
                         .map_err(|e| format!("{e:#}"))
-                        .and_then(|pixels| encode_jpeg(&pixels, base, options.quality));
-                    if let (Ok(jpeg), Some(sums)) = (&jpeg, sums.as_mut()) {
-                        // Summed as the loader will see it: the packed JPEG decoded.
-                        match decode::decode_base(jpeg, base) {
-                            Ok(pixels) => sums.add_image(&pixels),
-                            Err(e) => {
-                                out.push((i, Err(format!("re-encoded JPEG unreadable: {e:#}"))));
-                                progress.inc();
-                                return (out, Some(std::mem::replace(sums, Sums::new(base))));
+                        .and_then(|pixels| encode_jpeg(&pixels, base, options.quality))
+                        .and_then(|jpeg| {
+                            // Summed as the loader will see it: the packed JPEG decoded.
+                            if let Some(sums) = sums.as_mut() {
+                                let pixels = decode::decode_base(&jpeg, base)
+                                    .map_err(|e| format!("re-encoded JPEG unreadable: {e:#}"))?;
+                                sums.add_image(&pixels);
                             }
-                        }
-                    }
+                            Ok(jpeg)
+                        });
                     out.push((i, jpeg));
                     progress.inc();
                     (out, sums)
@@ -455,19 +474,7 @@ fn write_shard(
             )
     });
     if progress.interrupted() {
-        // Nothing of this shard is written; the caller stops.
-        let header = ShardHeader {
-            format: FORMAT.into(),
-            source_fingerprint: fingerprint.into(),
-            base,
-            quality: options.quality,
-            first,
-            count,
-            images: 0,
-            bytes: 0,
-            skipped: Vec::new(),
-        };
-        return Ok((header, Vec::new(), None));
+        return Ok(None); // nothing of this shard is written
     }
     encoded.sort_by_key(|(i, _)| *i);
     let mut tar = Vec::new();
@@ -516,7 +523,7 @@ fn write_shard(
         &dir.join(format!("{name}.idx")),
         index_text(&header, &lines).as_bytes(),
     )?;
-    Ok((header, lines, sums))
+    Ok(Some((header, lines, sums)))
 }
 
 /// The packed image: baseline JPEG at `quality` with 4:2:0 chroma (as nearly every ImageNet
@@ -569,16 +576,18 @@ fn sum_shard(
     pool.install(|| {
         entries
             .par_iter()
-            .map(|e| -> Result<Sums> {
-                let mut sums = Sums::new(base);
-                let bytes = super::source::read_at(&file, e.offset, e.size as usize)
-                    .with_context(|| format!("reading {}", tar.display()))?;
-                let pixels = decode::decode_base(&bytes, base)
-                    .with_context(|| format!("{}:{}", tar.display(), e.name))?;
-                sums.add_image(&pixels);
-                progress.inc();
-                Ok(sums)
-            })
+            .try_fold(
+                || Sums::new(base),
+                |mut sums, e| -> Result<Sums> {
+                    let bytes = super::source::read_at(&file, e.offset, e.size as usize)
+                        .with_context(|| format!("reading {}", tar.display()))?;
+                    let pixels = decode::decode_base(&bytes, base)
+                        .with_context(|| format!("{}:{}", tar.display(), e.name))?;
+                    sums.add_image(&pixels);
+                    progress.inc();
+                    Ok(sums)
+                },
+            )
             .try_reduce(|| Sums::new(base), |a, b| Ok(a.merge(b)))
     })
 }
