@@ -243,10 +243,9 @@ impl<D: Device> Network<D> {
         Ok(())
     }
 
-    /// Puts `images` (`[n, c, size, size]`) on every tower: one upload from the host, to tower
-    /// 0, then device-to-device copies to the others (a peer copy between GPUs), so the host bus
-    /// carries each batch once.
-    fn load_images(&mut self, images: &[f32], n: usize) -> Result<()> {
+    /// Refuses `images` unless they are `n > 0` inputs of the network's size; returns the
+    /// values per image.
+    fn check_images(&self, images: &[f32], n: usize) -> Result<usize> {
         let input = self.plan.spec.input;
         let len = input.channels * input.size * input.size;
         ensure!(
@@ -257,6 +256,14 @@ impl<D: Device> Network<D> {
             input.channels,
             images.len()
         );
+        Ok(len)
+    }
+
+    /// Puts `images` (`[n, c, size, size]`) on every tower: one upload from the host, to tower
+    /// 0, then device-to-device copies to the others (a peer copy between GPUs), so the host bus
+    /// carries each batch once.
+    fn load_images(&mut self, images: &[f32], n: usize) -> Result<()> {
+        let len = self.check_images(images, n)?;
         self.reserve_batch(n)?;
         self.loaded = 0;
         self.images[0] = self.devices[0].upload(images)?;

@@ -45,16 +45,7 @@ impl<D: Device> Network<D> {
     pub fn stage_batch(&mut self, images: &[f32], labels: &[u32]) -> Result<()> {
         let n = labels.len();
         let floats = labels_as_floats(labels, self.plan.classes)?;
-        let input = self.plan.spec.input;
-        let len = input.channels * input.size * input.size;
-        ensure!(
-            n > 0 && images.len() == n * len,
-            "expected {n} images of {}x{}x{}, got {} values",
-            input.size,
-            input.size,
-            input.channels,
-            images.len()
-        );
+        let len = self.check_images(images, n)?;
         ensure!(
             self.staging.staged.is_none(),
             "a batch is already staged: queue a step on it first"

@@ -97,6 +97,30 @@ fn checksum(bytes: &[u8]) -> String {
     format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
 }
 
+/// Checks tensor `name`'s bytes against its stored checksum (checkpoints older than checksums
+/// have none to check).
+fn verify(name: &str, bytes: &[u8], checksums: Option<&BTreeMap<String, String>>) -> Result<()> {
+    if let Some(sums) = checksums {
+        let stored = sums
+            .get(name)
+            .with_context(|| format!("tensor {name} has no checksum in the metadata"))?;
+        ensure!(
+            *stored == checksum(bytes),
+            "tensor {name} does not match its checksum: the file was changed or damaged after it \
+             was saved"
+        );
+    }
+    Ok(())
+}
+
+/// Little-endian f32 bytes as values.
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 /// Writes `path` atomically (see [`crate::files::write_atomic`]), with a checksum of every
 /// tensor in the metadata.
 pub fn save(
@@ -243,21 +267,8 @@ fn parse(path: &Path) -> Result<Checkpoint> {
                                 view.dtype(),
                                 view.shape()
                             );
-                            if let Some(sums) = &checksums {
-                                let stored = sums.get(&name).with_context(|| {
-                                    format!("tensor {name} has no checksum in the metadata")
-                                })?;
-                                ensure!(
-                                    *stored == checksum(view.data()),
-                                    "tensor {name} does not match its checksum: the file was \
-                                     changed or damaged after it was saved"
-                                );
-                            }
-                            let data: Vec<f32> = view
-                                .data()
-                                .chunks_exact(4)
-                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                                .collect();
+                            verify(&name, view.data(), checksums.as_ref())?;
+                            let data = f32s(view.data());
                             if let Some(i) = data.iter().position(|v| !v.is_finite()) {
                                 bail!(
                                     "tensor {name} holds {} non-finite values (the first, {}, at \
@@ -320,17 +331,8 @@ fn read_stats(
         "tensor {STATS_MEAN}: expected f32 [3, {0}, {0}]",
         r.base
     );
-    if let Some(sums) = checksums {
-        ensure!(
-            sums.get(STATS_MEAN) == Some(&checksum(view.data())),
-            "tensor {STATS_MEAN} does not match its checksum: the file was changed or damaged after it was saved"
-        );
-    }
-    let mean: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    verify(STATS_MEAN, view.data(), checksums)?;
+    let mean = f32s(view.data());
     ensure!(
         mean.iter().all(|m| (0.0..=255.0).contains(m)),
         "tensor {STATS_MEAN} holds values that are no mean pixel"
