@@ -631,11 +631,7 @@ fn a_pack_of_train_and_val_is_checked_whole_before_it_is_written() {
 fn the_default_device_is_auto_and_says_what_it_chose() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = alexnet(
-        &["train", "--max-steps", "2", "--no-progress", "--out", "run"],
-        d,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let o = synthetic_run(d, "2");
     let t = text(&o);
     let on_cpu = t.contains("device: cpu (no GPU to use: ");
     let on_gpu = t.contains("device: cuda, towers on GPU ");
@@ -728,18 +724,32 @@ fn paper_trains_on_seven_and_ten_classes() {
     }
 }
 
+/// A short training run on the synthetic set into `d/run`, which must succeed.
+fn synthetic_run(d: &std::path::Path, steps: &str) -> std::process::Output {
+    let o = alexnet(
+        &[
+            "train",
+            "--max-steps",
+            steps,
+            "--no-progress",
+            "--out",
+            "run",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    o
+}
+
 /// A checkpoint carries what inference needs (mean image, class names, base size): copied alone
-/// to another folder it predicts what it predicted in its run folder; one whose run folder's
-/// stats.safetensors it would have needed before still reads the file beside it.
+/// to another folder it predicts what it predicted in its run folder; one saved the older way,
+/// without them, still reads the stats.safetensors beside it (and says what is missing when
+/// there is none).
 #[test]
 fn a_checkpoint_copied_alone_predicts_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = alexnet(
-        &["train", "--max-steps", "3", "--no-progress", "--out", "run"],
-        d,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    synthetic_run(d, "3");
     let img = image::RgbImage::from_fn(40, 32, |x, y| {
         image::Rgb([(x * 6) as u8, (y * 7) as u8, 90])
     });
@@ -772,6 +782,29 @@ fn a_checkpoint_copied_alone_predicts_the_same() {
         "{}",
         text(&alone)
     );
+    // The same weights saved without the statistics, as checkpoints were before.
+    let ck = alexnet::train::checkpoint::load(&d.join("run/checkpoint.safetensors")).unwrap();
+    let plan = alexnet::model::Plan::new(&ck.spec).unwrap();
+    let old = d.join("old/checkpoint.safetensors");
+    alexnet::train::checkpoint::save(&old, &plan, &ck.state, &ck.params, &ck.momentum, None)
+        .unwrap();
+    let o = alexnet(&["predict", "--checkpoint", "old", "p.png"], d);
+    assert!(
+        !o.status.success() && text(&o).contains("predates keeping its statistics"),
+        "{}",
+        text(&o)
+    );
+    std::fs::copy(
+        d.join("run/stats.safetensors"),
+        d.join("old/stats.safetensors"),
+    )
+    .unwrap();
+    let beside = alexnet(&["predict", "--checkpoint", "old", "p.png"], d);
+    assert!(beside.status.success(), "{}", text(&beside));
+    assert_eq!(
+        String::from_utf8_lossy(&beside.stdout),
+        String::from_utf8_lossy(&in_run.stdout)
+    );
 }
 
 /// `predict --json` (folders, --top, --logits) and `eval --json` print JSON with named fields;
@@ -780,11 +813,7 @@ fn a_checkpoint_copied_alone_predicts_the_same() {
 fn predict_and_eval_speak_json() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = alexnet(
-        &["train", "--max-steps", "2", "--no-progress", "--out", "run"],
-        d,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    synthetic_run(d, "2");
     std::fs::create_dir_all(d.join("pics/inner")).unwrap();
     for (i, name) in ["pics/a.png", "pics/inner/b.PNG"].iter().enumerate() {
         image::RgbImage::from_fn(36, 30, |x, y| {
