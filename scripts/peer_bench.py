@@ -58,6 +58,28 @@ class PaperNet(nn.Module):
         return self.fc8(x)
 
 
+class CifarNet(nn.Module):
+    """`alexnet model --preset cifar`: two towers of 16, 16 and 32 maps (conv2 grouped, conv3 and
+    the classifier reading both towers), LRN after pool1 with alpha not divided by n."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 5, padding=2)
+        self.conv2 = nn.Conv2d(32, 32, 5, padding=2, groups=2)
+        self.conv3 = nn.Conv2d(32, 64, 5, padding=2)
+        self.fc4 = nn.Linear(64 * 3 * 3, 10)
+        self.lrn = nn.LocalResponseNorm(5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+
+    def forward(self, x):
+        x = self.lrn(F.max_pool2d(F.relu(self.conv1(x)), 3, 2))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 3, 2)
+        x = F.max_pool2d(F.relu(self.conv3(x)), 3, 2)
+        return self.fc4(torch.flatten(x, 1))
+
+
+# preset: (module, input size, classes)
+NETS = {"paper": (PaperNet, 227, 1000), "cifar": (CifarNet, 32, 10)}
+
 DEVICE = "cuda"
 
 
@@ -94,16 +116,17 @@ STEP_PRECISIONS = {
 }
 
 
-def training_step_bench(batch, repeats, precision):
+def training_step_bench(batch, repeats, precision, preset="paper"):
     tf32, autocast_dtype, channels_last = STEP_PRECISIONS[precision]
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    net = PaperNet().to(DEVICE).to(memory_format=layout).train()
+    module, size, classes = NETS[preset]
+    net = module().to(DEVICE).to(memory_format=layout).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
-    x = torch.randn(batch, 3, 227, 227, device=DEVICE).to(memory_format=layout)
-    y = torch.randint(0, 1000, (batch,), device=DEVICE)
+    x = torch.randn(batch, 3, size, size, device=DEVICE).to(memory_format=layout)
+    y = torch.randint(0, classes, (batch,), device=DEVICE)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -152,17 +175,50 @@ def layer_bench(batch, repeats):
     return rows
 
 
+def cpu_steps(cases, repeats, threads):
+    """fp32 training steps on the CPU, NCHW and channels_last (oneDNN takes either; the faster is
+    the peer), with `threads` intra-op threads, as ours uses rayon's."""
+    torch.set_num_threads(threads)
+    rows = []
+    for case in cases:
+        preset, batch = case.split(":")
+        for layout in ("nchw", "channels_last"):
+            precision = "fp32" if layout == "nchw" else "fp32_channels_last"
+            STEP_PRECISIONS["fp32_channels_last"] = (False, None, True)
+            t = training_step_bench(int(batch), repeats, precision, preset)
+            rows.append({"preset": preset, "batch": int(batch), "layout": layout,
+                         "threads": threads, **t})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--cases", default="cifar:128,paper:8",
+                    help="CPU only: preset:batch pairs, the step bench's CPU cases")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="CPU only: intra-op threads")
+    ap.add_argument("--json", action="store_true",
+                    help="CPU only: print the rows as one JSON line (the step bench reads it)")
     args = ap.parse_args()
     global DEVICE
     DEVICE = args.device
+    if DEVICE == "cpu":
+        rows = cpu_steps(args.cases.split(","), args.repeats, args.threads)
+        if args.json:
+            print(json.dumps({"torch": torch.__version__, "rows": rows}))
+            return
+        print(f"PyTorch {torch.__version__} CPU, {args.threads} threads, fp32 training step")
+        for r in rows:
+            print(f"{r['preset']:<6} batch {r['batch']:>4} {r['layout']:<14} "
+                  f"median {r['median_ms']:9.2f} ms  min {r['min_ms']:9.2f}  "
+                  f"{r['images_per_s']:9.1f} images/s")
+        return
     result = {
-        "gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (script check only)",
+        "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version(),
         "batch": args.batch,

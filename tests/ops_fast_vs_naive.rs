@@ -222,6 +222,26 @@ fn fc_ragged_and_paper() {
         },
         23,
     );
+    // The streaming kernels' blocks with remainders: 11 samples (a full block of 8 and 3), 70
+    // outputs (64 and 6), 300 inputs (256 and 44; 18 lanes of 16 and 12 left over).
+    check_fc(
+        FcGeom {
+            n: 11,
+            inputs: 300,
+            outputs: 70,
+        },
+        24,
+    );
+    // A batch past the streaming kernels: GEMMs over blocks of 64 samples (70 = 64 + 6) and of
+    // 64 weight rows.
+    check_fc(
+        FcGeom {
+            n: 70,
+            inputs: 37,
+            outputs: 130,
+        },
+        25,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,7 +473,7 @@ fn dropout_matches_the_reference_mask() {
 // Independence from the thread count
 
 /// Every fast path on the same inputs inside rayon pools of 1 and 3 threads: bit-identical.
-/// (matrixmultiply's own threads split the output, never the summed dimension.)
+/// (The ops split samples or outputs over the pool, never a summed dimension.)
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let run_all = || {
@@ -465,7 +485,7 @@ fn results_do_not_depend_on_thread_count() {
         let g = FcGeom {
             n: 5,
             inputs: 300,
-            outputs: 7,
+            outputs: 70,
         };
         let mut r = rng(71);
         let (x, w, b) = (
@@ -476,7 +496,7 @@ fn results_do_not_depend_on_thread_count() {
         let dy = uniform_f32(&mut r, g.n * g.outputs, -1.0, 1.0);
         let mut y = vec![0.0; g.n * g.outputs];
         fc::forward(&g, &x, &w, &b, &mut y);
-        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 7]);
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 70]);
         fc::backward_data(&g, &dy, &w, &mut dx);
         fc::backward_filter(&g, &x, &dy, &mut dw, &mut db);
         out.extend([y, dx, dw, db]);

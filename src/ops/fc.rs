@@ -2,6 +2,8 @@
 //! `b: [outputs]`, `y: [n, outputs]`.
 
 use crate::tensor::Real;
+use multiversion::multiversion;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FcGeom {
@@ -70,74 +72,215 @@ pub fn backward_filter_naive<T: Real>(g: &FcGeom, x: &[T], dy: &[T], dw: &mut [T
     }
 }
 
-// Fast CPU paths: one GEMM per pass (matrixmultiply threads it; it splits the output, never the
-// summed dimension, so results do not depend on the thread count).
+// Fast CPU paths. At the small batches the CPU trains the paper's net with (8), the weights are
+// the traffic: fc6's are 75 MB a tower, read once forward and once backward and the gradient
+// written once, while the batch's rows fit in L2. A GEMM would copy the weights into its panels
+// first (matrixmultiply spent 12.7 ms of fc6's forward, 6 GB/s, doing that), so batches up to
+// `STREAMING_BATCH` stream the weights straight through register-blocked kernels instead, split
+// over the pool by output (or input) block; larger batches run one GEMM per block of samples.
+// Neither split cuts a summed dimension, so results do not depend on the thread count.
 
-/// Fast forward: `y = b` broadcast, then `y += x · wᵀ`.
+/// Batches up to this size take the streaming kernels.
+const STREAMING_BATCH: usize = 16;
+/// SIMD lanes of the streaming kernels' accumulators (one AVX-512 register of f32).
+const LANES: usize = 16;
+/// Samples whose dot products share one pass over a weight row (8 accumulators of `LANES`).
+const SAMPLE_BLOCK: usize = 8;
+/// Outputs per task of the forward pass, inputs per task of the data gradient.
+const OUTPUT_BLOCK: usize = 64;
+const INPUT_BLOCK: usize = 256;
+/// Samples per GEMM task for larger batches: each task packs the weights once more.
+const GEMM_SAMPLES: usize = 64;
+
+/// `out[j] = Σ_i w_row[i]·x[j][i]` for the `xs.len() / inputs` (at most `SAMPLE_BLOCK`) rows of
+/// `xs`, summed in `LANES` interleaved partials reduced in lane order, then the tail.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn dot_rows<T: Real>(w_row: &[T], xs: &[T], out: &mut [T]) {
+    let inputs = w_row.len();
+    let mut acc = [[T::zero(); LANES]; SAMPLE_BLOCK];
+    let body = inputs / LANES * LANES;
+    for c in (0..body).step_by(LANES) {
+        let wc: &[T; LANES] = w_row[c..c + LANES].try_into().expect("LANES wide");
+        for (a, x) in acc.iter_mut().zip(xs.chunks_exact(inputs)) {
+            let xc: &[T; LANES] = x[c..c + LANES].try_into().expect("LANES wide");
+            for l in 0..LANES {
+                a[l] = a[l] + wc[l] * xc[l];
+            }
+        }
+    }
+    for ((o, a), x) in out.iter_mut().zip(&acc).zip(xs.chunks_exact(inputs)) {
+        let mut sum = a.iter().fold(T::zero(), |s, &v| s + v);
+        for i in body..inputs {
+            sum = sum + w_row[i] * x[i];
+        }
+        *o = sum;
+    }
+}
+
+/// `acc[j] += Σ_o dy[j][o]·w[o]` over the weight rows `w` (`[outputs, acc[j].len()]`, a column
+/// block of the weights, `row_pitch` apart): each weight element is read once, the sum over
+/// outputs runs in increasing order, as the reference's does.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn accumulate_rows<T: Real>(g: &FcGeom, dy: &[T], w: &[T], i0: usize, acc: &mut [T]) {
+    let width = acc.len() / g.n;
+    for o in 0..g.outputs {
+        let wr = &w[o * g.inputs + i0..][..width];
+        for (j, a) in acc.chunks_exact_mut(width).enumerate() {
+            let d = dy[j * g.outputs + o];
+            for (a, &w) in a.iter_mut().zip(wr) {
+                *a = *a + d * w;
+            }
+        }
+    }
+}
+
+/// `dw_row = Σ_j dy[j][o]·x[j]` in sample order, as the reference sums it.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn outer_row<T: Real>(g: &FcGeom, dy: &[T], x: &[T], o: usize, dw_row: &mut [T]) {
+    dw_row.fill(T::zero());
+    for (j, xj) in x.chunks_exact(g.inputs).enumerate() {
+        let d = dy[j * g.outputs + o];
+        for (w, &x) in dw_row.iter_mut().zip(xj) {
+            *w = *w + d * x;
+        }
+    }
+}
+
+/// Fast forward: `y = x · wᵀ + b`.
 pub fn forward<T: Real>(g: &FcGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     g.check(x.len(), w.len(), b.len(), y.len());
-    if g.outputs == 0 {
+    if g.outputs == 0 || g.n == 0 {
         return;
     }
-    for row in y.chunks_mut(g.outputs) {
-        row.copy_from_slice(b);
+    if g.n > STREAMING_BATCH {
+        // y rows are contiguous per sample: one GEMM per block of samples.
+        let (i, o) = (g.inputs as isize, g.outputs as isize);
+        y.par_chunks_mut(GEMM_SAMPLES * g.outputs)
+            .zip(x.par_chunks(GEMM_SAMPLES * g.inputs))
+            .for_each(|(ys, xs)| {
+                for row in ys.chunks_mut(g.outputs) {
+                    row.copy_from_slice(b);
+                }
+                let n = ys.len() / g.outputs;
+                T::gemm(
+                    n,
+                    g.inputs,
+                    g.outputs,
+                    T::one(),
+                    xs,
+                    (i, 1),
+                    w,
+                    (1, i),
+                    T::one(),
+                    ys,
+                    (o, 1),
+                );
+            });
+        return;
     }
-    let (i, o) = (g.inputs as isize, g.outputs as isize);
-    // wᵀ (inputs x outputs) is w read with swapped strides.
-    T::gemm(
-        g.n,
-        g.inputs,
-        g.outputs,
-        T::one(),
-        x,
-        (i, 1),
-        w,
-        (1, i),
-        T::one(),
-        y,
-        (o, 1),
-    );
+    // Per block of outputs, every sample's dot product with each weight row: `[outputs][n]`.
+    let mut yt = vec![T::zero(); g.outputs * g.n];
+    yt.par_chunks_mut(OUTPUT_BLOCK * g.n)
+        .enumerate()
+        .for_each(|(blk, out)| {
+            for (k, out_o) in out.chunks_mut(g.n).enumerate() {
+                let o = blk * OUTPUT_BLOCK + k;
+                let w_row = &w[o * g.inputs..(o + 1) * g.inputs];
+                for (xs, dst) in x
+                    .chunks(SAMPLE_BLOCK * g.inputs)
+                    .zip(out_o.chunks_mut(SAMPLE_BLOCK))
+                {
+                    dot_rows(w_row, xs, dst);
+                }
+            }
+        });
+    for (j, row) in y.chunks_mut(g.outputs).enumerate() {
+        for (o, v) in row.iter_mut().enumerate() {
+            *v = b[o] + yt[o * g.n + j];
+        }
+    }
 }
 
 /// Fast data gradient: `dx = dy · w`.
 pub fn backward_data<T: Real>(g: &FcGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     g.check(dx.len(), w.len(), g.outputs, dy.len());
-    let (i, o) = (g.inputs as isize, g.outputs as isize);
-    T::gemm(
-        g.n,
-        g.outputs,
-        g.inputs,
-        T::one(),
-        dy,
-        (o, 1),
-        w,
-        (i, 1),
-        T::zero(),
-        dx,
-        (i, 1),
-    );
+    if g.inputs == 0 || g.n == 0 {
+        return;
+    }
+    if g.n > STREAMING_BATCH {
+        let (i, o) = (g.inputs as isize, g.outputs as isize);
+        dx.par_chunks_mut(GEMM_SAMPLES * g.inputs)
+            .zip(dy.par_chunks(GEMM_SAMPLES * g.outputs))
+            .for_each(|(dxs, dys)| {
+                let n = dxs.len() / g.inputs;
+                T::gemm(
+                    n,
+                    g.outputs,
+                    g.inputs,
+                    T::one(),
+                    dys,
+                    (o, 1),
+                    w,
+                    (i, 1),
+                    T::zero(),
+                    dxs,
+                    (i, 1),
+                );
+            });
+        return;
+    }
+    // Per block of inputs, every sample's slice of dx, `[n][width]`, then copied into place.
+    let blocks: Vec<(usize, Vec<T>)> = (0..g.inputs.div_ceil(INPUT_BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let i0 = blk * INPUT_BLOCK;
+            let width = INPUT_BLOCK.min(g.inputs - i0);
+            let mut acc = vec![T::zero(); g.n * width];
+            accumulate_rows(g, dy, w, i0, &mut acc);
+            (i0, acc)
+        })
+        .collect();
+    for (i0, acc) in blocks {
+        let width = acc.len() / g.n;
+        for (row, a) in dx.chunks_mut(g.inputs).zip(acc.chunks(width)) {
+            row[i0..i0 + width].copy_from_slice(a);
+        }
+    }
 }
 
-/// Fast filter gradient: `dw = dyᵀ · x`, `db = Σₙ dy` (summed over samples in order).
+/// Fast filter gradient: `dw = dyᵀ · x` (one weight row per output, in parallel), `db = Σ dy`.
 pub fn backward_filter<T: Real>(g: &FcGeom, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
     g.check(x.len(), dw.len(), db.len(), dy.len());
-    let (i, o) = (g.inputs as isize, g.outputs as isize);
-    T::gemm(
-        g.outputs,
-        g.n,
-        g.inputs,
-        T::one(),
-        dy,
-        (1, o),
-        x,
-        (i, 1),
-        T::zero(),
-        dw,
-        (i, 1),
-    );
     db.fill(T::zero());
-    if g.outputs == 0 {
+    if g.outputs == 0 || g.inputs == 0 {
         return;
+    }
+    if g.n > STREAMING_BATCH {
+        // Split by output rows, the GEMM's m: the sum over samples stays whole in each task.
+        let (i, o) = (g.inputs as isize, g.outputs as isize);
+        let rows = OUTPUT_BLOCK;
+        dw.par_chunks_mut(rows * g.inputs)
+            .enumerate()
+            .for_each(|(blk, dws)| {
+                let m = dws.len() / g.inputs;
+                T::gemm(
+                    m,
+                    g.n,
+                    g.inputs,
+                    T::one(),
+                    &dy[blk * rows..],
+                    (1, o),
+                    x,
+                    (i, 1),
+                    T::zero(),
+                    dws,
+                    (i, 1),
+                );
+            });
+    } else {
+        dw.par_chunks_mut(g.inputs)
+            .enumerate()
+            .for_each(|(o, row)| outer_row(g, dy, x, o, row));
     }
     for row in dy.chunks(g.outputs) {
         db.iter_mut().zip(row).for_each(|(b, &d)| *b = *b + d);

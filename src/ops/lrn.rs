@@ -102,23 +102,63 @@ pub fn backward_naive<T: Real>(g: &LrnGeom, x: &[T], y: &[T], dy: &[T], dx: &mut
 }
 
 // Fast CPU paths, parallel over samples. Each computes every denominator base once (the naive
-// backward recomputes it for every pair of channels) and sums windows in increasing channel
-// order, as the naive reference does, with pixels in the innermost loop.
+// backward recomputes it for every pair of channels), with pixels in the innermost loop.
 
-/// The denominator bases `s = k + α'·Σ_{W(c)} x²` of one sample `xs` (`[c, hw]`) into `s`.
+/// The denominator bases `s = k + α'·Σ_{W(c)} x²` of one sample `xs` (`[c, hw]`) into `s`, in
+/// one pass over the channels: a running window sum gains the channel entering the window and
+/// loses the one leaving it. Every term is a square, so the subtraction cancels nothing of
+/// consequence: its rounding is at most a few ulps of the largest square that passed through,
+/// well under the `k` (> 0 in every net) it is added to after scaling by α'.
 fn scales<T: Real>(g: &LrnGeom, xs: &[T], s: &mut [T]) {
-    let hw = g.h * g.w;
+    let (hw, cg, half) = (g.h * g.w, g.c / g.groups, g.size / 2);
     let (k, alpha) = (
         T::from_f64_lossy(g.k as f64),
         T::from_f64_lossy(g.effective_alpha()),
     );
-    for (c, sc) in s.chunks_mut(hw).enumerate() {
-        let (lo, hi) = g.window(c);
-        sc.fill(T::zero());
-        for xj in xs[lo * hw..hi * hw].chunks(hw) {
-            sc.iter_mut().zip(xj).for_each(|(a, &x)| *a = *a + x * x);
+    let map = |c: usize| &xs[c * hw..(c + 1) * hw];
+    let mut run = vec![T::zero(); hw];
+    for g0 in (0..g.c).step_by(cg.max(1)) {
+        run.fill(T::zero());
+        for j in g0..(g0 + half).min(g0 + cg) {
+            run.iter_mut()
+                .zip(map(j))
+                .for_each(|(a, &x)| *a = *a + x * x);
         }
-        sc.iter_mut().for_each(|a| *a = k + alpha * *a);
+        for c in g0..g0 + cg {
+            if c + half < g0 + cg {
+                let entering = map(c + half);
+                run.iter_mut()
+                    .zip(entering)
+                    .for_each(|(a, &x)| *a = *a + x * x);
+            }
+            if c > g0 + half {
+                let leaving = map(c - half - 1);
+                run.iter_mut()
+                    .zip(leaving)
+                    .for_each(|(a, &x)| *a = *a - x * x);
+            }
+            let sc = &mut s[c * hw..(c + 1) * hw];
+            sc.iter_mut()
+                .zip(&run)
+                .for_each(|(o, &a)| *o = k + alpha * a);
+        }
+    }
+}
+
+/// `out[i] = a[i] · s[i]^-β`. At the β = 0.75 of every shipped net, `s^-0.75 = 1 / (√s · ⁴√s)`:
+/// square roots vectorise, `powf` does not, and it was most of LRN's time. Within 2 ulps of
+/// `powf` (a square root is correctly rounded; two of them and a division add at most ~2 ulps).
+fn times_pow_neg_beta<T: Real>(beta: f32, a: &[T], s: &[T], out: &mut [T]) {
+    if beta == 0.75 {
+        for ((o, &a), &s) in out.iter_mut().zip(a).zip(s) {
+            let r = s.sqrt();
+            *o = a / (r * r.sqrt());
+        }
+    } else {
+        let neg_beta = T::from_f64_lossy(-(beta as f64));
+        for ((o, &a), &s) in out.iter_mut().zip(a).zip(s) {
+            *o = a * s.powf(neg_beta);
+        }
     }
 }
 
@@ -129,15 +169,12 @@ pub fn forward<T: Real>(g: &LrnGeom, x: &[T], y: &mut [T]) {
     if per_sample == 0 {
         return;
     }
-    let beta = T::from_f64_lossy(g.beta as f64);
     y.par_chunks_mut(per_sample)
         .zip(x.par_chunks(per_sample))
         .for_each(|(ys, xs)| {
             let mut s = vec![T::zero(); per_sample];
             scales(g, xs, &mut s);
-            for ((y, &x), &s) in ys.iter_mut().zip(xs).zip(&s) {
-                *y = x * s.powf(-beta);
-            }
+            times_pow_neg_beta(g.beta, xs, &s, ys);
         });
 }
 
@@ -150,7 +187,6 @@ pub fn backward<T: Real>(g: &LrnGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) 
     if per_sample == 0 {
         return;
     }
-    let beta = T::from_f64_lossy(g.beta as f64);
     let two_ab = T::from_f64_lossy(2.0 * g.effective_alpha() * g.beta as f64);
     dx.par_chunks_mut(per_sample)
         .enumerate()
@@ -162,6 +198,10 @@ pub fn backward<T: Real>(g: &LrnGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) 
             let t: Vec<T> = (dys.iter().zip(ys).zip(&s))
                 .map(|((&d, &y), &s)| d * y / s)
                 .collect();
+            // dx = dy·s^-β first, then less the window term. The window of `t` is summed
+            // directly, not slid: `t` changes sign, and a running sum would carry the rounding
+            // of every large value that left the window.
+            times_pow_neg_beta(g.beta, dys, &s, dxs);
             let mut acc = vec![T::zero(); hw];
             for j in 0..g.c {
                 let (lo, hi) = g.window(j);
@@ -170,13 +210,8 @@ pub fn backward<T: Real>(g: &LrnGeom, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) 
                     acc.iter_mut().zip(tc).for_each(|(a, &t)| *a = *a + t);
                 }
                 let p = j * hw..(j + 1) * hw;
-                for (((dx, &d), &s), (&x, &a)) in dxs[p.clone()]
-                    .iter_mut()
-                    .zip(&dys[p.clone()])
-                    .zip(&s[p.clone()])
-                    .zip(xs[p].iter().zip(&acc))
-                {
-                    *dx = d * s.powf(-beta) - two_ab * x * a;
+                for ((dx, &x), &a) in dxs[p.clone()].iter_mut().zip(&xs[p]).zip(&acc) {
+                    *dx = *dx - two_ab * x * a;
                 }
             }
         });

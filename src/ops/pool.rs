@@ -88,33 +88,38 @@ pub fn backward_naive<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
 // accumulating a map's gradient in the same (row-major window) order as the references, so both
 // match them bit for bit.
 
-/// The window position of `(oy, ox)`'s first maximum, `ky·size + kx`, as `argmax` holds it.
-fn window_offset(g: &PoolGeom, oy: usize, ox: usize, index_in_map: usize) -> usize {
-    let (ky, kx) = (
-        index_in_map / g.w - oy * g.stride,
-        index_in_map % g.w - ox * g.stride,
-    );
-    ky * g.size + kx
-}
-
 /// Fast forward (same `y` as `forward_naive`); `argmax[o]` gets output `o`'s window position of
-/// its maximum, `ky·size + kx` (exact in any float type), for [`backward`].
+/// its maximum, `ky·size + kx` (exact in any float type), for [`backward`]. The window is scanned
+/// in the references' order with the same strict `>`, so the first maximum wins here too; only
+/// the indexing differs (one bounds check per window row instead of per tap).
 pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [T]) {
     g.check(x.len(), y.len());
     assert_eq!(argmax.len(), y.len(), "pool: argmax length for {g:?}");
-    let (hw, ow) = (g.h * g.w, g.out_w());
+    let (hw, ow, size, stride) = (g.h * g.w, g.out_w(), g.size, g.stride);
     if y.is_empty() {
         return;
     }
+    let offsets: Vec<T> = (0..size * size)
+        .map(|o| T::from_f64_lossy(o as f64))
+        .collect();
     y.par_chunks_mut(g.out_h() * ow)
         .zip(argmax.par_chunks_mut(g.out_h() * ow))
         .zip(x.par_chunks(hw))
         .for_each(|((ym, am), map)| {
             for (oy, (row, arow)) in ym.chunks_mut(ow).zip(am.chunks_mut(ow)).enumerate() {
+                let top = &map[oy * stride * g.w..];
                 for (ox, (y, a)) in row.iter_mut().zip(arow).enumerate() {
-                    let i = argmax_in_window(g, map, oy, ox);
-                    *y = map[i];
-                    *a = T::from_f64_lossy(window_offset(g, oy, ox, i) as f64);
+                    let (mut best, mut at) = (top[ox * stride], 0);
+                    for ky in 0..size {
+                        let line = &top[ky * g.w + ox * stride..][..size];
+                        for (kx, &v) in line.iter().enumerate() {
+                            if v > best {
+                                (best, at) = (v, ky * size + kx);
+                            }
+                        }
+                    }
+                    *y = best;
+                    *a = offsets[at];
                 }
             }
         });
