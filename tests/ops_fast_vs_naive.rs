@@ -223,11 +223,11 @@ fn fc_ragged_and_paper() {
         23,
     );
     // The streaming kernels' blocks with remainders: 11 samples (a full block of 8 and 3), 70
-    // outputs (64 and 6), 300 inputs (256 and 44; 18 lanes of 16 and 12 left over).
+    // outputs (64 and 6), 1100 inputs (1024 and 76; 68 lanes of 16 and 12 left over).
     check_fc(
         FcGeom {
             n: 11,
-            inputs: 300,
+            inputs: 1100,
             outputs: 70,
         },
         24,

@@ -261,7 +261,7 @@ impl Device for CpuDevice {
         v: &mut Vec<f32>,
         grad: &Vec<f32>,
     ) -> Result<()> {
-        ops::sgd::update_naive(step, w, v, grad);
+        ops::sgd::update(step, w, v, grad);
         Ok(())
     }
 }

@@ -248,6 +248,13 @@ fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], dxs: &mut [T]) {
     }
 }
 
+/// A column matrix for one sample, made once per rayon task (`for_each_init`) rather than per
+/// sample: allocating and zeroing it per sample cost more than the im2col that fills it.
+fn col_buffer<T: Real>(g: &ConvGeom) -> impl Fn() -> Vec<T> + Sync + Send + use<T> {
+    let len = g.groups * taps_per_group(g) * g.out_h() * g.out_w();
+    move || vec![T::zero(); len]
+}
+
 /// Fast forward: `y = conv(x, w) + b` (same semantics as `forward_naive`).
 pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     g.check(x.len(), w.len(), b.len(), y.len());
@@ -258,9 +265,8 @@ pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     }
     y.par_chunks_mut(g.c_out * ohw)
         .enumerate()
-        .for_each(|(n, ys)| {
-            let mut col = vec![T::zero(); g.groups * kg * ohw];
-            im2col(g, &x[n * x_per_sample..(n + 1) * x_per_sample], &mut col);
+        .for_each_init(col_buffer(g), |col, (n, ys)| {
+            im2col(g, &x[n * x_per_sample..(n + 1) * x_per_sample], col);
             for (co, out) in ys.chunks_mut(ohw).enumerate() {
                 out.fill(b[co]);
             }
@@ -294,9 +300,8 @@ pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     }
     dx.par_chunks_mut(x_per_sample)
         .enumerate()
-        .for_each(|(n, dxs)| {
+        .for_each_init(col_buffer(g), |col, (n, dxs)| {
             let dys = &dy[n * y_per_sample..(n + 1) * y_per_sample];
-            let mut col = vec![T::zero(); g.groups * kg * ohw];
             for grp in 0..g.groups {
                 // col_grp (kg x ohw) = w_grpᵀ (kg x cog) . dy_grp (cog x ohw)
                 T::gemm(
@@ -314,7 +319,7 @@ pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
                 );
             }
             dxs.fill(T::zero());
-            col2im_add(g, &col, dxs);
+            col2im_add(g, col, dxs);
         });
 }
 
@@ -337,7 +342,7 @@ pub fn backward_filter<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], d
         .map(|slice| {
             let mut pw = vec![T::zero(); dw.len()];
             let mut pb = vec![T::zero(); g.c_out];
-            let mut col = vec![T::zero(); g.groups * kg * ohw];
+            let mut col = col_buffer(g)();
             for n in slice * per_slice..((slice + 1) * per_slice).min(g.n) {
                 let dys = &dy[n * y_per_sample..(n + 1) * y_per_sample];
                 im2col(g, &x[n * x_per_sample..(n + 1) * x_per_sample], &mut col);

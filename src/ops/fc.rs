@@ -88,7 +88,10 @@ const LANES: usize = 16;
 const SAMPLE_BLOCK: usize = 8;
 /// Outputs per task of the forward pass, inputs per task of the data gradient.
 const OUTPUT_BLOCK: usize = 64;
-const INPUT_BLOCK: usize = 256;
+/// 1024 inputs: each weight row's slice is one 4 KB page read straight through (with 256, rows
+/// 36 KB apart were read 1 KB at a time and the loads stalled), and the block's `[n][1024]`
+/// partial sums, 32 KB at batch 8, stay in L1.
+const INPUT_BLOCK: usize = 1024;
 /// Samples per GEMM task for larger batches: each task packs the weights once more.
 const GEMM_SAMPLES: usize = 64;
 

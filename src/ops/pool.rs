@@ -113,9 +113,10 @@ pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [T]) {
                     for ky in 0..size {
                         let line = &top[ky * g.w + ox * stride..][..size];
                         for (kx, &v) in line.iter().enumerate() {
-                            if v > best {
-                                (best, at) = (v, ky * size + kx);
-                            }
+                            // Selects, not a branch: which tap wins is data, and unpredictable.
+                            let gt = v > best;
+                            best = if gt { v } else { best };
+                            at = if gt { ky * size + kx } else { at };
                         }
                     }
                     *y = best;
