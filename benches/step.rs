@@ -11,7 +11,15 @@
 //! Each case at each precision of `ALEXNET_BENCH_PRECISION` (a comma list of fp32, tf32, bf16, or
 //! `all`; default all three on GPUs, fp32 on the CPU).
 //!
-//! `cargo bench --bench step`; `ALEXNET_BENCH_REPEATS` sets the timed steps per case.
+//! `cargo bench --bench step`; `ALEXNET_BENCH_REPEATS` sets the timed steps per case,
+//! `ALEXNET_BENCH_CASES` the cases (`cifar:128,paper:8`).
+//!
+//! On the CPU it also measures the FMA peak of the pool's threads (independent chains of
+//! AVX-512 or AVX2 fused multiply-adds, whichever the CPU has) and gives each case's share of it,
+//! and it runs the PyTorch peer side by side: `ALEXNET_BENCH_ROUNDS` rounds (default 3) of our
+//! step and `scripts/peer_bench.py --device cpu` (same nets, batches and thread count)
+//! alternating, so the ratio comes from one run on one machine state. `ALEXNET_BENCH_PEER=0`
+//! skips the peer; it is skipped with one line where `python3` cannot import torch.
 
 use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
@@ -31,8 +39,8 @@ fn main() -> Result<()> {
     let gpus = alexnet::cuda::placement::parse_devices(
         &std::env::var("ALEXNET_BENCH_GPUS").unwrap_or_else(|_| "0".into()),
     )?;
-    let gpu_cases = [("paper", 128), ("cifar", 128)];
-    let cpu_cases = [("cifar", 128), ("paper", 8)];
+    let gpu_cases = vec![("paper".to_string(), 128), ("cifar".to_string(), 128)];
+    let cpu_cases = vec![("cifar".to_string(), 128), ("paper".to_string(), 8)];
     let choice = std::env::var("ALEXNET_BENCH_DEVICE").unwrap_or_default();
     let use_gpu = match choice.as_str() {
         "cpu" => false,
@@ -61,8 +69,13 @@ fn main() -> Result<()> {
         "preset", "prec", "batch", "input", "median ms", "min ms", "max ms", "images/s", "GFLOP/s"
     );
     let mut rows = Vec::new();
-    let cases: &[(&str, usize)] = if use_gpu { &gpu_cases } else { &cpu_cases };
-    for &(name, batch) in cases {
+    let cases = match std::env::var("ALEXNET_BENCH_CASES") {
+        Ok(list) => parse_cases(&list)?,
+        Err(_) if use_gpu => gpu_cases,
+        Err(_) => cpu_cases,
+    };
+    for (name, batch) in &cases {
+        let (name, batch) = (name.as_str(), *batch);
         for &precision in &precisions {
             let mut spec = preset(name, &Ablations::default())?;
             spec.precision = precision;
@@ -87,6 +100,16 @@ fn main() -> Result<()> {
     )
     .join("bench");
     std::fs::create_dir_all(&dir)?;
+    if !use_gpu {
+        let rounds = std::env::var("ALEXNET_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        let table = cpu_side_by_side(&cases, repeats, rounds)?;
+        let path = dir.join("step-cpu-vs-pytorch.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&table)?)?;
+        println!("wrote {}", path.display());
+    }
     let path = dir.join("step.json");
     std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
     println!("wrote {}", path.display());
@@ -175,4 +198,196 @@ fn row(
         "gflops": flops / median / 1e6, "repeats": ms.len(), "devices": described,
         "cpu_threads": rayon::current_num_threads(),
     })
+}
+
+/// `preset:batch` pairs, comma separated.
+fn parse_cases(list: &str) -> Result<Vec<(String, usize)>> {
+    list.split(',')
+        .map(|case| {
+            let (name, batch) = case.split_once(':').ok_or_else(|| {
+                anyhow::anyhow!("ALEXNET_BENCH_CASES: {case:?} is not preset:batch")
+            })?;
+            Ok((name.trim().to_string(), batch.trim().parse()?))
+        })
+        .collect()
+}
+
+/// GFLOP/s of fused multiply-adds on every thread of rayon's pool at once: each thread runs 12
+/// independent accumulator chains (enough to cover the FMA latency on two ports) of the widest
+/// vectors the CPU has (AVX-512, else AVX2), for a few tens of milliseconds. The best of three.
+fn fma_peak_gflops() -> f64 {
+    use rayon::prelude::*;
+    const ITERS: usize = 2_000_000;
+    /// Flops done, and a sum to keep the chains alive.
+    fn chains(seed: f32) -> (f64, f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            #[target_feature(enable = "avx512f")]
+            fn avx512(seed: f32) -> f32 {
+                let mut acc = [_mm512_set1_ps(seed); 12];
+                let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+                for _ in 0..ITERS {
+                    for v in acc.iter_mut() {
+                        *v = _mm512_fmadd_ps(*v, m, a);
+                    }
+                }
+                acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+            }
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(seed: f32) -> f32 {
+                let mut acc = [_mm256_set1_ps(seed); 12];
+                let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+                for _ in 0..ITERS {
+                    for v in acc.iter_mut() {
+                        *v = _mm256_fmadd_ps(*v, m, a);
+                    }
+                }
+                let mut lanes = [0f32; 8];
+                acc.iter()
+                    .map(|&v| {
+                        // SAFETY: `lanes` holds 8 f32s, one AVX register's worth.
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+                        lanes.iter().sum::<f32>()
+                    })
+                    .sum()
+            }
+            let flops = |lanes: usize| (ITERS * 12 * lanes * 2) as f64;
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                return (flops(16), unsafe { avx512(seed) });
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                return (flops(8), unsafe { avx2(seed) });
+            }
+        }
+        let mut acc = [seed; 12];
+        for _ in 0..ITERS {
+            for v in acc.iter_mut() {
+                *v = v.mul_add(0.999_999, 1e-7);
+            }
+        }
+        ((ITERS * 12 * 2) as f64, acc.iter().sum())
+    }
+    let threads = rayon::current_num_threads();
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let (flops, sum) = (0..threads)
+                .into_par_iter()
+                .map(|i| chains(1.0 + i as f32))
+                .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+            std::hint::black_box(sum);
+            flops / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The PyTorch peer's fp32 CPU steps for `cases` (median ms per case, the faster of its NCHW and
+/// channels_last runs, and that layout), or why it cannot run.
+fn peer_steps(cases: &[(String, usize)], repeats: usize) -> Result<Vec<(f64, String)>> {
+    let list: Vec<String> = cases.iter().map(|(n, b)| format!("{n}:{b}")).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peer_bench.py");
+    let out = std::process::Command::new("python3")
+        .args([script, "--device", "cpu", "--json", "--cases"])
+        .arg(list.join(","))
+        .args(["--threads", &rayon::current_num_threads().to_string()])
+        .args(["--repeats", &repeats.to_string()])
+        .output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "peer_bench.py failed: {}",
+            err.lines().last().unwrap_or("no message")
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    cases
+        .iter()
+        .map(|(name, batch)| {
+            rows.iter()
+                .filter(|r| r["preset"] == name.as_str() && r["batch"] == *batch)
+                .filter_map(|r| Some((r["median_ms"].as_f64()?, r["layout"].as_str()?.to_string())))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .ok_or_else(|| anyhow::anyhow!("peer_bench.py gave no row for {name}:{batch}"))
+        })
+        .collect()
+}
+
+/// Ours and PyTorch on the CPU, alternating round by round; prints the table (medians over the
+/// rounds of each round's median, the ratio per round) and returns it as JSON.
+fn cpu_side_by_side(
+    cases: &[(String, usize)],
+    repeats: usize,
+    rounds: usize,
+) -> Result<serde_json::Value> {
+    let peak = fma_peak_gflops();
+    println!(
+        "FMA peak of {} threads: {peak:.1} GFLOP/s",
+        rayon::current_num_threads()
+    );
+    let want_peer = std::env::var("ALEXNET_BENCH_PEER").map_or(true, |v| v != "0");
+    let peer_ok = want_peer
+        && std::process::Command::new("python3")
+            .args(["-c", "import torch"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if want_peer && !peer_ok {
+        println!(
+            "no PyTorch peer: python3 cannot import torch (ALEXNET_BENCH_PEER=0 silences this)"
+        );
+    }
+    let mut ours = vec![Vec::new(); cases.len()];
+    let mut theirs = vec![Vec::new(); cases.len()];
+    let mut layouts = vec![String::new(); cases.len()];
+    for round in 0..rounds.max(1) {
+        println!("side by side, round {}:", round + 1);
+        for (c, (name, batch)) in cases.iter().enumerate() {
+            let plan = Plan::new(&preset(name, &Ablations::default())?)?;
+            let rows = time_step(&plan, vec![CpuDevice; plan.spec.towers], *batch, repeats)?;
+            ours[c].push(rows[0]["median_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        if peer_ok {
+            for (c, (ms, layout)) in peer_steps(cases, repeats)?.into_iter().enumerate() {
+                theirs[c].push(ms);
+                layouts[c] = layout;
+            }
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "{:<8} {:>6} {:>10} {:>12} {:>16} {:>24} {:>9}",
+        "preset", "batch", "ours ms", "PyTorch ms", "PyTorch/ours", "per round", "% peak"
+    );
+    let mut table = Vec::new();
+    for (c, (name, batch)) in cases.iter().enumerate() {
+        let plan = Plan::new(&preset(name, &Ablations::default())?)?;
+        let flops = 3.0 * 2.0 * plan.macs() as f64 * *batch as f64;
+        let ratios: Vec<f64> = theirs[c].iter().zip(&ours[c]).map(|(t, o)| t / o).collect();
+        let (o, t) = (median(&ours[c]), median(&theirs[c]));
+        let share = flops / o / 1e6 / peak * 100.0;
+        let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{name:<8} {batch:>6} {o:>10.2} {t:>12.2} {:>16} {:>24} {share:>8.1}%",
+            if t.is_nan() {
+                "-".into()
+            } else {
+                format!("{:.2}x", t / o)
+            },
+            per_round.join(" "),
+        );
+        table.push(serde_json::json!({
+            "preset": name, "batch": batch, "ours_median_ms": o, "ours_rounds_ms": ours[c],
+            "pytorch_median_ms": t, "pytorch_rounds_ms": theirs[c], "pytorch_layout": layouts[c],
+            "pytorch_over_ours": ratios, "fma_peak_gflops": peak, "share_of_fma_peak": share / 100.0,
+            "threads": rayon::current_num_threads(),
+        }));
+    }
+    Ok(serde_json::json!(table))
 }
