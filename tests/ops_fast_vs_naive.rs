@@ -145,6 +145,11 @@ fn conv_paper_geometries() {
     assert_eq!(g.out_h(), 13);
     check_conv(g, 13);
     check_conv(conv_geom(3, 12, (13, 13), 8, 3, 1, (1, 1), 2), 14);
+    // A tower's conv2 at full depth (48 maps in, 5x5): 1,200 taps a pixel make each sample's
+    // columns 3.5 MB, so the fast paths cut them into bands of 4 output rows, padding at the
+    // first and last; and the grouped form, each group's rows inside every band.
+    check_conv(conv_geom(1, 48, (27, 27), 5, 5, 1, (2, 2), 1), 15);
+    check_conv(conv_geom(1, 96, (27, 27), 6, 5, 1, (2, 2), 2), 16);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -185,15 +185,16 @@ fn valid_outputs(t: usize, len: usize, out: usize, stride: usize, pad: usize) ->
     (lo, hi.max(lo))
 }
 
-/// Fills `col` (`c_in * k * k` rows of `oh * ow`) from one sample `xs` (`[c_in, h, w]`).
-fn im2col<T: Real>(g: &ConvGeom, xs: &[T], col: &mut [T]) {
+/// Fills `col` (`c_in * k * k` rows of `(oy1 - oy0) * ow`) from one sample `xs` (`[c_in, h, w]`):
+/// the columns of output rows `oy0..oy1`.
+fn im2col<T: Real>(g: &ConvGeom, xs: &[T], (oy0, oy1): (usize, usize), col: &mut [T]) {
     let (oh, ow, s) = (g.out_h(), g.out_w(), g.stride);
-    for (row, col_row) in col.chunks_mut(oh * ow).enumerate() {
+    for (row, col_row) in col.chunks_mut((oy1 - oy0) * ow).enumerate() {
         let (c, ky, kx) = (row / (g.k * g.k), row / g.k % g.k, row % g.k);
         let map = &xs[c * g.h * g.w..(c + 1) * g.h * g.w];
         let (y0, y1) = valid_outputs(ky, g.h, oh, s, g.pad);
         let (x0, x1) = valid_outputs(kx, g.w, ow, s, g.pad);
-        for (oy, out) in col_row.chunks_mut(ow).enumerate() {
+        for (oy, out) in (oy0..oy1).zip(col_row.chunks_mut(ow)) {
             if oy < y0 || oy >= y1 {
                 out.fill(T::zero());
                 continue;
@@ -217,11 +218,12 @@ fn im2col<T: Real>(g: &ConvGeom, xs: &[T], col: &mut [T]) {
     }
 }
 
-/// Adds every entry of `col` back onto the input pixel it was read from (the adjoint of `im2col`),
-/// into one sample's `dxs`, which the caller zeroes. Sequential, so the sum order is fixed.
-fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], dxs: &mut [T]) {
+/// Adds every entry of `col` (the columns of output rows `oy0..oy1`) back onto the input pixel
+/// it was read from (the adjoint of `im2col`), into one sample's `dxs`, which the caller zeroes.
+/// Sequential, so the sum order is fixed.
+fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], (oy0, oy1): (usize, usize), dxs: &mut [T]) {
     let (oh, ow, s) = (g.out_h(), g.out_w(), g.stride);
-    for (row, col_row) in col.chunks(oh * ow).enumerate() {
+    for (row, col_row) in col.chunks((oy1 - oy0) * ow).enumerate() {
         let (c, ky, kx) = (row / (g.k * g.k), row / g.k % g.k, row % g.k);
         let map = &mut dxs[c * g.h * g.w..(c + 1) * g.h * g.w];
         let (y0, y1) = valid_outputs(ky, g.h, oh, s, g.pad);
@@ -229,9 +231,10 @@ fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], dxs: &mut [T]) {
         if x0 == x1 {
             continue;
         }
-        for oy in y0..y1 {
+        for oy in y0.max(oy0)..y1.min(oy1) {
             let line = &mut map[(oy * s + ky - g.pad) * g.w..][..g.w];
-            let src = &col_row[oy * ow + x0..oy * ow + x1];
+            let at = (oy - oy0) * ow;
+            let src = &col_row[at + x0..at + x1];
             let first = x0 * s + kx - g.pad;
             // The same additions in the same order as one pixel at a time; only the indexing
             // is cheaper.
@@ -248,17 +251,42 @@ fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], dxs: &mut [T]) {
     }
 }
 
-/// A column matrix for one sample, made once per rayon task (`for_each_init`) rather than per
-/// sample: allocating and zeroing it per sample cost more than the im2col that fills it.
+/// Bytes of column matrix per band of output rows: the band's columns stay in L2 (2 MB a core
+/// on the CPUs this was tuned on) while the GEMM packs and reads them. A whole sample's can be
+/// far larger: 4.4 MB for the paper's conv1, 3.5 MB for conv2.
+const BAND_BYTES: usize = 512 << 10;
+
+/// The bands of output rows `[oy0, oy1)` the fast paths cut one sample into.
+fn bands(g: &ConvGeom) -> impl Iterator<Item = (usize, usize)> + use<> {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let row_bytes = (g.groups * taps_per_group(g) * ow * size_of::<f32>()).max(1);
+    let rows = (BAND_BYTES / row_bytes).clamp(1, oh.max(1));
+    (0..oh)
+        .step_by(rows)
+        .map(move |oy0| (oy0, (oy0 + rows).min(oh)))
+}
+
+/// A column matrix for the largest band, made once per rayon task (`for_each_init`) rather than
+/// per sample: allocating and zeroing it per sample cost more than the im2col that fills it.
 fn col_buffer<T: Real>(g: &ConvGeom) -> impl Fn() -> Vec<T> + Sync + Send + use<T> {
-    let len = g.groups * taps_per_group(g) * g.out_h() * g.out_w();
+    let rows = bands(g).map(|(a, b)| b - a).max().unwrap_or(0);
+    let len = g.groups * taps_per_group(g) * rows * g.out_w();
     move || vec![T::zero(); len]
 }
 
-/// Fast forward: `y = conv(x, w) + b` (same semantics as `forward_naive`).
+/// Fast forward: `y = conv(x, w) + b` (same semantics as `forward_naive`): direct at stride 1
+/// (`conv_direct`), else im2col and GEMM band by band.
 pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     g.check(x.len(), w.len(), b.len(), y.len());
-    let (ohw, kg, cog) = (g.out_h() * g.out_w(), taps_per_group(g), g.cout_per_group());
+    if super::conv_direct::applies(g) {
+        return super::conv_direct::forward(g, x, w, b, y);
+    }
+    let (ow, ohw, kg, cog) = (
+        g.out_w(),
+        g.out_h() * g.out_w(),
+        taps_per_group(g),
+        g.cout_per_group(),
+    );
     let x_per_sample = g.c_in * g.h * g.w;
     if y.is_empty() {
         return;
@@ -266,33 +294,47 @@ pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     y.par_chunks_mut(g.c_out * ohw)
         .enumerate()
         .for_each_init(col_buffer(g), |col, (n, ys)| {
-            im2col(g, &x[n * x_per_sample..(n + 1) * x_per_sample], col);
+            let xs = &x[n * x_per_sample..(n + 1) * x_per_sample];
             for (co, out) in ys.chunks_mut(ohw).enumerate() {
                 out.fill(b[co]);
             }
-            for grp in 0..g.groups {
-                // y_grp (cog x ohw) += w_grp (cog x kg) . col_grp (kg x ohw)
-                T::gemm(
-                    cog,
-                    kg,
-                    ohw,
-                    T::one(),
-                    &w[grp * cog * kg..(grp + 1) * cog * kg],
-                    (kg as isize, 1),
-                    &col[grp * kg * ohw..(grp + 1) * kg * ohw],
-                    (ohw as isize, 1),
-                    T::one(),
-                    &mut ys[grp * cog * ohw..(grp + 1) * cog * ohw],
-                    (ohw as isize, 1),
-                );
+            for band in bands(g) {
+                let px = (band.1 - band.0) * ow;
+                let col = &mut col[..g.groups * kg * px];
+                im2col(g, xs, band, col);
+                for grp in 0..g.groups {
+                    // y_grp[:, band] (cog x px) += w_grp (cog x kg) . col_grp (kg x px)
+                    T::gemm(
+                        cog,
+                        kg,
+                        px,
+                        T::one(),
+                        &w[grp * cog * kg..(grp + 1) * cog * kg],
+                        (kg as isize, 1),
+                        &col[grp * kg * px..(grp + 1) * kg * px],
+                        (px as isize, 1),
+                        T::one(),
+                        &mut ys[grp * cog * ohw + band.0 * ow..(grp + 1) * cog * ohw],
+                        (ohw as isize, 1),
+                    );
+                }
             }
         });
 }
 
-/// Fast data gradient: `col = wᵀ · dy` per sample and group, then `col2im`.
+/// Fast data gradient: direct at stride 1 (`conv_direct`), else `col = wᵀ · dy` per sample, band
+/// and group, then `col2im`.
 pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     g.check(dx.len(), w.len(), g.c_out, dy.len());
-    let (ohw, kg, cog) = (g.out_h() * g.out_w(), taps_per_group(g), g.cout_per_group());
+    if super::conv_direct::applies(g) {
+        return super::conv_direct::backward_data(g, dy, w, dx);
+    }
+    let (ow, ohw, kg, cog) = (
+        g.out_w(),
+        g.out_h() * g.out_w(),
+        taps_per_group(g),
+        g.cout_per_group(),
+    );
     let x_per_sample = g.c_in * g.h * g.w;
     let y_per_sample = g.c_out * ohw;
     if x_per_sample == 0 {
@@ -302,24 +344,28 @@ pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
         .enumerate()
         .for_each_init(col_buffer(g), |col, (n, dxs)| {
             let dys = &dy[n * y_per_sample..(n + 1) * y_per_sample];
-            for grp in 0..g.groups {
-                // col_grp (kg x ohw) = w_grpᵀ (kg x cog) . dy_grp (cog x ohw)
-                T::gemm(
-                    kg,
-                    cog,
-                    ohw,
-                    T::one(),
-                    &w[grp * cog * kg..(grp + 1) * cog * kg],
-                    (1, kg as isize),
-                    &dys[grp * cog * ohw..(grp + 1) * cog * ohw],
-                    (ohw as isize, 1),
-                    T::zero(),
-                    &mut col[grp * kg * ohw..(grp + 1) * kg * ohw],
-                    (ohw as isize, 1),
-                );
-            }
             dxs.fill(T::zero());
-            col2im_add(g, col, dxs);
+            for band in bands(g) {
+                let px = (band.1 - band.0) * ow;
+                let col = &mut col[..g.groups * kg * px];
+                for grp in 0..g.groups {
+                    // col_grp (kg x px) = w_grpᵀ (kg x cog) . dy_grp[:, band] (cog x px)
+                    T::gemm(
+                        kg,
+                        cog,
+                        px,
+                        T::one(),
+                        &w[grp * cog * kg..(grp + 1) * cog * kg],
+                        (1, kg as isize),
+                        &dys[grp * cog * ohw + band.0 * ow..(grp + 1) * cog * ohw],
+                        (ohw as isize, 1),
+                        T::zero(),
+                        &mut col[grp * kg * px..(grp + 1) * kg * px],
+                        (px as isize, 1),
+                    );
+                }
+                col2im_add(g, col, band, dxs);
+            }
         });
 }
 
@@ -333,7 +379,12 @@ const FILTER_PARTIALS: usize = 16;
 /// reduction of per-slice partials.
 pub fn backward_filter<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
     g.check(x.len(), dw.len(), db.len(), dy.len());
-    let (ohw, kg, cog) = (g.out_h() * g.out_w(), taps_per_group(g), g.cout_per_group());
+    let (ow, ohw, kg, cog) = (
+        g.out_w(),
+        g.out_h() * g.out_w(),
+        taps_per_group(g),
+        g.cout_per_group(),
+    );
     let x_per_sample = g.c_in * g.h * g.w;
     let y_per_sample = g.c_out * ohw;
     let per_slice = g.n.div_ceil(FILTER_PARTIALS).max(1);
@@ -345,22 +396,27 @@ pub fn backward_filter<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], d
             let mut col = col_buffer(g)();
             for n in slice * per_slice..((slice + 1) * per_slice).min(g.n) {
                 let dys = &dy[n * y_per_sample..(n + 1) * y_per_sample];
-                im2col(g, &x[n * x_per_sample..(n + 1) * x_per_sample], &mut col);
-                for grp in 0..g.groups {
-                    // dw_grp (cog x kg) += dy_grp (cog x ohw) . col_grpᵀ (ohw x kg)
-                    T::gemm(
-                        cog,
-                        ohw,
-                        kg,
-                        T::one(),
-                        &dys[grp * cog * ohw..(grp + 1) * cog * ohw],
-                        (ohw as isize, 1),
-                        &col[grp * kg * ohw..(grp + 1) * kg * ohw],
-                        (1, ohw as isize),
-                        T::one(),
-                        &mut pw[grp * cog * kg..(grp + 1) * cog * kg],
-                        (kg as isize, 1),
-                    );
+                let xs = &x[n * x_per_sample..(n + 1) * x_per_sample];
+                for band in bands(g) {
+                    let px = (band.1 - band.0) * ow;
+                    let col = &mut col[..g.groups * kg * px];
+                    im2col(g, xs, band, col);
+                    for grp in 0..g.groups {
+                        // dw_grp (cog x kg) += dy_grp[:, band] (cog x px) . col_grpᵀ (px x kg)
+                        T::gemm(
+                            cog,
+                            px,
+                            kg,
+                            T::one(),
+                            &dys[grp * cog * ohw + band.0 * ow..(grp + 1) * cog * ohw],
+                            (ohw as isize, 1),
+                            &col[grp * kg * px..(grp + 1) * kg * px],
+                            (1, px as isize),
+                            T::one(),
+                            &mut pw[grp * cog * kg..(grp + 1) * cog * kg],
+                            (kg as isize, 1),
+                        );
+                    }
                 }
                 for (b, d) in pb.iter_mut().zip(dys.chunks(ohw)) {
                     *b = *b + d.iter().copied().sum::<T>();

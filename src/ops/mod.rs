@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv_direct;
 pub mod dropout;
 pub mod fc;
 pub mod lrn;

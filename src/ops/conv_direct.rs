@@ -1,0 +1,316 @@
+//! Direct convolution at stride 1 on the CPU, for the forward pass and the data gradient (which
+//! at stride 1 is itself a stride-1 convolution: of the output gradient, padded by `k − 1 − pad`,
+//! with the filters flipped and their in and out channels swapped).
+//!
+//! The im2col path copies every input pixel `k²` times into a column matrix and the GEMM then
+//! copies that again into its panels; with the cifar net's 16 maps a tower, each copied value
+//! feeds only 16 multiply-adds, so the copies cost more than the arithmetic. Here the input is
+//! copied once, zero-padded, and a tile of 16 output positions × 16 output channels is summed in
+//! registers: per filter tap one 16-wide load of input and 16 fused multiply-adds against the
+//! taps' weights of 16 channels, broadcast.
+//!
+//! Output positions are numbered along the padded input's rows (`q = oy·wp + ox`, `wp` the padded
+//! width), so tap `(ky, kx)` of 16 consecutive positions reads 16 consecutive inputs at
+//! `q + ky·wp + kx`, whatever the map's width; the `k − 1` positions at each row's end that fall
+//! outside the output are computed and dropped.
+//!
+//! Each output is its bias plus the taps in the reference's order (channel, row, column), with
+//! fused multiply-adds: correctly rounded, so the same bits on every CPU, with or without FMA
+//! hardware, and on every thread count (the work is split by sample).
+
+use super::conv::ConvGeom;
+use crate::tensor::Real;
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+/// Output positions per tile: one AVX-512 register of f32.
+const PX: usize = 16;
+/// Output channels per tile; channel counts are padded up to a multiple with zero filters.
+const CO: usize = 16;
+
+/// Whether the direct path takes `g`: stride 1, and padding below the kernel size (so the data
+/// gradient's padding `k − 1 − pad` is not negative).
+pub fn applies(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.pad < g.k && g.pad_end < g.k
+}
+
+/// One stride-1 convolution of `cin` zero-padded maps: its sizes.
+#[derive(Clone, Copy)]
+struct Plane {
+    cin: usize,
+    /// Output channels rounded up to a multiple of `CO`.
+    cout_tiles: usize,
+    k: usize,
+    /// The unpadded input map.
+    ih: usize,
+    iw: usize,
+    /// Zeros before and after, along each axis.
+    pad: usize,
+    pad_end: usize,
+}
+
+impl Plane {
+    fn hp(&self) -> usize {
+        self.ih + self.pad + self.pad_end
+    }
+    fn wp(&self) -> usize {
+        self.iw + self.pad + self.pad_end
+    }
+    fn oh(&self) -> usize {
+        self.hp() + 1 - self.k
+    }
+    fn ow(&self) -> usize {
+        self.wp() + 1 - self.k
+    }
+    /// Output positions computed per channel: the output rows at the padded width, in whole
+    /// tiles.
+    fn positions(&self) -> usize {
+        (self.oh() * self.wp()).div_ceil(PX) * PX
+    }
+    /// The padded input: `cin` planes of `hp·wp`, then zeros for the last tiles' reads past
+    /// the last plane (their positions are dropped, but the reads must stay in the buffer).
+    fn padded_len(&self) -> usize {
+        self.cin * self.hp() * self.wp() + PX + self.k * (self.wp() + 1)
+    }
+}
+
+/// Copies `maps` (`cin` maps of `ih × iw`) into `xp` with the plane's zero padding.
+fn pad_into<T: Real>(p: &Plane, maps: &[T], xp: &mut [T]) {
+    let (hp, wp) = (p.hp(), p.wp());
+    xp.fill(T::zero());
+    for (map, plane) in maps.chunks_exact(p.ih * p.iw).zip(xp.chunks_mut(hp * wp)) {
+        for (row, dst) in map
+            .chunks_exact(p.iw)
+            .zip(plane[p.pad * wp..].chunks_mut(wp))
+        {
+            dst[p.pad..p.pad + p.iw].copy_from_slice(row);
+        }
+    }
+}
+
+/// All tiles of one plane: `yq[co][q] = bias[co] + Σ_{ci,ky,kx} wt[ci][ky][kx][co] ·
+/// xp[ci][q + ky·wp + kx]` for `cout_tiles` channels and `positions()` positions. In f32 on a
+/// CPU with AVX-512 by `tiles_avx512`, else by the portable loops (the same fused operations
+/// in the same order, so the same bits).
+fn tiles<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        let f32s = |v: &[T]| {
+            // SAFETY: T is f32 (checked above), so the slice is one of f32s.
+            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+        };
+        // SAFETY: as above, T is f32.
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(yq.as_mut_ptr().cast::<f32>(), yq.len()) };
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return unsafe { tiles_avx512(p, f32s(xp), f32s(wt), f32s(bias), out) };
+    }
+    tiles_portable(p, xp, wt, bias, yq)
+}
+
+/// `tiles` in AVX-512: the 16 × 16 tile's accumulators are 16 registers; per tap, one load of
+/// 16 inputs and 16 fused multiply-adds, each with one weight broadcast from memory.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn tiles_avx512(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (wp, k, plane, cin, ct) = (p.wp(), p.k, p.hp() * p.wp(), p.cin, p.cout_tiles);
+    let nq = p.positions();
+    assert!(xp.len() >= p.padded_len() && wt.len() >= cin * k * k * ct);
+    assert!(bias.len() >= ct && yq.len() >= ct * nq);
+    for co0 in (0..ct).step_by(CO) {
+        for q0 in (0..nq).step_by(PX) {
+            let mut acc = [_mm512_setzero_ps(); CO];
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_set1_ps(bias[co0 + c]);
+            }
+            for ci in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let at = ci * plane + q0 + ky * wp + kx;
+                        let tap = ((ci * k + ky) * k + kx) * ct + co0;
+                        // SAFETY: `at + PX <= padded_len()` (see `Plane::padded_len`) and
+                        // `tap + CO <= wt.len()`, both within the slices asserted above.
+                        unsafe {
+                            let xv = _mm512_loadu_ps(xp.as_ptr().add(at));
+                            let wv = wt.as_ptr().add(tap);
+                            for (c, a) in acc.iter_mut().enumerate() {
+                                *a = _mm512_fmadd_ps(_mm512_set1_ps(*wv.add(c)), xv, *a);
+                            }
+                        }
+                    }
+                }
+            }
+            for (c, a) in acc.iter().enumerate() {
+                let dst = &mut yq[(co0 + c) * nq + q0..][..PX];
+                // SAFETY: `dst` holds PX = 16 f32s.
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *a) };
+            }
+        }
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn tiles_portable<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
+    let (wp, k, plane) = (p.wp(), p.k, p.hp() * p.wp());
+    let nq = p.positions();
+    for co0 in (0..p.cout_tiles).step_by(CO) {
+        for q0 in (0..nq).step_by(PX) {
+            let mut acc = [[T::zero(); PX]; CO];
+            for (a, &b) in acc.iter_mut().zip(&bias[co0..co0 + CO]) {
+                *a = [b; PX];
+            }
+            for ci in 0..p.cin {
+                let xc = &xp[ci * plane + q0..];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let xv: &[T; PX] = xc[ky * wp + kx..][..PX].try_into().expect("PX wide");
+                        let tap = ((ci * k + ky) * k + kx) * p.cout_tiles + co0;
+                        let wv: &[T; CO] = wt[tap..tap + CO].try_into().expect("CO wide");
+                        for c in 0..CO {
+                            for l in 0..PX {
+                                acc[c][l] = wv[c].mul_add(xv[l], acc[c][l]);
+                            }
+                        }
+                    }
+                }
+            }
+            for (c, a) in acc.iter().enumerate() {
+                yq[(co0 + c) * nq + q0..][..PX].copy_from_slice(a);
+            }
+        }
+    }
+}
+
+/// One sample's convolutions, group by group: `inputs` (`groups · cin` maps) into `outputs`
+/// (`groups · cout` maps of `oh × ow`), with `wt[grp]` the group's weights as `tiles` reads
+/// them and `bias` (`groups · cout`, or empty for none).
+#[allow(clippy::too_many_arguments)]
+fn sample<T: Real>(
+    p: &Plane,
+    groups: usize,
+    cout: usize,
+    inputs: &[T],
+    wt: &[Vec<T>],
+    bias: &[T],
+    outputs: &mut [T],
+    (xp, yq, bt): &mut (Vec<T>, Vec<T>, Vec<T>),
+) {
+    let (oh, ow, wp, nq) = (p.oh(), p.ow(), p.wp(), p.positions());
+    let in_maps = p.cin * p.ih * p.iw;
+    for grp in 0..groups {
+        pad_into(p, &inputs[grp * in_maps..(grp + 1) * in_maps], xp);
+        bt.fill(T::zero());
+        if !bias.is_empty() {
+            bt[..cout].copy_from_slice(&bias[grp * cout..(grp + 1) * cout]);
+        }
+        tiles(p, xp, &wt[grp], bt, yq);
+        let out = &mut outputs[grp * cout * oh * ow..(grp + 1) * cout * oh * ow];
+        for (map, src) in out.chunks_exact_mut(oh * ow).zip(yq.chunks_exact(nq)) {
+            for (row, line) in map.chunks_exact_mut(ow).zip(src.chunks(wp)) {
+                row.copy_from_slice(&line[..ow]);
+            }
+        }
+    }
+}
+
+/// Scratch for one rayon task: the padded input, the tile outputs, the padded bias.
+fn scratch<T: Real>(p: Plane) -> impl Fn() -> (Vec<T>, Vec<T>, Vec<T>) + Sync + Send {
+    move || {
+        (
+            vec![T::zero(); p.padded_len()],
+            vec![T::zero(); p.cout_tiles * p.positions()],
+            vec![T::zero(); p.cout_tiles],
+        )
+    }
+}
+
+/// Forward at stride 1: `y = conv(x, w) + b`, as `conv::forward_naive` defines it.
+pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    assert!(
+        applies(g),
+        "conv_direct: {g:?} is not stride 1 with pad < k"
+    );
+    let (cig, cog, k) = (g.cin_per_group(), g.cout_per_group(), g.k);
+    let p = Plane {
+        cin: cig,
+        cout_tiles: cog.div_ceil(CO) * CO,
+        k,
+        ih: g.h,
+        iw: g.w,
+        pad: g.pad,
+        pad_end: g.pad_end,
+    };
+    // wt[grp][ci][ky][kx][co] = w[grp·cog + co][ci][ky][kx], zero past cog.
+    let wt: Vec<Vec<T>> = (0..g.groups)
+        .map(|grp| {
+            let mut t = vec![T::zero(); cig * k * k * p.cout_tiles];
+            for co in 0..cog {
+                let filter = &w[(grp * cog + co) * cig * k * k..][..cig * k * k];
+                for (tap, &v) in filter.iter().enumerate() {
+                    t[tap * p.cout_tiles + co] = v;
+                }
+            }
+            t
+        })
+        .collect();
+    let (x_per, y_per) = (g.c_in * g.h * g.w, g.c_out * g.out_h() * g.out_w());
+    if y_per == 0 {
+        return;
+    }
+    y.par_chunks_mut(y_per)
+        .zip(x.par_chunks(x_per))
+        .for_each_init(scratch(p), |s, (ys, xs)| {
+            sample(&p, g.groups, cog, xs, &wt, b, ys, s)
+        });
+}
+
+/// Data gradient at stride 1: `dx = ∂L/∂x` from `dy`, as `conv::backward_data_naive` defines
+/// it, as the convolution of `dy` padded by `k − 1 − pad` (and `k − 1 − pad_end`) with the
+/// filters flipped, out and in channels swapped.
+pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    assert!(
+        applies(g),
+        "conv_direct: {g:?} is not stride 1 with pad < k"
+    );
+    let (cig, cog, k) = (g.cin_per_group(), g.cout_per_group(), g.k);
+    let p = Plane {
+        cin: cog,
+        cout_tiles: cig.div_ceil(CO) * CO,
+        k,
+        ih: g.out_h(),
+        iw: g.out_w(),
+        pad: k - 1 - g.pad,
+        pad_end: k - 1 - g.pad_end,
+    };
+    debug_assert_eq!((p.oh(), p.ow()), (g.h, g.w));
+    // wt[grp][co][ky][kx][ci] = w[grp·cog + co][ci][k−1−ky][k−1−kx], zero past cig.
+    let wt: Vec<Vec<T>> = (0..g.groups)
+        .map(|grp| {
+            let mut t = vec![T::zero(); cog * k * k * p.cout_tiles];
+            for co in 0..cog {
+                for ci in 0..cig {
+                    let filter = &w[((grp * cog + co) * cig + ci) * k * k..][..k * k];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let tap = (co * k + ky) * k + kx;
+                            t[tap * p.cout_tiles + ci] = filter[(k - 1 - ky) * k + (k - 1 - kx)];
+                        }
+                    }
+                }
+            }
+            t
+        })
+        .collect();
+    let (x_per, y_per) = (g.c_in * g.h * g.w, g.c_out * g.out_h() * g.out_w());
+    if x_per == 0 {
+        return;
+    }
+    dx.par_chunks_mut(x_per)
+        .zip(dy.par_chunks(y_per))
+        .for_each_init(scratch(p), |s, (dxs, dys)| {
+            sample(&p, g.groups, cig, dys, &wt, &[], dxs, s)
+        });
+}
