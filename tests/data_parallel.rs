@@ -205,3 +205,77 @@ fn a_failing_replica_stops_the_others() {
     let e = format!("{e:#}");
     assert!(e.contains("replica 1 gives up"), "{e}");
 }
+
+/// Asking for replicas where libnccl is missing is an error naming it, before anything of the
+/// run is written.
+#[test]
+fn replicas_without_nccl_are_a_clear_error() {
+    if alexnet::cuda::nccl::library_present() {
+        println!("SKIP: libnccl is on this machine; the missing-NCCL error cannot be shown here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let got = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args(["train", "--devices", "0,1,2,3", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!got.status.success());
+    let e = String::from_utf8_lossy(&got.stderr);
+    assert!(e.contains("need NCCL") && e.contains("libnccl"), "{e}");
+    assert!(!out.exists(), "the refused run wrote {}", out.display());
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .arg("devices")
+        .output()
+        .unwrap();
+    let r = String::from_utf8_lossy(&report.stdout);
+    assert!(r.contains("NCCL: not loaded"), "{r}");
+}
+
+/// On a GPU with NCCL: a world of one replica over NCCL steps exactly as the plain network
+/// (the mean over one replica is the gradient itself; NCCL's average of one rank copies it).
+#[test]
+fn a_world_of_one_over_nccl_equals_the_plain_step() {
+    use alexnet::cuda::nccl::{NcclCollective, unique_id};
+    let why_not = if !alexnet::cuda::nccl::library_present() {
+        Some("no libnccl")
+    } else if !alexnet::fatbins::KERNELS_EMBEDDED {
+        Some("no GPU kernels in this build")
+    } else if alexnet::cuda::driver::init().map_or(true, |d| d.devices == 0) {
+        Some("no GPU")
+    } else {
+        None
+    };
+    if let Some(why) = why_not {
+        println!("SKIP: a world of one over NCCL needs a GPU and libnccl ({why})");
+        return;
+    }
+    let plan = Plan::new(&preset("cifar", &Ablations::default()).unwrap()).unwrap();
+    let params = init_params(&plan, 1);
+    let data = batches(&plan, 8);
+    let mut plain =
+        Network::new(&plan, alexnet::cuda::devices(&[0], 2).unwrap(), &params, 5).unwrap();
+    let devices = alexnet::cuda::devices(&[0], 2).unwrap();
+    let ids = vec![unique_id().unwrap(), unique_id().unwrap()];
+    let nccl =
+        NcclCollective::new(&devices, &ids, 0, 1, std::time::Duration::from_secs(60)).unwrap();
+    let net = Network::new(&plan, devices, &params, 5).unwrap();
+    let mut rep = alexnet::parallel::replicas::Replica::new(net, Box::new(nccl), 8).unwrap();
+    for (step, (x, y)) in data.iter().enumerate() {
+        let a = plain.train_step(x, y, LR, step as u64).unwrap();
+        let b = rep.train_step(x, y, LR, step as u64).unwrap();
+        assert_eq!(a.top1_errors, b.top1_errors);
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-6 * a.loss,
+            "{} vs {}",
+            a.loss,
+            b.loss
+        );
+        assert_eq!(
+            tensors(&plain.velocities().unwrap()),
+            tensors(&rep.net.velocities().unwrap()),
+            "step {step}: the update over NCCL differs"
+        );
+    }
+}
