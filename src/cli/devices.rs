@@ -250,7 +250,7 @@ pub fn replicas_asked(gpus: &[usize], towers: usize) -> Result<usize> {
         .collect::<Vec<_>>()
         .join(",");
     anyhow::ensure!(
-        gpus.len() % towers == 0,
+        gpus.len().is_multiple_of(towers),
         "--devices {list} names {} GPUs for a network of {towers} towers: data-parallel replicas take {towers} GPUs each, so give a multiple of {towers}",
         gpus.len()
     );

@@ -48,7 +48,7 @@ impl<D: Device + 'static> Replica<D> {
     pub fn take<'a>(&self, images: &'a [f32], labels: &'a [u32]) -> Result<(&'a [f32], &'a [u32])> {
         let batch = self.replicas * self.samples.len();
         anyhow::ensure!(
-            labels.len() == batch && images.len() % batch == 0,
+            labels.len() == batch && images.len().is_multiple_of(batch),
             "replica {}: expected a global batch of {batch} samples, got {} labels and {} values",
             self.rank,
             labels.len(),

@@ -16,7 +16,7 @@ pub fn range(batch: usize, replicas: usize, rank: usize) -> Result<Range<usize>>
         "replica {rank} of {replicas}"
     );
     ensure!(
-        batch % replicas == 0 && batch >= replicas,
+        batch.is_multiple_of(replicas) && batch >= replicas,
         "batch {batch} does not split evenly over {replicas} replicas (each takes an equal slice of the global batch): pass a --batch that {replicas} divides, e.g. {}",
         replicas * batch.div_ceil(replicas).max(1)
     );
