@@ -4,6 +4,7 @@
 #   bin/alexnet                 the CLI
 #   tests/gpu, tests/alexnet-lib the GPU integration tests and the library's unit tests
 #   tests/torch_peer            PyTorch (scripts/torch_alexnet.py) against the engine's logits
+#   tests/data_parallel         a world of one replica over NCCL against the plain step
 #   benches/<name>              every bench executable
 #   scripts/gpu-check.sh, scripts/peer_bench.py, scripts/side_by_side.py,
 #   scripts/loader_baseline.py
@@ -24,7 +25,7 @@ bundle=gpu-bundle
 limit=$((64 * 1024 * 1024))
 # Test executables worth running on a GPU: the GPU tests and the library's unit tests (the
 # runtime's own tests). The rest run anywhere and are CI's.
-tests_wanted=${GPU_BUNDLE_TESTS:-gpu alexnet-lib torch_peer}
+tests_wanted=${GPU_BUNDLE_TESTS:-gpu alexnet-lib torch_peer data_parallel}
 
 echo "== cargo build --release --bins --tests --benches"
 cargo build --release --bins --tests --benches

@@ -128,6 +128,14 @@ torch_peer() {
         timeout "$limit" "$root/tests/torch_peer" --test-threads=1 --nocapture
 }
 
+# A world of one data-parallel replica over NCCL steps as the plain network does (SKIP where
+# libnccl is not on the GPU machine: the test says so in one line).
+nccl_world_of_one() {
+    [ -x "$root/tests/data_parallel" ] || { echo "SKIP: no tests/data_parallel in the bundle"; return 77; }
+    timeout "$limit" "$root/tests/data_parallel" a_world_of_one_over_nccl_equals_the_plain_step --exact --nocapture || return
+    if grep -q '^SKIP' "$out/nccl-world-of-one.log"; then return 77; fi
+}
+
 gpu_tests() {
     ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$root/tests/gpu" --test-threads=1 --nocapture || return
     # ALEXNET_REQUIRE_GPU=1 already fails a skip; this guards against a test that skips anyway.
@@ -203,6 +211,7 @@ for tool in memcheck racecheck synccheck; do
     check "sanitizer-$tool" sanitize "$tool"
 done
 check torch-peer torch_peer
+check nccl-world-of-one nccl_world_of_one
 check train-cuda train_run fp32
 check train-cuda-bf16 train_run bf16
 for b in "$root"/benches/*; do

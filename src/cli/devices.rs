@@ -35,6 +35,17 @@ pub fn choose(
     devices: Option<&str>,
     towers: usize,
 ) -> Result<(DeviceKind, Vec<usize>)> {
+    if let Some(list) = devices {
+        let gpus = parse_gpus(list)?;
+        if replicas_asked(&gpus, towers)? > 1 {
+            // The pieces are in place (parallel::replicas, cuda::nccl, parallel::rendezvous) but
+            // the training loop does not drive NCCL replicas yet: say so rather than train
+            // something else than asked.
+            anyhow::bail!(
+                "--devices {list}: data-parallel replicas over NCCL are not wired into this command yet (see docs/SCALING.md); list one GPU per tower"
+            );
+        }
+    }
     let visible = || driver::init().map(|d| d.devices);
     let default_gpus = |n: usize| (0..towers.min(n).max(1)).collect::<Vec<_>>();
     match kind {
@@ -136,6 +147,7 @@ pub fn report() -> String {
         Ok(d) => d,
         Err(e) => {
             let _ = writeln!(s, "GPUs: none usable: {e:#}");
+            let _ = writeln!(s, "{}", nccl_line());
             return s;
         }
     };
@@ -207,11 +219,57 @@ pub fn report() -> String {
             Some(why) => format!("our own GEMM kernels ({why})"),
         }
     );
+    let _ = writeln!(s, "{}", nccl_line());
     let _ = writeln!(
         s,
         "Placement: --device cuda --devices 0,1 puts tower A on GPU 0 and B on GPU 1; --devices 0 puts both on GPU 0 (two streams)."
     );
     s
+}
+
+/// Whether NCCL loaded, and its version: data-parallel replicas need it.
+fn nccl_line() -> String {
+    match cuda::nccl::version() {
+        Ok(v) => format!("NCCL: {v} (data-parallel replicas of the tower pair can run)"),
+        Err(_) => {
+            "NCCL: not loaded (libnccl.so.2 not found): data-parallel replicas cannot run".into()
+        }
+    }
+}
+
+/// `--devices` naming more GPUs than the network has towers asks for data-parallel replicas of
+/// the towers (`0,1,2,3`: two replicas of a two-tower net); returns how many. A list that does
+/// not divide into whole replicas, or replicas without NCCL or GPUs, is an error naming why.
+pub fn replicas_asked(gpus: &[usize], towers: usize) -> Result<usize> {
+    if gpus.len() <= towers {
+        return Ok(1);
+    }
+    let list = gpus
+        .iter()
+        .map(|g| g.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    anyhow::ensure!(
+        gpus.len().is_multiple_of(towers),
+        "--devices {list} names {} GPUs for a network of {towers} towers: data-parallel replicas take {towers} GPUs each, so give a multiple of {towers}",
+        gpus.len()
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(g) = gpus.iter().find(|g| !seen.insert(**g)) {
+        anyhow::bail!(
+            "--devices {list} names GPU {g} twice: each replica's towers need GPUs of their own"
+        );
+    }
+    let replicas = gpus.len() / towers;
+    cuda::nccl::require()?;
+    let visible = driver::init()?.devices;
+    if let Some(&bad) = gpus.iter().find(|&&g| g >= visible) {
+        anyhow::bail!(
+            "--devices {list}: there is no GPU {bad}, this machine has {}",
+            driver::plural(visible, "GPU")
+        );
+    }
+    Ok(replicas)
 }
 
 #[cfg(test)]
@@ -229,6 +287,35 @@ mod tests {
             );
         } else {
             println!("this machine has a CUDA driver; the report:\n{r}");
+        }
+    }
+
+    #[test]
+    fn replicas_without_nccl_or_whole_pairs_are_clear_errors() {
+        assert_eq!(replicas_asked(&[0, 1], 2).unwrap(), 1);
+        let e = replicas_asked(&[0, 1, 2], 2).unwrap_err().to_string();
+        assert!(e.contains("give a multiple of 2"), "{e}");
+        let e = replicas_asked(&[0, 1, 1, 2], 2).unwrap_err().to_string();
+        assert!(e.contains("names GPU 1 twice"), "{e}");
+        match replicas_asked(&[0, 1, 2, 3], 2) {
+            Ok(r) => assert_eq!(r, 2, "a machine with NCCL and four GPUs runs two replicas"),
+            Err(e) => {
+                let e = format!("{e:#}");
+                if cuda::nccl::library_present() {
+                    println!("NCCL is here; without the GPUs: {e}");
+                    assert!(e.contains("GPU") || e.contains("driver"), "{e}");
+                } else {
+                    assert!(e.contains("need NCCL") && e.contains("libnccl"), "{e}");
+                }
+            }
+        }
+        let r = report();
+        assert!(r.contains("NCCL: "), "{r}");
+        if !cuda::nccl::library_present() {
+            assert!(
+                r.contains("NCCL: not loaded (libnccl.so.2 not found)"),
+                "{r}"
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 mod data_args;
 mod devices;
 mod eval;
+mod rendezvous_check;
 mod train;
 
 use crate::model::{Ablations, Activation, NetSpec, Plan, preset};
@@ -61,8 +62,14 @@ enum Command {
         #[arg(long)]
         log_loss: bool,
     },
-    /// The GPUs this machine has, their peer access, and whether kernels were embedded.
+    /// The GPUs this machine has, their peer access, whether kernels were embedded, and NCCL.
     Devices,
+    /// Checks a multi-process launch without training (started by a launcher, with WORLD_SIZE,
+    /// RANK, MASTER_ADDR, MASTER_PORT or Slurm's variables): the ranks meet, rank 0 hands out
+    /// the id, each prints the id and the images of an epoch its shard holds, then they check
+    /// each other's liveness a number of times.
+    #[command(hide = true)]
+    RendezvousCheck(rendezvous_check::Args),
 }
 
 /// Chooses the network: a preset with ablation switches, or a JSON spec file.
@@ -205,5 +212,6 @@ pub fn main() -> Result<()> {
             print!("{}", devices::report());
             Ok(())
         }
+        Command::RendezvousCheck(args) => rendezvous_check::run(&args),
     }
 }

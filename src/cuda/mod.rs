@@ -10,6 +10,7 @@
 //!   stream-ordering rules are written there.
 //! - `placement`: `--devices` to one launcher per tower.
 //! - `memory`: current and peak bytes per GPU.
+//! - `nccl`: NCCL, loaded at run time, for data-parallel replicas of the tower pair.
 //! - `timer`: CUDA-event timing for benchmarks.
 //!
 //! The ops themselves are `device::kernels::KernelDevice`, shared with the host executor:
@@ -20,6 +21,7 @@ pub mod driver;
 pub mod gpu;
 pub mod launcher;
 pub mod memory;
+pub mod nccl;
 pub mod placement;
 pub mod timer;
 

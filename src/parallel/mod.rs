@@ -7,6 +7,10 @@
 //! Written against `Device` only, so the same code runs the towers on the CPU reference, on the
 //! host executor, or on one or two GPUs.
 
+pub mod collective;
+pub mod rendezvous;
+pub mod replicas;
+pub mod slice;
 mod staging;
 
 use crate::device::{Block, Device};
@@ -97,6 +101,10 @@ pub struct Network<D: Device> {
     seed: u64,
     /// The double-buffered input's other slot (see `staging`).
     staging: staging::Staging<D::Buf>,
+    /// Data parallel (see `replicas`): how each tower's gradients are averaged with the other
+    /// replicas', and where this replica's batch starts in the global batch (for dropout).
+    collective: Option<Box<dyn collective::Collective<D>>>,
+    first_sample: usize,
 }
 
 impl<D: Device> Network<D> {
@@ -170,7 +178,28 @@ impl<D: Device> Network<D> {
             losses: None,
             seed,
             staging: Default::default(),
+            collective: None,
+            first_sample: 0,
         })
+    }
+
+    /// Makes this network one data-parallel replica: from now on every tower's gradients are
+    /// replaced by their mean over the replicas of `collective`, each layer's as soon as backward
+    /// has produced them (so the reduction overlaps the rest of backward where the collective
+    /// runs beside the device), and its batches are the samples from `first_sample` on of the
+    /// global batch, whose dropout masks they draw.
+    pub fn join_replicas(
+        &mut self,
+        collective: Box<dyn collective::Collective<D>>,
+        first_sample: usize,
+    ) {
+        self.collective = Some(collective);
+        self.first_sample = first_sample;
+    }
+
+    /// The collective this replica averages with, if it is one.
+    pub fn collective(&mut self) -> Option<&mut (dyn collective::Collective<D> + 'static)> {
+        self.collective.as_deref_mut()
     }
 
     pub fn plan(&self) -> &Plan {
@@ -417,7 +446,8 @@ impl<D: Device> Network<D> {
                     dev.max_pool_forward(&lp.pool_geom(n), x, y, &mut st.argmax[t])?
                 }
                 Layer::Dropout(_) if train => {
-                    dev.dropout_forward_train(&dropout_geom(lp, t, n, self.seed, step), x, y)?
+                    let g = dropout_geom(lp, t, n, self.seed, step);
+                    slice::dropout(dev, &g, self.first_sample, false, x, y)?
                 }
                 Layer::Dropout(d) => dev.dropout_forward_test(d.p, x, y)?,
             }
@@ -492,6 +522,10 @@ impl<D: Device> Network<D> {
         for l in (0..self.plan.layers.len()).rev() {
             self.backward_layer(l, n, step)
                 .with_context(|| format!("backward {}", self.plan.layers[l].name()))?;
+        }
+        if let Some(c) = self.collective.as_mut() {
+            c.finish(&self.devices)
+                .context("averaging the gradients across replicas")?;
         }
         Ok(())
     }
@@ -572,7 +606,8 @@ impl<D: Device> Network<D> {
                     dev.max_pool_backward(&lp.pool_geom(n), &st.argmax[t], dy, dx.unwrap())?
                 }
                 Layer::Dropout(_) => {
-                    dev.dropout_backward(&dropout_geom(lp, t, n, self.seed, step), dy, dx.unwrap())?
+                    let g = dropout_geom(lp, t, n, self.seed, step);
+                    slice::dropout(dev, &g, self.first_sample, true, dy, dx.unwrap())?
                 }
             }
         }
@@ -605,6 +640,9 @@ impl<D: Device> Network<D> {
                         dev.conv_backward_filter(&lp.conv_geom(n), prec, x, dy, dw, db)?
                     }
                     _ => dev.fc_backward_filter(&lp.fc_geom(n), prec, x, dy, dw, db)?,
+                }
+                if let Some(c) = self.collective.as_mut() {
+                    c.start_mean(t, dev, &mut [dw, db])?;
                 }
             }
         }
@@ -643,6 +681,12 @@ impl<D: Device> Network<D> {
                 dev.sgd_update(&weight_step, &mut wt.w, &mut wt.vel_w, &wt.grad_w)?;
                 dev.sgd_update(&bias_step, &mut wt.b, &mut wt.vel_b, &wt.grad_b)?;
             }
+        }
+        if cfg!(debug_assertions) && self.collective.is_some() {
+            // Every replica applied the same averaged gradient to the same weights.
+            let digest = replicas::digest(&self.params()?);
+            let c = self.collective.as_mut().expect("checked");
+            c.check_same(&self.devices[0], digest)?;
         }
         Ok(())
     }
