@@ -34,6 +34,18 @@ pub fn applies(g: &ConvGeom) -> bool {
     g.stride == 1 && g.pad < g.k && g.pad_end < g.k
 }
 
+/// Whether the direct filter gradient takes `g`: as `applies`, and for groups of at most
+/// `FILTER_MAX_COUT` filters. Its 16 lane partials per weight are 16 times the gradient's size,
+/// and each block of 4 filters × 4 taps walks the sample's whole output gradient again: for
+/// cifar's 16 and 32 filters a group that stays in L1 and L2 and beats im2col and GEMM (cifar
+/// step 110 → 100 ms), for the paper's 128 to 192 it does not (paper step 600 → 810 ms).
+pub fn filter_applies(g: &ConvGeom) -> bool {
+    applies(g) && g.cout_per_group() <= FILTER_MAX_COUT
+}
+
+/// See `filter_applies`.
+const FILTER_MAX_COUT: usize = 32;
+
 /// One stride-1 convolution of `cin` zero-padded maps: its sizes.
 #[derive(Clone, Copy)]
 struct Plane {
@@ -313,4 +325,215 @@ pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
         .for_each_init(scratch(p), |s, (dxs, dys)| {
             sample(&p, g.groups, cig, dys, &wt, &[], dxs, s)
         });
+}
+
+/// Output channels and filter taps per register block of the filter gradient: 4 × 4 lane
+/// accumulators, fed per 16 positions by 4 loads of output gradient and 4 of input.
+const FCO: usize = 4;
+const FTAP: usize = 4;
+
+/// Filter gradient at stride 1, `dw[co][tap] = Σ_n Σ_q dyq[co][q] · xp[tap's offset + q]`, over
+/// one slice of samples: the output gradient laid out at the padded width (`dyq`, zero at the
+/// dropped positions, so they add nothing) against the zero-padded input, 16 positions a lane.
+/// Returns the slice's partial `dw` (`groups · cog` filters of `cig·k·k` taps).
+fn filter_slice<T: Real>(
+    g: &ConvGeom,
+    p: &Plane,
+    x: &[T],
+    dy: &[T],
+    samples: std::ops::Range<usize>,
+) -> Vec<T> {
+    let (cig, cog, k) = (g.cin_per_group(), g.cout_per_group(), g.k);
+    let (oh, ow, wp, nq, plane) = (p.oh(), p.ow(), p.wp(), p.positions(), p.hp() * p.wp());
+    let taps = cig * k * k;
+    let (co_pad, tap_pad) = (cog.div_ceil(FCO) * FCO, taps.div_ceil(FTAP) * FTAP);
+    // Each tap's offset into the padded input; padding taps read tap 0's inputs and are dropped.
+    let offsets: Vec<usize> = (0..tap_pad)
+        .map(|t| {
+            if t < taps {
+                (t / (k * k)) * plane + (t / k % k) * wp + t % k
+            } else {
+                0
+            }
+        })
+        .collect();
+    let (x_per, y_per) = (g.c_in * g.h * g.w, g.c_out * oh * ow);
+    let mut xp = vec![T::zero(); p.padded_len()];
+    let mut dyq = vec![T::zero(); co_pad * nq];
+    let mut lanes = vec![T::zero(); g.groups * co_pad * tap_pad * PX];
+    for n in samples {
+        for grp in 0..g.groups {
+            pad_into(
+                p,
+                &x[n * x_per + grp * cig * g.h * g.w..][..cig * g.h * g.w],
+                &mut xp,
+            );
+            let dys = &dy[n * y_per + grp * cog * oh * ow..][..cog * oh * ow];
+            for (map, dst) in dys.chunks_exact(oh * ow).zip(dyq.chunks_exact_mut(nq)) {
+                for (row, line) in map.chunks_exact(ow).zip(dst.chunks_mut(wp)) {
+                    line[..ow].copy_from_slice(row);
+                }
+            }
+            let acc = &mut lanes[grp * co_pad * tap_pad * PX..][..co_pad * tap_pad * PX];
+            filter_blocks(nq, tap_pad, &offsets, &xp, &dyq, acc);
+        }
+    }
+    // Each filter tap's 16 lane partials, summed in lane order.
+    let mut dw = vec![T::zero(); g.groups * cog * taps];
+    for grp in 0..g.groups {
+        for co in 0..cog {
+            for t in 0..taps {
+                let l = &lanes[((grp * co_pad + co) * tap_pad + t) * PX..][..PX];
+                dw[(grp * cog + co) * taps + t] = l.iter().fold(T::zero(), |s, &v| s + v);
+            }
+        }
+    }
+    dw
+}
+
+/// `acc[co][t][l] += Σ_{q ≡ l} dyq[co][q] · xp[offsets[t] + q]` for all blocks of `FCO`
+/// channels and `FTAP` taps: in f32 on a CPU with AVX-512 by `filter_blocks_avx512`, else by
+/// the portable loops (the same fused operations in the same order, so the same bits).
+fn filter_blocks<T: Real>(
+    nq: usize,
+    tap_pad: usize,
+    offsets: &[usize],
+    xp: &[T],
+    dyq: &[T],
+    acc: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        let f32s = |v: &[T]| {
+            // SAFETY: T is f32 (checked above), so the slice is one of f32s.
+            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+        };
+        // SAFETY: as above, T is f32.
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(acc.as_mut_ptr().cast::<f32>(), acc.len()) };
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return unsafe { filter_blocks_avx512(nq, tap_pad, offsets, f32s(xp), f32s(dyq), out) };
+    }
+    filter_blocks_portable(nq, tap_pad, offsets, xp, dyq, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn filter_blocks_avx512(
+    nq: usize,
+    tap_pad: usize,
+    offsets: &[usize],
+    xp: &[f32],
+    dyq: &[f32],
+    acc: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let co_pad = dyq.len() / nq;
+    assert!(acc.len() >= co_pad * tap_pad * PX && offsets.len() >= tap_pad);
+    assert!(offsets.iter().all(|&o| o + nq <= xp.len()));
+    for co0 in (0..co_pad).step_by(FCO) {
+        for t0 in (0..tap_pad).step_by(FTAP) {
+            let slot = |c: usize, t: usize| ((co0 + c) * tap_pad + t0 + t) * PX;
+            let mut a = [[_mm512_setzero_ps(); FTAP]; FCO];
+            for (c, row) in a.iter_mut().enumerate() {
+                for (t, v) in row.iter_mut().enumerate() {
+                    // SAFETY: `slot(c, t) + PX <= acc.len()` (asserted above).
+                    *v = unsafe { _mm512_loadu_ps(acc.as_ptr().add(slot(c, t))) };
+                }
+            }
+            for q in (0..nq).step_by(PX) {
+                // SAFETY: `q + PX <= nq`, so the loads stay in row `co0 + c < co_pad` of `dyq`
+                // and below `offsets[t] + nq <= xp.len()` (asserted above).
+                unsafe {
+                    let d: [__m512; FCO] = std::array::from_fn(|c| {
+                        _mm512_loadu_ps(dyq.as_ptr().add((co0 + c) * nq + q))
+                    });
+                    let x: [__m512; FTAP] = std::array::from_fn(|t| {
+                        _mm512_loadu_ps(xp.as_ptr().add(offsets[t0 + t] + q))
+                    });
+                    for c in 0..FCO {
+                        for t in 0..FTAP {
+                            a[c][t] = _mm512_fmadd_ps(d[c], x[t], a[c][t]);
+                        }
+                    }
+                }
+            }
+            for (c, row) in a.iter().enumerate() {
+                for (t, v) in row.iter().enumerate() {
+                    // SAFETY: as for the loads above.
+                    unsafe { _mm512_storeu_ps(acc.as_mut_ptr().add(slot(c, t)), *v) };
+                }
+            }
+        }
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn filter_blocks_portable<T: Real>(
+    nq: usize,
+    tap_pad: usize,
+    offsets: &[usize],
+    xp: &[T],
+    dyq: &[T],
+    acc: &mut [T],
+) {
+    let co_pad = dyq.len() / nq;
+    for co0 in (0..co_pad).step_by(FCO) {
+        for t0 in (0..tap_pad).step_by(FTAP) {
+            for q in (0..nq).step_by(PX) {
+                for c in 0..FCO {
+                    let d = &dyq[(co0 + c) * nq + q..][..PX];
+                    for t in 0..FTAP {
+                        let xv = &xp[offsets[t0 + t] + q..][..PX];
+                        let a = &mut acc[((co0 + c) * tap_pad + t0 + t) * PX..][..PX];
+                        for l in 0..PX {
+                            a[l] = d[l].mul_add(xv[l], a[l]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Filter gradient at stride 1: `dw`, `db` as `conv::backward_filter_naive` defines them. The
+/// batch is cut into `slices` contiguous slices (from the batch size alone), each summed on its
+/// own, the partials added in slice order, so the result does not depend on the thread count.
+pub fn backward_filter<T: Real>(
+    g: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+    slices: usize,
+) {
+    assert!(
+        applies(g),
+        "conv_direct: {g:?} is not stride 1 with pad < k"
+    );
+    let p = Plane {
+        cin: g.cin_per_group(),
+        cout_tiles: g.cout_per_group(),
+        k: g.k,
+        ih: g.h,
+        iw: g.w,
+        pad: g.pad,
+        pad_end: g.pad_end,
+    };
+    let per_slice = g.n.div_ceil(slices.max(1)).max(1);
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_slice))
+        .into_par_iter()
+        .map(|s| filter_slice(g, &p, x, dy, s * per_slice..((s + 1) * per_slice).min(g.n)))
+        .collect();
+    dw.fill(T::zero());
+    for pw in &partials {
+        dw.iter_mut().zip(pw).for_each(|(d, &v)| *d = *d + v);
+    }
+    let ohw = g.out_h() * g.out_w();
+    db.fill(T::zero());
+    for (i, map) in dy.chunks(ohw.max(1)).enumerate() {
+        db[i % g.c_out] = db[i % g.c_out] + map.iter().copied().fold(T::zero(), |s, v| s + v);
+    }
 }
