@@ -350,14 +350,14 @@ const FTAP: usize = 4;
 /// Filter gradient at stride 1, `dw[co][tap] = Σ_n Σ_q dyq[co][q] · xp[tap's offset + q]`, over
 /// one slice of samples: the output gradient laid out at the padded width (`dyq`, zero at the
 /// dropped positions, so they add nothing) against the zero-padded input, 16 positions a lane.
-/// Returns the slice's partial `dw` (`groups · cog` filters of `cig·k·k` taps).
+/// Returns the slice's partial `dw` (`groups · cog` filters of `cig·k·k` taps) and `db`.
 fn filter_slice<T: Real>(
     g: &ConvGeom,
     p: &Plane,
     x: &[T],
     dy: &[T],
     samples: std::ops::Range<usize>,
-) -> Vec<T> {
+) -> (Vec<T>, Vec<T>) {
     let (cig, cog, k) = (g.cin_per_group(), g.cout_per_group(), g.k);
     let (oh, ow, wp, nq, plane) = (p.oh(), p.ow(), p.wp(), p.positions(), p.hp() * p.wp());
     let taps = cig * k * k;
@@ -376,7 +376,14 @@ fn filter_slice<T: Real>(
     let mut xp = vec![T::zero(); p.padded_len()];
     let mut dyq = vec![T::zero(); co_pad * nq];
     let mut lanes = vec![T::zero(); g.groups * co_pad * tap_pad * PX];
+    let mut db = vec![T::zero(); g.c_out];
     for n in samples {
+        for (b, map) in db
+            .iter_mut()
+            .zip(dy[n * y_per..(n + 1) * y_per].chunks_exact(oh * ow))
+        {
+            *b = *b + lane_sum(map);
+        }
         for grp in 0..g.groups {
             pad_into(
                 p,
@@ -403,7 +410,23 @@ fn filter_slice<T: Real>(
             }
         }
     }
-    dw
+    (dw, db)
+}
+
+/// `Σ v` in `PX` interleaved partials summed in lane order, then the tail: vectorised, where
+/// one running sum would be a chain of dependent additions (a cifar batch's conv1 gradient has
+/// 4 M of them).
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn lane_sum<T: Real>(v: &[T]) -> T {
+    let mut acc = [T::zero(); PX];
+    let body = v.len() / PX * PX;
+    for c in v[..body].chunks_exact(PX) {
+        for l in 0..PX {
+            acc[l] = acc[l] + c[l];
+        }
+    }
+    let head = acc.iter().fold(T::zero(), |s, &a| s + a);
+    v[body..].iter().fold(head, |s, &a| s + a)
 }
 
 /// `acc[co][t][l] += Σ_{q ≡ l} dyq[co][q] · xp[offsets[t] + q]` for all blocks of `FCO`
@@ -538,17 +561,14 @@ pub fn backward_filter<T: Real>(
         pad_end: g.pad_end,
     };
     let per_slice = g.n.div_ceil(slices.max(1)).max(1);
-    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_slice))
+    let partials: Vec<(Vec<T>, Vec<T>)> = (0..g.n.div_ceil(per_slice))
         .into_par_iter()
         .map(|s| filter_slice(g, &p, x, dy, s * per_slice..((s + 1) * per_slice).min(g.n)))
         .collect();
     dw.fill(T::zero());
-    for pw in &partials {
-        dw.iter_mut().zip(pw).for_each(|(d, &v)| *d = *d + v);
-    }
-    let ohw = g.out_h() * g.out_w();
     db.fill(T::zero());
-    for (i, map) in dy.chunks(ohw.max(1)).enumerate() {
-        db[i % g.c_out] = db[i % g.c_out] + map.iter().copied().fold(T::zero(), |s, v| s + v);
+    for (pw, pb) in &partials {
+        dw.iter_mut().zip(pw).for_each(|(d, &v)| *d = *d + v);
+        db.iter_mut().zip(pb).for_each(|(d, &v)| *d = *d + v);
     }
 }

@@ -135,15 +135,21 @@ pub fn backward<T: Real>(g: &PoolGeom, argmax: &[T], dy: &[T], dx: &mut [T]) {
     if dx.is_empty() {
         return;
     }
+    // Where window position `ky·size + kx` lies from the window's corner, in the map: looked up,
+    // not divided out per output.
+    let rel: Vec<usize> = (0..g.size * g.size)
+        .map(|off| (off / g.size) * g.w + off % g.size)
+        .collect();
     dx.par_chunks_mut(hw)
         .zip(argmax.par_chunks(g.out_h() * ow))
         .zip(dy.par_chunks(g.out_h() * ow))
         .for_each(|((dxm, am), dym)| {
             dxm.fill(T::zero());
             for (oy, (row, arow)) in dym.chunks(ow).zip(am.chunks(ow)).enumerate() {
+                let top = oy * g.stride * g.w;
                 for (ox, (&d, &a)) in row.iter().zip(arow).enumerate() {
                     let off = a.to_usize().expect("a window position from forward");
-                    let i = (oy * g.stride + off / g.size) * g.w + ox * g.stride + off % g.size;
+                    let i = top + ox * g.stride + rel[off];
                     dxm[i] = dxm[i] + d;
                 }
             }
