@@ -106,18 +106,12 @@ fn pad_into<T: Real>(p: &Plane, maps: &[T], xp: &mut [T]) {
 /// in the same order, so the same bits).
 fn tiles<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::arch::is_x86_feature_detected!("avx512f")
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && let (Some(xp), Some(wt), Some(bias), Some(yq)) =
+            (f32s(xp), f32s(wt), f32s(bias), f32s_mut(yq))
     {
-        let f32s = |v: &[T]| {
-            // SAFETY: T is f32 (checked above), so the slice is one of f32s.
-            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
-        };
-        // SAFETY: as above, T is f32.
-        let out =
-            unsafe { std::slice::from_raw_parts_mut(yq.as_mut_ptr().cast::<f32>(), yq.len()) };
         // SAFETY: the CPU has AVX-512F (checked above).
-        return unsafe { tiles_avx512(p, f32s(xp), f32s(wt), f32s(bias), out) };
+        return unsafe { tiles_avx512(p, xp, wt, bias, yq) };
     }
     tiles_portable(p, xp, wt, bias, yq)
 }
@@ -241,6 +235,24 @@ fn sample<T: Real>(
             }
         }
     }
+}
+
+/// `v` as f32s, where `T` is f32 (the AVX-512 kernels are written for f32 alone).
+#[cfg(target_arch = "x86_64")]
+fn f32s<T: Real>(v: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32, so the slice is one of f32s.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+    })
+}
+
+/// `f32s` for a mutable slice.
+#[cfg(target_arch = "x86_64")]
+fn f32s_mut<T: Real>(v: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32, so the slice is one of f32s.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
+    })
 }
 
 /// Scratch for one rayon task: the padded input, the tile outputs, the padded bias.
@@ -441,18 +453,11 @@ fn filter_blocks<T: Real>(
     acc: &mut [T],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::arch::is_x86_feature_detected!("avx512f")
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && let (Some(xp), Some(dyq), Some(acc)) = (f32s(xp), f32s(dyq), f32s_mut(acc))
     {
-        let f32s = |v: &[T]| {
-            // SAFETY: T is f32 (checked above), so the slice is one of f32s.
-            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
-        };
-        // SAFETY: as above, T is f32.
-        let out =
-            unsafe { std::slice::from_raw_parts_mut(acc.as_mut_ptr().cast::<f32>(), acc.len()) };
         // SAFETY: the CPU has AVX-512F (checked above).
-        return unsafe { filter_blocks_avx512(nq, tap_pad, offsets, f32s(xp), f32s(dyq), out) };
+        return unsafe { filter_blocks_avx512(nq, tap_pad, offsets, xp, dyq, acc) };
     }
     filter_blocks_portable(nq, tap_pad, offsets, xp, dyq, acc)
 }
