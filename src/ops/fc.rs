@@ -95,14 +95,18 @@ const INPUT_BLOCK: usize = 1024;
 /// Samples per GEMM task for larger batches: each task packs the weights once more.
 const GEMM_SAMPLES: usize = 64;
 
-/// `out[j] = Σ_i w_row[i]·x[j][i]` for the `xs.len() / inputs` (at most `SAMPLE_BLOCK`) rows of
-/// `xs`, summed in `LANES` interleaved partials reduced in lane order, then the tail.
+/// `acc[j][l] += Σ w_row[c + l]·x[j][c + l]` over the `LANES`-wide steps `c` of `range` (a
+/// multiple of `LANES`), for the `xs.len() / inputs` (at most `SAMPLE_BLOCK`) rows of `xs`: the
+/// interleaved partials of each dot product, carried from one range to the next.
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
-fn dot_rows<T: Real>(w_row: &[T], xs: &[T], out: &mut [T]) {
+fn dot_lanes<T: Real>(
+    w_row: &[T],
+    xs: &[T],
+    range: std::ops::Range<usize>,
+    acc: &mut [[T; LANES]; SAMPLE_BLOCK],
+) {
     let inputs = w_row.len();
-    let mut acc = [[T::zero(); LANES]; SAMPLE_BLOCK];
-    let body = inputs / LANES * LANES;
-    for c in (0..body).step_by(LANES) {
+    for c in range.step_by(LANES) {
         let wc: &[T; LANES] = w_row[c..c + LANES].try_into().expect("LANES wide");
         for (a, x) in acc.iter_mut().zip(xs.chunks_exact(inputs)) {
             let xc: &[T; LANES] = x[c..c + LANES].try_into().expect("LANES wide");
@@ -111,12 +115,36 @@ fn dot_rows<T: Real>(w_row: &[T], xs: &[T], out: &mut [T]) {
             }
         }
     }
-    for ((o, a), x) in out.iter_mut().zip(&acc).zip(xs.chunks_exact(inputs)) {
-        let mut sum = a.iter().fold(T::zero(), |s, &v| s + v);
-        for i in body..inputs {
-            sum = sum + w_row[i] * x[i];
+}
+
+/// `out[r][j] = Σ_i w[o0 + r][i]·x[j][i]` for a block of weight rows: each dot product summed in
+/// `LANES` interleaved partials reduced in lane order, then the tail past the last whole step.
+/// The inputs go `INPUT_BLOCK` at a time over every row of the block, so that block of the
+/// samples stays in L1 while the rows stream past it (a whole row at a time re-read all
+/// samples' rows from L2 for each output); the partials carry over, so the sums are the same.
+fn dot_block<T: Real>(g: &FcGeom, w: &[T], x: &[T], o0: usize, out: &mut [T]) {
+    let (rows, blocks) = (out.len() / g.n, g.n.div_ceil(SAMPLE_BLOCK));
+    let body = g.inputs / LANES * LANES;
+    let mut acc = vec![[[T::zero(); LANES]; SAMPLE_BLOCK]; rows * blocks];
+    for i0 in (0..body).step_by(INPUT_BLOCK) {
+        let range = i0..(i0 + INPUT_BLOCK).min(body);
+        for r in 0..rows {
+            let w_row = &w[(o0 + r) * g.inputs..][..g.inputs];
+            for (b, xs) in x.chunks(SAMPLE_BLOCK * g.inputs).enumerate() {
+                dot_lanes(w_row, xs, range.clone(), &mut acc[r * blocks + b]);
+            }
         }
-        *o = sum;
+    }
+    for (r, dst) in out.chunks_exact_mut(g.n).enumerate() {
+        let w_row = &w[(o0 + r) * g.inputs..][..g.inputs];
+        for (j, (o, xj)) in dst.iter_mut().zip(x.chunks_exact(g.inputs)).enumerate() {
+            let lanes = &acc[r * blocks + j / SAMPLE_BLOCK][j % SAMPLE_BLOCK];
+            let mut sum = lanes.iter().fold(T::zero(), |s, &v| s + v);
+            for i in body..g.inputs {
+                sum = sum + w_row[i] * xj[i];
+            }
+            *o = sum;
+        }
     }
 }
 
@@ -194,18 +222,7 @@ pub fn forward<T: Real>(g: &FcGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     let mut yt = vec![T::zero(); g.outputs * g.n];
     yt.par_chunks_mut(OUTPUT_BLOCK * g.n)
         .enumerate()
-        .for_each(|(blk, out)| {
-            for (k, out_o) in out.chunks_mut(g.n).enumerate() {
-                let o = blk * OUTPUT_BLOCK + k;
-                let w_row = &w[o * g.inputs..(o + 1) * g.inputs];
-                for (xs, dst) in x
-                    .chunks(SAMPLE_BLOCK * g.inputs)
-                    .zip(out_o.chunks_mut(SAMPLE_BLOCK))
-                {
-                    dot_rows(w_row, xs, dst);
-                }
-            }
-        });
+        .for_each(|(blk, out)| dot_block(g, w, x, blk * OUTPUT_BLOCK, out));
     for (j, row) in y.chunks_mut(g.outputs).enumerate() {
         for (o, v) in row.iter_mut().enumerate() {
             *v = b[o] + yt[o * g.n + j];
