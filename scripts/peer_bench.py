@@ -16,8 +16,15 @@ It prints and writes (DIR/peer.json) images/s of a full training step at each pr
 runs at: fp32 (TF32 off, NCHW), TF32 (TF32 on for cuDNN and cuBLAS, channels_last) and AMP bf16
 (autocast to bfloat16, fp32 master weights and SGD, no loss scaling, channels_last) -- how a
 PyTorch user trains fastest on this GPU without compiling; and cuDNN's time per layer (forward
-and backward) for the same shapes with TF32 off, timed with CUDA events after warm-up. `--device cpu` (wall-clock timing) only checks the script where there is no GPU; its
-numbers are not the peer's.
+and backward) for the same shapes with TF32 off, timed with CUDA events after warm-up.
+
+`--device cpu` is the CPU peer of `cargo bench --bench step`: fp32 training steps of the
+`--cases` (preset:batch, default the step bench's CPU cases cifar:128 and paper:8; `cifar` is
+`alexnet model --preset cifar` layer for layer) with `--threads` intra-op threads, NCHW and
+channels_last (oneDNN takes either), timed by the wall clock; `--json` prints one line for the
+step bench to read. CPU threads only: a second program busy on the same cores makes PyTorch's
+OpenMP threads wait on each other (the cifar step went from about 60 to 520 ms on 2 threads
+with a compiler running), so time it on a quiet machine.
 """
 
 import argparse
