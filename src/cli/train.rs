@@ -27,6 +27,7 @@ use crate::progress::Progress;
 use crate::train::batches::{LoaderBatches, LoaderEval};
 use crate::train::checkpoint::{self, Checkpoint, DataRecord, DataSource, TrainState};
 use crate::train::plot::plot_metrics;
+use crate::train::replicated::Peers;
 use crate::train::run::{
     EvalBatches, TrainConfig, TrainOutcome, checkpoint_path, interrupt_flag, train,
 };
@@ -202,6 +203,12 @@ impl TrainJob {
             !interrupt_flag().load(Ordering::SeqCst),
             "interrupted before training began; the run folder is as it was"
         );
+        if let Some(peers) = Peers::of(&mut net) {
+            // The place in the run and the arguments that shape every step.
+            let place = format!("{:?} batch {}", self.state, self.batch);
+            let place = xxhash_rust::xxh3::xxh3_64(place.as_bytes());
+            peers.check_same_start(&mut net, place)?;
+        }
         self.started.store(true, Ordering::SeqCst);
         let val = self.val.as_mut().map(|v| v as &mut dyn EvalBatches);
         train(&mut net, self.state, &mut self.train, val, &self.cfg)

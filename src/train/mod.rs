@@ -3,7 +3,7 @@
 pub mod batches;
 pub mod checkpoint;
 pub mod plot;
-mod replicated;
+pub mod replicated;
 pub mod run;
 pub mod run_folder;
 pub mod schedule;

@@ -12,7 +12,7 @@ use anyhow::{Result, ensure};
 
 /// This replica's place among the others.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Peers {
+pub struct Peers {
     pub rank: usize,
     pub replicas: usize,
 }
@@ -34,7 +34,7 @@ impl Peers {
 
     /// The global batch's stats from this replica's, and whether any replica wants to stop
     /// (interrupted, or out of time by its own clock) before the next step.
-    pub fn after_step<D: Device>(
+    pub(super) fn after_step<D: Device>(
         &self,
         net: &mut Network<D>,
         local: StepStats,
@@ -47,7 +47,11 @@ impl Peers {
     /// The sums over the whole evaluation set from each replica's share of its batches. The
     /// counts are whole numbers below 2^24 (exact in f32, and so is their mean times the
     /// replica count below 2^8 replicas); the loss travels as two f32.
-    pub fn eval_sums<D: Device>(&self, net: &mut Network<D>, mine: EvalSums) -> Result<EvalSums> {
+    pub(super) fn eval_sums<D: Device>(
+        &self,
+        net: &mut Network<D>,
+        mine: EvalSums,
+    ) -> Result<EvalSums> {
         ensure!(
             mine.images < 1 << 24,
             "{} evaluation images on one replica: more than the exact range of the reduction",
@@ -72,13 +76,14 @@ impl Peers {
         })
     }
 
-    /// Fails unless every replica starts from the same weights, momentum and place in the run
-    /// (a rank that resumed another checkpoint, or was given other arguments, would train
-    /// something else in lockstep with the others and corrupt the run silently).
-    pub fn check_same_start<D: Device>(&self, net: &mut Network<D>, start: u64) -> Result<()> {
+    /// Fails unless every replica starts from the same weights, momentum and `place` (a digest
+    /// of the run's state and arguments): a rank that resumed another checkpoint, or was given
+    /// other arguments, would train something else in lockstep with the others and corrupt the
+    /// run silently.
+    pub fn check_same_start<D: Device>(&self, net: &mut Network<D>, place: u64) -> Result<()> {
         let digest = crate::parallel::replicas::digest(&net.params()?)
             ^ crate::parallel::replicas::digest(&net.velocities()?).rotate_left(1)
-            ^ start.rotate_left(2);
+            ^ place.rotate_left(2);
         let rank = self.rank;
         check_same(net, digest).map_err(|e| {
             e.context(format!(

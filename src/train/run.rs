@@ -134,7 +134,7 @@ pub fn evaluate<D: Device>(net: &mut Network<D>, data: &mut dyn EvalBatches) -> 
 /// What evaluating some images adds up to, before dividing by their count (so that replicas
 /// that each scored their share can add theirs).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(super) struct EvalSums {
+pub struct EvalSums {
     pub images: usize,
     pub top1: usize,
     pub top5: usize,
@@ -244,9 +244,6 @@ pub fn train<D: Device>(
         true => Some(MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"))?),
         false => None,
     };
-    if let Some(p) = &peers {
-        p.check_same_start(net, state.step)?;
-    }
     let stop = interrupt_flag();
     let plan = net.plan().clone();
     let per_epoch = data.batches_per_epoch();
