@@ -89,8 +89,8 @@ fn run_ok(c: &mut Command) -> Output {
 /// another order of summation (each replica sums its 8 samples' terms, the collective adds the
 /// two halves and halves them; halving is exact, so only the order differs: tests/data_parallel.rs
 /// measured 1e-6 of a tensor's largest magnitude over single steps). Over these 4 steps the
-/// measured worst error of a weight or momentum tensor is below 1e-6 of its largest magnitude
-/// and the losses agree to 1e-7; the tolerances, 1e-4 (against a floor of 1e-1 of each tensor's
+/// measured worst error of a weight or momentum tensor is 4.1e-6 (floor as below) and the
+/// losses agree to 1e-7; the tolerances, 1e-4 (against a floor of 1e-1 of each tensor's
 /// largest magnitude, as there) and 1e-5 of the loss, are far above both and far below what a
 /// replica that drops, doubles or misplaces a sample changes (~1/16 of a gradient). The top-1
 /// error may differ by one sample where two classes tie to rounding.
@@ -296,7 +296,7 @@ fn ranks_that_disagree_or_die_stop_the_run_with_an_error() {
     assert!(!outs[0].status.success(), "rank 0 went on: {rank0}");
     assert!(rank0.contains("rank 1"), "{rank0}");
     assert!(
-        killed.elapsed() < Duration::from_secs(30),
+        killed.elapsed() < Duration::from_secs(10),
         "rank 0 took {:?} to stop (started {:?} ago)",
         killed.elapsed(),
         started.elapsed()

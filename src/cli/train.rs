@@ -468,10 +468,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let geometry = Geometry::new(base, crop)?;
     let schedule = args.lr_schedule.parse::<Schedule>()?;
-    let (device, gpus) = choose(args.device, args.devices.as_deref(), spec.towers)?;
+    let (device, mut gpus) = choose(args.device, args.devices.as_deref(), spec.towers)?;
     // Data parallel (issue #16): replicas in this process, in every process the launcher
     // started (WORLD_SIZE or Slurm's SLURM_NTASKS), and this process's first replica's rank.
     let launch = Launch::from_env(|k| std::env::var(k).ok())?;
+    if launch.world_size > 1 && device == DeviceKind::Cuda && args.devices.is_none() {
+        // One process per tower pair (torchrun --nproc-per-node 4 on eight GPUs): the pair
+        // LOCAL_RANK names.
+        let t = spec.towers;
+        gpus = (launch.local_rank * t..(launch.local_rank + 1) * t).collect();
+    }
     let local = local_replicas(&args, device, &gpus, spec.towers)?;
     let replicas = local * launch.world_size;
     slice::range(args.batch, replicas, 0)?;
