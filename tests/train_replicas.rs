@@ -165,6 +165,23 @@ fn a_batch_that_does_not_split_over_the_replicas_is_refused_before_anything_is_w
         text(&o)
     );
     assert!(entries(dir.path()).is_empty());
+    // CPU processes take one replica each (the TCP collective links processes, not threads).
+    let env = [
+        ("WORLD_SIZE", "2".to_string()),
+        ("RANK", "0".to_string()),
+        ("MASTER_ADDR", "127.0.0.1".to_string()),
+        ("MASTER_PORT", free_port()),
+    ];
+    let o = command(dir.path(), &["--replicas", "2"], &env)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("takes one replica per process"),
+        "{}",
+        text(&o)
+    );
+    assert!(entries(dir.path()).is_empty());
 }
 
 /// The ranks of a two-process run on localhost, killed if the test ends early.

@@ -374,6 +374,7 @@ fn dataset_stats(
     train: &Dataset,
     base: usize,
     threads: usize,
+    writer: bool,
 ) -> Result<(Stats, Vec<usize>)> {
     let progress = Progress::new(
         format!("statistics of {}", train.path().display()),
@@ -388,7 +389,10 @@ fn dataset_stats(
     let beside = crate::data::stats::default_path(train, base)
         .ok()
         .filter(|p| p.exists());
-    let (stats, bad, said) = match args.stats.clone().or(beside) {
+    // A rank other than 0 of a multi-process run writes nothing: it reads a --stats file that
+    // is there and otherwise computes the same statistics without saving them.
+    let given = args.stats.clone().filter(|p| writer || p.exists());
+    let (stats, bad, said) = match given.or(beside) {
         Some(path) => {
             let prepared = prepare_with(train, base, threads, Some(&path), &progress)?;
             let verb = if prepared.reused {
@@ -481,6 +485,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let local = local_replicas(&args, device, &gpus, spec.towers)?;
     let replicas = local * launch.world_size;
     slice::range(args.batch, replicas, 0)?;
+    ensure!(
+        device == DeviceKind::Cuda || launch.world_size == 1 || local == 1,
+        "--replicas {local} in each of {} processes: on the CPU a run of several processes takes one replica per process (start more processes instead)",
+        launch.world_size
+    );
     let first_replica = launch.rank * local;
     // Rank 0 alone writes the run folder; the other processes only train.
     let writer = launch.rank == 0;
@@ -623,7 +632,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let (stats, named_bad) = match run_stats {
         Some(s) => (s, Vec::new()),
-        None => dataset_stats(&args, &data.train, base, threads)?,
+        None => dataset_stats(&args, &data.train, base, threads, writer)?,
     };
     let (params, momentum, mut state) = match resume {
         Some(r) => {
