@@ -5,8 +5,14 @@ use crate::device::Device;
 use crate::device::cpu::CpuDevice;
 use crate::device::kernels::KernelDevice;
 use crate::emu::EmuLauncher;
-use anyhow::Result;
+use crate::parallel::collective::{Collective, LocalCollective};
+use crate::parallel::rendezvous::Group;
+use crate::parallel::replicas::{on_threads, take_each};
+use crate::parallel::tcp_collective::TcpCollective;
+use anyhow::{Result, ensure};
+use cuda::nccl::NcclCollective;
 use std::fmt::Write;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceKind {
@@ -36,15 +42,8 @@ pub fn choose(
     towers: usize,
 ) -> Result<(DeviceKind, Vec<usize>)> {
     if let Some(list) = devices {
-        let gpus = parse_gpus(list)?;
-        if replicas_asked(&gpus, towers)? > 1 {
-            // The pieces are in place (parallel::replicas, cuda::nccl, parallel::rendezvous) but
-            // the training loop does not drive NCCL replicas yet: say so rather than train
-            // something else than asked.
-            anyhow::bail!(
-                "--devices {list}: data-parallel replicas over NCCL are not wired into this command yet (see docs/SCALING.md); list one GPU per tower"
-            );
-        }
+        // More GPUs than towers: data-parallel replicas, which need NCCL and every GPU named.
+        replicas_asked(&parse_gpus(list)?, towers)?;
     }
     let visible = || driver::init().map(|d| d.devices);
     let default_gpus = |n: usize| (0..towers.min(n).max(1)).collect::<Vec<_>>();
@@ -113,6 +112,135 @@ pub fn dispatch<J: Job>(
             let (kind, gpus) = choose(DeviceKind::Auto, None, towers)?;
             dispatch(kind, towers, &gpus, job)
         }
+    }
+}
+
+/// Work that runs as one data-parallel replica of the towers (issue #16): its devices, one per
+/// tower, and the collective that averages its gradients with the other replicas'.
+pub trait ReplicaJob: Send {
+    type Output: Send;
+    fn run<D: Device + 'static>(
+        self,
+        devices: Vec<D>,
+        collective: Box<dyn Collective<D>>,
+    ) -> Result<Self::Output>;
+}
+
+/// Runs `jobs`, this process's replicas, each on a thread of its own with `towers` devices of
+/// `kind` (`cuda`: replica `i` on GPUs `gpus[i * towers..][..towers]`). With `group` (a run of
+/// several processes, each with as many replicas) replica `i` of process `p` is replica
+/// `p * jobs.len() + i` of them all. The collective: NCCL on GPUs; on the CPU and the host
+/// executor, the in-process one between threads, or over the rendezvous' TCP links between
+/// processes (one replica per process). `timeout` bounds each reduction.
+pub fn dispatch_replicas<J: ReplicaJob>(
+    kind: DeviceKind,
+    towers: usize,
+    gpus: &[usize],
+    jobs: Vec<J>,
+    group: Option<Group>,
+    timeout: Duration,
+) -> Result<Vec<J::Output>> {
+    let local = jobs.len();
+    let (processes, process) = group.as_ref().map_or((1, 0), |g| (g.world_size, g.rank));
+    let jobs = take_each(jobs);
+    let host_collectives = |group: Option<Group>| -> Result<Vec<HostCollective>> {
+        match group.filter(|g| g.world_size > 1) {
+            None => Ok(LocalCollective::group(local)
+                .into_iter()
+                .map(HostCollective::Local)
+                .collect()),
+            Some(g) => {
+                ensure!(
+                    local == 1,
+                    "{local} replicas in each of {processes} processes: on the CPU a run of several processes takes one replica per process (start more processes instead)"
+                );
+                Ok(vec![HostCollective::Tcp(TcpCollective::new(g, timeout)?)])
+            }
+        }
+    };
+    match kind {
+        DeviceKind::Cpu => {
+            let collectives = take_each(host_collectives(group)?);
+            on_threads(local, |i| {
+                let c = collectives.take(i).boxed();
+                jobs.take(i).run(vec![CpuDevice; towers], c)
+            })
+        }
+        DeviceKind::Emu => {
+            let collectives = take_each(host_collectives(group)?);
+            on_threads(local, |i| {
+                let c = collectives.take(i).boxed();
+                let devices = (0..towers)
+                    .map(|_| KernelDevice::new(EmuLauncher::new()))
+                    .collect();
+                jobs.take(i).run(devices, c)
+            })
+        }
+        DeviceKind::Cuda => {
+            cuda::nccl::require()?;
+            // One NCCL id per tower: made here, or by rank 0 and handed out at the rendezvous.
+            let ids: Vec<Vec<u8>> = match &group {
+                Some(g) if processes > 1 => {
+                    ensure!(
+                        g.id.len() == 128 * towers,
+                        "rank 0 handed out {} bytes of NCCL ids, not {} for {towers} towers: is it the same build and network?",
+                        g.id.len(),
+                        128 * towers
+                    );
+                    g.id.chunks(128).map(<[u8]>::to_vec).collect()
+                }
+                _ => (0..towers)
+                    .map(|_| cuda::nccl::unique_id())
+                    .collect::<Result<_>>()?,
+            };
+            ensure!(
+                gpus.len() == local * towers,
+                "{local} replicas of {towers} towers need {} GPUs, --devices names {}",
+                local * towers,
+                gpus.len()
+            );
+            let replicas = processes * local;
+            let results = on_threads(local, |i| {
+                let job = jobs.take(i);
+                let devices = cuda::devices(&gpus[i * towers..][..towers], towers)?;
+                let rank = process * local + i;
+                let c = NcclCollective::new(&devices, &ids, rank, replicas, timeout)?;
+                job.run(devices, Box::new(c))
+            });
+            // The rendezvous' links stay open until every replica is done.
+            drop(group);
+            results
+        }
+        DeviceKind::Auto => anyhow::bail!("dispatch_replicas needs the device kind resolved"),
+    }
+}
+
+/// The collectives of replicas on host-side devices.
+enum HostCollective {
+    Local(LocalCollective),
+    Tcp(TcpCollective),
+}
+
+impl HostCollective {
+    fn boxed<D: Device + 'static>(self) -> Box<dyn Collective<D>> {
+        match self {
+            HostCollective::Local(c) => Box::new(c),
+            HostCollective::Tcp(c) => Box::new(c),
+        }
+    }
+}
+
+/// The NCCL ids a multi-process run's rank 0 hands out (one per tower), or for runs without
+/// NCCL any bytes (the TCP collective needs none).
+pub fn rendezvous_id(kind: DeviceKind, towers: usize) -> Result<Vec<u8>> {
+    if kind == DeviceKind::Cuda {
+        let mut ids = Vec::new();
+        for _ in 0..towers {
+            ids.extend(cuda::nccl::unique_id()?);
+        }
+        Ok(ids)
+    } else {
+        Ok(Vec::new())
     }
 }
 

@@ -8,20 +8,26 @@
 
 use super::NetArgs;
 use super::data_args::{ReadLimits, open, report_bad, splits, threads};
-use super::devices::{DeviceKind, Job, choose, dispatch};
+use super::devices::{
+    DeviceKind, Job, ReplicaJob, choose, dispatch, dispatch_replicas, rendezvous_id,
+};
 use crate::data::stats::compute_with;
 use crate::data::{
-    Dataset, EvalViews, Geometry, Loader, LoaderConfig, Split, Stats, Synthetic, prepare_with,
+    Dataset, EvalViews, Geometry, Loader, LoaderConfig, Shard, Split, Stats, Synthetic,
+    prepare_with,
 };
 use crate::device::Device;
 use crate::model::Plan;
 use crate::model::init::NetParams;
 use crate::ops::precision::Precision;
-use crate::parallel::Network;
+use crate::parallel::collective::Collective;
+use crate::parallel::rendezvous::{Launch, Rendezvous, join};
+use crate::parallel::{Network, slice};
 use crate::progress::Progress;
 use crate::train::batches::{LoaderBatches, LoaderEval};
 use crate::train::checkpoint::{self, Checkpoint, DataRecord, DataSource, TrainState};
 use crate::train::plot::plot_metrics;
+use crate::train::replicated::Peers;
 use crate::train::run::{
     EvalBatches, TrainConfig, TrainOutcome, checkpoint_path, interrupt_flag, train,
 };
@@ -62,9 +68,24 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
     /// GPUs for the towers with --device cuda or auto: `0,1` puts tower A on GPU 0 and B on GPU
-    /// 1; `0` puts both on GPU 0 (two streams) [default: 0,1, or 0 where there is one GPU].
+    /// 1; `0` puts both on GPU 0 (two streams) [default: 0,1, or 0 where there is one GPU]. More
+    /// GPUs than towers train data-parallel replicas over NCCL: `0,1,2,3` is two replicas of the
+    /// tower pair, each on its slice of every batch.
     #[arg(long)]
     pub devices: Option<String>,
+    /// Data-parallel replicas in this process with --device cpu or emu, as threads (on GPUs,
+    /// --devices lists the replicas' GPUs). --batch stays the global batch: each replica takes
+    /// an equal slice of it [default: 1].
+    #[arg(long)]
+    pub replicas: Option<usize>,
+    /// Where the processes of a multi-process run meet (WORLD_SIZE/RANK or Slurm's variables
+    /// set): tcp:HOST:PORT or file:PATH [default: MASTER_ADDR:MASTER_PORT].
+    #[arg(long)]
+    pub rendezvous: Option<String>,
+    /// Seconds a data-parallel run waits for the other processes at the rendezvous and at
+    /// each reduction before it stops with an error naming the missing ones.
+    #[arg(long, default_value_t = 300.0)]
+    pub peer_timeout: f64,
     #[arg(long, default_value_t = 90)]
     pub epochs: usize,
     #[arg(long, default_value_t = 128)]
@@ -128,28 +149,66 @@ struct TrainJob {
 
 impl Job for TrainJob {
     type Output = TrainOutcome;
-    fn run<D: Device>(mut self, devices: Vec<D>) -> Result<TrainOutcome> {
+    fn run<D: Device>(self, devices: Vec<D>) -> Result<TrainOutcome> {
+        self.run_on(devices, None)
+    }
+}
+
+impl ReplicaJob for TrainJob {
+    type Output = TrainOutcome;
+    fn run<D: Device + 'static>(
+        self,
+        devices: Vec<D>,
+        collective: Box<dyn Collective<D>>,
+    ) -> Result<TrainOutcome> {
+        self.run_on(devices, Some(collective))
+    }
+}
+
+impl TrainJob {
+    /// One network on `devices`, or with `collective` one data-parallel replica, whose batches
+    /// are its slice of each global batch (the loader makes only that slice).
+    fn run_on<D: Device>(
+        mut self,
+        devices: Vec<D>,
+        collective: Option<Box<dyn Collective<D>>>,
+    ) -> Result<TrainOutcome> {
         let names: Vec<String> = devices.iter().map(|d| d.describe()).collect();
-        eprintln!("towers on: {}", names.join(" | "));
+        let who = match &collective {
+            Some(c) => format!("replica {} of {}: ", c.rank(), c.replicas()),
+            None => String::new(),
+        };
+        eprintln!("{who}towers on: {}", names.join(" | "));
         let mut net = Network::new(&self.plan, devices, &self.params, self.state.seed)?;
         if let Some(m) = &self.momentum {
             net.set_velocities(m)?;
         }
-        net.reserve_batch(self.batch)?;
+        let mut batch = self.batch;
+        if let Some(c) = collective {
+            let mine = slice::range(self.batch, c.replicas(), c.rank())?;
+            batch = mine.len();
+            net.join_replicas(c, mine.start);
+        }
+        net.reserve_batch(batch)?;
         let mb: Vec<String> = net
             .bytes_per_tower()
             .iter()
             .map(|b| format!("{:.0} MB", *b as f64 / 1e6))
             .collect();
         eprintln!(
-            "memory held per tower at batch {}: {} (before op workspaces)",
-            self.batch,
+            "{who}memory held per tower at batch {batch}: {} (before op workspaces)",
             mb.join(" | ")
         );
         ensure!(
             !interrupt_flag().load(Ordering::SeqCst),
             "interrupted before training began; the run folder is as it was"
         );
+        if let Some(peers) = Peers::of(&mut net) {
+            // The place in the run and the arguments that shape every step.
+            let place = format!("{:?} batch {}", self.state, self.batch);
+            let place = xxhash_rust::xxh3::xxh3_64(place.as_bytes());
+            peers.check_same_start(&mut net, place)?;
+        }
         self.started.store(true, Ordering::SeqCst);
         let val = self.val.as_mut().map(|v| v as &mut dyn EvalBatches);
         train(&mut net, self.state, &mut self.train, val, &self.cfg)
@@ -315,6 +374,7 @@ fn dataset_stats(
     train: &Dataset,
     base: usize,
     threads: usize,
+    writer: bool,
 ) -> Result<(Stats, Vec<usize>)> {
     let progress = Progress::new(
         format!("statistics of {}", train.path().display()),
@@ -329,7 +389,10 @@ fn dataset_stats(
     let beside = crate::data::stats::default_path(train, base)
         .ok()
         .filter(|p| p.exists());
-    let (stats, bad, said) = match args.stats.clone().or(beside) {
+    // A rank other than 0 of a multi-process run writes nothing: it reads a --stats file that
+    // is there and otherwise computes the same statistics without saving them.
+    let given = args.stats.clone().filter(|p| writer || p.exists());
+    let (stats, bad, said) = match given.or(beside) {
         Some(path) => {
             let prepared = prepare_with(train, base, threads, Some(&path), &progress)?;
             let verb = if prepared.reused {
@@ -409,7 +472,36 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let geometry = Geometry::new(base, crop)?;
     let schedule = args.lr_schedule.parse::<Schedule>()?;
-    let (device, gpus) = choose(args.device, args.devices.as_deref(), spec.towers)?;
+    let (device, mut gpus) = choose(args.device, args.devices.as_deref(), spec.towers)?;
+    // Data parallel (issue #16): replicas in this process, in every process the launcher
+    // started (WORLD_SIZE or Slurm's SLURM_NTASKS), and this process's first replica's rank.
+    let launch = Launch::from_env(|k| std::env::var(k).ok())?;
+    if launch.world_size > 1 && device == DeviceKind::Cuda && args.devices.is_none() {
+        // One process per tower pair (torchrun --nproc-per-node 4 on eight GPUs): the pair
+        // LOCAL_RANK names.
+        let t = spec.towers;
+        gpus = (launch.local_rank * t..(launch.local_rank + 1) * t).collect();
+    }
+    let local = local_replicas(&args, device, &gpus, spec.towers)?;
+    let replicas = local * launch.world_size;
+    slice::range(args.batch, replicas, 0)?;
+    ensure!(
+        device == DeviceKind::Cuda || launch.world_size == 1 || local == 1,
+        "--replicas {local} in each of {} processes: on the CPU a run of several processes takes one replica per process (start more processes instead)",
+        launch.world_size
+    );
+    let first_replica = launch.rank * local;
+    // Rank 0 alone writes the run folder; the other processes only train.
+    let writer = launch.rank == 0;
+    let peer_timeout = Duration::try_from_secs_f64(args.peer_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .with_context(|| {
+            format!(
+                "--peer-timeout {}: expected seconds above 0",
+                args.peer_timeout
+            )
+        })?;
 
     // The run folder: never another run's.
     let out = args
@@ -420,7 +512,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let continues_in_place = resume
         .as_ref()
         .is_some_and(|r| absolute(&r.file) == absolute(&checkpoint_path(&out)));
-    if !continues_in_place && checkpoint_path(&out).exists() {
+    if writer && !continues_in_place && checkpoint_path(&out).exists() {
         match &resume {
             None => bail!(
                 "{} already holds a checkpoint: pass --resume {} to continue it, or --out to start a new run elsewhere",
@@ -511,9 +603,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => None,
     };
 
-    // Every check that needs no work is done: claim the folder (a lock, held until the end).
-    let mut folder = RunFolder::claim(&out)?;
-    if let Some(pid) = &folder.took_over_from {
+    // Every check that needs no work is done, here and (once they all arrive) in the other
+    // processes of a multi-process run.
+    let group = if launch.world_size > 1 {
+        let at = launch.rendezvous(args.rendezvous.as_deref())?;
+        let place = match &at {
+            Rendezvous::Tcp(addr) => format!("at {addr}"),
+            Rendezvous::File(path) => format!("through {}", path.display()),
+            Rendezvous::Alone => String::new(),
+        };
+        eprintln!(
+            "rank {} of {}: waiting up to {:?} for the other processes {place}",
+            launch.rank, launch.world_size, peer_timeout
+        );
+        Some(join(&launch, &at, peer_timeout, || {
+            rendezvous_id(device, spec.towers)
+        })?)
+    } else {
+        None
+    };
+    // Claim the folder (a lock, held until the end).
+    let mut folder = writer.then(|| RunFolder::claim(&out)).transpose()?;
+    if let Some(pid) = folder.as_ref().and_then(|f| f.took_over_from.as_ref()) {
         eprintln!(
             "note: took over {}'s lock from process {pid}, which is no longer running",
             out.display()
@@ -521,7 +632,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let (stats, named_bad) = match run_stats {
         Some(s) => (s, Vec::new()),
-        None => dataset_stats(&args, &data.train, base, threads)?,
+        None => dataset_stats(&args, &data.train, base, threads, writer)?,
     };
     let (params, momentum, mut state) = match resume {
         Some(r) => {
@@ -563,39 +674,54 @@ pub fn run(args: TrainArgs) -> Result<()> {
         base,
     };
     let stats = Arc::new(stats);
-    let loader = Loader::new(
-        data.train.clone(),
-        stats.clone(),
-        LoaderConfig {
-            threads,
-            augment: spec.augment,
-            ..LoaderConfig::train(geometry, args.batch, state.seed)
-        },
-    )?;
     let views = if args.ten_crop {
         EvalViews::TenCrop
     } else {
         EvalViews::Centre
     };
-    let val = match data.val {
-        Some(v) => Some(LoaderEval::new(
-            Loader::new(
-                v,
-                stats.clone(),
-                LoaderConfig {
-                    threads,
-                    augment: spec.augment,
-                    ..LoaderConfig::eval(geometry, args.batch, views)
-                },
-            )?,
-            views.count(),
-        )),
-        None => None,
+    // One loader per replica of this process, each making only its replica's share.
+    let loader_threads = (threads / local).max(1);
+    let loaders = |shard: Shard| -> Result<(Loader, Option<LoaderEval>)> {
+        let train = Loader::new(
+            data.train.clone(),
+            stats.clone(),
+            LoaderConfig {
+                threads: loader_threads,
+                augment: spec.augment,
+                shard,
+                ..LoaderConfig::train(geometry, args.batch, state.seed)
+            },
+        )?;
+        let val = match &data.val {
+            Some(v) => Some(LoaderEval::new(
+                Loader::new(
+                    v.clone(),
+                    stats.clone(),
+                    LoaderConfig {
+                        threads: loader_threads,
+                        augment: spec.augment,
+                        shard,
+                        ..LoaderConfig::eval(geometry, args.batch, views)
+                    },
+                )?,
+                views.count(),
+            )),
+            None => None,
+        };
+        Ok((train, val))
     };
-    let cfg = TrainConfig {
+    let mut shards = Vec::new();
+    for i in 0..local {
+        shards.push(loaders(Shard {
+            rank: first_replica + i,
+            of: replicas,
+        })?);
+    }
+    let batches_per_epoch = shards[0].0.batches_per_epoch();
+    let cfg = || TrainConfig {
         stats: Some((*stats).clone()),
         epochs: args.epochs,
-        schedule,
+        schedule: schedule.clone(),
         out_dir: out.clone(),
         checkpoint_every: args.checkpoint_every,
         max_steps: args.max_steps,
@@ -605,37 +731,68 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .map(|m| Duration::from_secs_f64(m * 60.0)),
         stop_at_train_error: args.until_train_error,
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        data: Some(record),
+        data: Some(record.clone()),
     };
     // The run keeps the statistics it trained with, for eval, predict and resuming.
     let kept_stats = out.join("stats.safetensors");
-    if !kept_stats.exists() {
+    if let Some(folder) = folder.as_mut().filter(|_| !kept_stats.exists()) {
         stats.save(&kept_stats)?;
         folder.created(kept_stats);
     }
-    eprintln!(
-        "{}: {} parameters, {} towers, batch {}, {} batches per epoch, learning rate {}, {} products",
-        spec.name,
-        crate::model::plan::group_digits(plan.params()),
-        spec.towers,
-        args.batch,
-        loader.batches_per_epoch(),
-        state.lr,
-        spec.precision
-    );
+    if writer {
+        eprintln!(
+            "{}: {} parameters, {} towers, batch {}{}, {} batches per epoch, learning rate {}, {} products",
+            spec.name,
+            crate::model::plan::group_digits(plan.params()),
+            spec.towers,
+            args.batch,
+            if replicas > 1 {
+                format!(
+                    " ({replicas} data-parallel replicas of {} each)",
+                    args.batch / replicas
+                )
+            } else {
+                String::new()
+            },
+            batches_per_epoch,
+            state.lr,
+            spec.precision
+        );
+    }
     let t = std::time::Instant::now();
-    let job = TrainJob {
-        plan: plan.clone(),
-        batch: args.batch,
-        params,
-        momentum,
-        state,
-        train: LoaderBatches::new(loader).already_reported(named_bad),
-        val,
-        cfg,
-        started: folder.start_flag(),
+    let started = folder
+        .as_ref()
+        .map_or_else(|| Arc::new(AtomicBool::new(false)), RunFolder::start_flag);
+    let mut jobs = Vec::new();
+    for (train, val) in shards {
+        jobs.push(TrainJob {
+            plan: plan.clone(),
+            batch: args.batch,
+            params: params.clone(),
+            momentum: momentum.clone(),
+            state: state.clone(),
+            train: LoaderBatches::new(train).already_reported(named_bad.clone()),
+            val,
+            cfg: cfg(),
+            started: started.clone(),
+        });
+    }
+    let outcome = if replicas == 1 {
+        dispatch(device, spec.towers, &gpus, jobs.pop().expect("one job"))?
+    } else {
+        let outcomes = dispatch_replicas(device, spec.towers, &gpus, jobs, group, peer_timeout)?;
+        outcomes
+            .into_iter()
+            .next()
+            .expect("one outcome per replica")
     };
-    let outcome = dispatch(device, spec.towers, &gpus, job)?;
+    if !writer {
+        println!(
+            "rank {}: stopped after {} steps; rank 0 wrote the run",
+            launch.rank, outcome.state.step
+        );
+        return Ok(());
+    }
     let png = out.join("curves.png");
     if let Err(e) = plot_metrics(&out.join("metrics.jsonl"), &png, false) {
         eprintln!("warning: could not draw the curves: {e:#}");
@@ -684,4 +841,35 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How many data-parallel replicas this process runs: on GPUs, one per `towers` GPUs of
+/// `--devices` (checked by `choose`: whole replicas, NCCL there); on the CPU and the host
+/// executor, `--replicas`.
+fn local_replicas(
+    args: &TrainArgs,
+    device: DeviceKind,
+    gpus: &[usize],
+    towers: usize,
+) -> Result<usize> {
+    let asked = args.replicas;
+    ensure!(
+        asked != Some(0),
+        "--replicas 0: a run has at least one replica"
+    );
+    if device != DeviceKind::Cuda {
+        return Ok(asked.unwrap_or(1));
+    }
+    let from_gpus = if gpus.len() > towers {
+        gpus.len() / towers
+    } else {
+        1
+    };
+    match asked {
+        Some(r) if r != from_gpus => bail!(
+            "--replicas {r} on GPUs: list the replicas' GPUs in --devices instead ({} for {r} replicas of {towers} towers), which gives {from_gpus} now",
+            r * towers
+        ),
+        _ => Ok(from_gpus),
+    }
 }

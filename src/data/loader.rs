@@ -60,6 +60,23 @@ pub struct LoaderConfig {
     /// Keep every decoded base image in memory when the whole dataset takes at most this many
     /// bytes (`len · base² · 3`): CIFAR-10's 50,000 at 32×32 take 154 MB. 0 turns caching off.
     pub cache_bytes: usize,
+    /// The part of the work this loader does, for data-parallel replicas (issue #16).
+    pub shard: Shard,
+}
+
+/// Replica `rank` of `of`'s part: in training, its equal slice of the slots of every global
+/// batch of `batch_size` (`parallel::slice::range`), so each replica decodes only the images it
+/// trains on, each exactly as the undivided batch would have them (same epoch order, same
+/// augmentation by global position); in evaluation, every `of`-th batch from batch `rank` on.
+/// `Shard::WHOLE` (rank 0 of 1) is everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub of: usize,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { rank: 0, of: 1 };
 }
 
 impl LoaderConfig {
@@ -74,6 +91,7 @@ impl LoaderConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             prefetch: 4,
             cache_bytes: 2 << 30,
+            shard: Shard::WHOLE,
         }
     }
     /// Evaluation with the given views, otherwise as [`LoaderConfig::train`].
@@ -161,6 +179,11 @@ impl Loader {
         Geometry::new(g.base, g.crop)?;
         ensure!(config.batch_size > 0, "batch size must be positive");
         ensure!(config.prefetch > 0, "prefetch must be at least one batch");
+        let sh = config.shard;
+        ensure!(sh.rank < sh.of, "shard {} of {}", sh.rank, sh.of);
+        if let Mode::Train { .. } = config.mode {
+            crate::parallel::slice::range(config.batch_size, sh.of, sh.rank)?;
+        }
         ensure!(
             stats.base == g.base && stats.mean.len() == 3 * g.base * g.base,
             "the statistics are for {0}x{0} base images, the loader makes {1}x{1}",
@@ -364,7 +387,9 @@ impl Shared {
             Mode::Eval(_) => None,
         };
         let colour_noise = f64::from_bits(self.colour_noise.load(Ordering::Relaxed));
-        for index in start..end {
+        let sh = self.config.shard;
+        let mine = |index: &usize| order.is_some() || index % sh.of == sh.rank;
+        for index in (start..end).filter(mine) {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
@@ -431,7 +456,9 @@ impl Shared {
         colour_noise: f64,
     ) -> Result<Batch> {
         let (g, bs, n) = (self.config.geometry, self.config.batch_size, order.len());
-        let len = bs * g.input_len();
+        let sh = self.config.shard;
+        let mine = crate::parallel::slice::range(bs, sh.of, sh.rank)?;
+        let len = mine.len() * g.input_len();
         let recycled = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         // Every element is written below (each slot's render fills it, or the batch fails).
         let mut images = recycled
@@ -442,7 +469,7 @@ impl Shared {
                 .par_chunks_mut(g.input_len())
                 .enumerate()
                 .map(|(slot, out)| {
-                    let position = index * bs + slot;
+                    let position = index * bs + mine.start + slot;
                     let mut skipped = Vec::new();
                     for step in 0..n {
                         let sample = order[(position + step) % n] as usize;
@@ -471,8 +498,8 @@ impl Shared {
             epoch,
             index,
             images,
-            labels: Vec::with_capacity(bs),
-            samples: Vec::with_capacity(bs),
+            labels: Vec::with_capacity(mine.len()),
+            samples: Vec::with_capacity(mine.len()),
             views: 1,
             skipped: Vec::new(),
         };

@@ -69,7 +69,7 @@ pub mod stats;
 pub mod synthetic;
 
 pub use augment::{Augment, EvalViews, Geometry, Pixels, View};
-pub use loader::{Batch, Batches, Loader, LoaderConfig, Mode, Throughput};
+pub use loader::{Batch, Batches, Loader, LoaderConfig, Mode, Shard, Throughput};
 pub use pack::{PackOptions, Packed, pack_split};
 pub use source::{Dataset, OpenOptions, Sample, Splits};
 pub use stats::{Prepared, Stats, prepare, prepare_with};

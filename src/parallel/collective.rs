@@ -212,24 +212,33 @@ impl<D: Device> Collective<D> for LocalCollective {
     }
 
     fn start_mean(&mut self, _tower: usize, dev: &D, bufs: &mut [&mut D::Buf]) -> Result<()> {
-        // One round per call: the buffers travel together.
-        let mut data = Vec::new();
-        for b in bufs.iter() {
-            data.extend(dev.download(b)?);
-        }
-        let mean = self.mean(data)?;
-        let mut at = 0;
-        for b in bufs.iter_mut() {
-            let len = dev.len(b);
-            **b = dev.upload(&mean[at..at + len])?;
-            at += len;
-        }
-        Ok(())
+        on_host(dev, bufs, |data| Ok(self.mean(data)?.to_vec()))
     }
 
     fn finish(&mut self, _devices: &[D]) -> Result<()> {
         Ok(())
     }
+}
+
+/// A reduction done on the host: `bufs` downloaded into one vector (one round per call: the
+/// buffers travel together), `mean` of it, and the result uploaded back in place.
+pub(super) fn on_host<D: Device>(
+    dev: &D,
+    bufs: &mut [&mut D::Buf],
+    mean: impl FnOnce(Vec<f32>) -> Result<Vec<f32>>,
+) -> Result<()> {
+    let mut data = Vec::new();
+    for b in bufs.iter() {
+        data.extend(dev.download(b)?);
+    }
+    let mean = mean(data)?;
+    let mut at = 0;
+    for b in bufs.iter_mut() {
+        let len = dev.len(b);
+        **b = dev.upload(&mean[at..at + len])?;
+        at += len;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

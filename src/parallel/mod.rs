@@ -12,6 +12,7 @@ pub mod rendezvous;
 pub mod replicas;
 pub mod slice;
 mod staging;
+pub mod tcp_collective;
 
 use crate::device::{Block, Device};
 use crate::model::init::NetParams;

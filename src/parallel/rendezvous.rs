@@ -148,8 +148,10 @@ pub struct Group {
     timeout: Duration,
 }
 
-enum Link {
+pub(super) enum Link {
     None,
+    /// Closed after a failure (`tcp_collective`): nothing more goes through.
+    Broken,
     /// Rank 0: a connection to every other rank (index `r - 1`).
     Hub(Vec<TcpStream>),
     /// The other ranks: their connection to rank 0.
@@ -215,7 +217,7 @@ fn read_frame(s: &mut TcpStream, deadline: Instant, who: &str) -> Result<(u8, Ve
 }
 
 /// `read_exact` with a deadline: EOF and the deadline are errors naming `who`.
-fn read_exact_by(
+pub(super) fn read_exact_by(
     s: &mut TcpStream,
     mut buf: &mut [u8],
     deadline: Instant,
@@ -499,6 +501,11 @@ fn file_join(path: &Path, rank: usize, world: usize, deadline: Instant) -> Resul
 }
 
 impl Group {
+    /// The TCP links and the timeout, for a collective over them (`tcp_collective`).
+    pub(super) fn into_link(self) -> (Link, Duration) {
+        (self.link, self.timeout)
+    }
+
     /// Waits until every rank has called `check_alive` as often (once per step): rank 0 hears
     /// from every other rank, then answers them all. A rank that died (its connection closed)
     /// or is stuck past the timeout is named, and rank 0 closes every connection, so the other
@@ -506,7 +513,7 @@ impl Group {
     pub fn check_alive(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.timeout;
         match &mut self.link {
-            Link::None => Ok(()),
+            Link::None | Link::Broken => Ok(()),
             Link::Hub(streams) => {
                 let mut result = Ok(());
                 for (i, s) in streams.iter_mut().enumerate() {

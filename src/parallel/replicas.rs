@@ -72,27 +72,60 @@ impl<D: Device + 'static> Replica<D> {
         self.global_stats(local)
     }
 
-    /// The global batch's loss and error counts from each replica's (equal slices: the mean of
-    /// the losses and the sum of the counts). The loss travels as two f32 (value and remainder),
-    /// so it keeps about 48 bits.
+    /// The global batch's loss and error counts from each replica's (see [`global_stats`]).
     pub fn global_stats(&mut self, local: StepStats) -> Result<StepStats> {
-        let hi = local.loss as f32;
-        let lo = (local.loss - hi as f64) as f32;
-        let values = [hi, lo, local.top1_errors as f32, local.top5_errors as f32];
-        let net = &mut self.net;
-        let dev = &net.devices[0];
-        let mut buf = dev.upload(&values)?;
-        let replicas = self.replicas as f64;
-        let c = net.collective.as_mut().expect("a replica has a collective");
-        c.start_mean(0, dev, &mut [&mut buf])?;
-        c.finish(std::slice::from_ref(dev))?;
-        let mean = dev.download(&buf)?;
-        Ok(StepStats {
-            loss: mean[0] as f64 + mean[1] as f64,
-            top1_errors: (mean[2] as f64 * replicas).round() as usize,
-            top5_errors: (mean[3] as f64 * replicas).round() as usize,
-        })
+        Ok(global_stats(&mut self.net, local, &[])?.0)
     }
+}
+
+/// The mean over the replicas of a few host values, through `net`'s collective (one round;
+/// every replica passes as many values at the same point of its run).
+pub fn host_mean<D: Device>(net: &mut Network<D>, values: &[f32]) -> Result<Vec<f32>> {
+    let dev = &net.devices[0];
+    let mut buf = dev.upload(values)?;
+    let c = net
+        .collective
+        .as_mut()
+        .context("this network is not a data-parallel replica")?;
+    c.start_mean(0, dev, &mut [&mut buf])?;
+    c.finish(std::slice::from_ref(dev))?;
+    dev.download(&buf)
+}
+
+/// [`Collective::check_same`] through `net`'s collective.
+pub fn check_same<D: Device>(net: &mut Network<D>, digest: u64) -> Result<()> {
+    let dev = &net.devices[0];
+    net.collective
+        .as_mut()
+        .context("this network is not a data-parallel replica")?
+        .check_same(dev, digest)
+}
+
+/// `x` as two f32 (value and remainder), which keep about 48 bits through a mean.
+pub fn split(x: f64) -> [f32; 2] {
+    let hi = x as f32;
+    [hi, (x - hi as f64) as f32]
+}
+
+/// The global batch's loss and error counts from each replica's (equal slices: the mean of the
+/// losses and the sum of the counts), and the mean of `extra` values passed alongside in the
+/// same round.
+pub fn global_stats<D: Device>(
+    net: &mut Network<D>,
+    local: StepStats,
+    extra: &[f32],
+) -> Result<(StepStats, Vec<f32>)> {
+    let [hi, lo] = split(local.loss);
+    let mut values = vec![hi, lo, local.top1_errors as f32, local.top5_errors as f32];
+    values.extend_from_slice(extra);
+    let replicas = net.collective.as_ref().map_or(1, |c| c.replicas()) as f64;
+    let mean = host_mean(net, &values)?;
+    let stats = StepStats {
+        loss: mean[0] as f64 + mean[1] as f64,
+        top1_errors: (mean[2] as f64 * replicas).round() as usize,
+        top5_errors: (mean[3] as f64 * replicas).round() as usize,
+    };
+    Ok((stats, mean[4..].to_vec()))
 }
 
 /// A digest of a network's weights (XXH3 of every tensor's bytes, in order), for checking that
@@ -126,18 +159,42 @@ where
     T: Send,
 {
     slice::range(batch, replicas, 0)?;
-    let group = LocalCollective::group(replicas);
+    let group = take_each(LocalCollective::group(replicas));
+    on_threads(replicas, |r| {
+        let collective = group.take(r);
+        let net = Network::new(plan, devices(r)?, params, seed)?;
+        let mut replica = Replica::new(net, Box::new(collective), batch)?;
+        body(&mut replica)
+    })
+}
+
+/// Items handed out once each by index, to threads that each take their own.
+pub struct TakeEach<T>(std::sync::Mutex<Vec<Option<T>>>);
+
+pub fn take_each<T>(items: Vec<T>) -> TakeEach<T> {
+    TakeEach(std::sync::Mutex::new(items.into_iter().map(Some).collect()))
+}
+
+impl<T> TakeEach<T> {
+    pub fn take(&self, i: usize) -> T {
+        let mut items = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        items[i].take().expect("each item is taken once")
+    }
+}
+
+/// Runs `body(r)` for `r` in `0..replicas` on threads of their own and returns the results in
+/// replica order. A replica that fails makes the others fail at their next reduction (it
+/// leaves the group), so the error returned is the cause: the first replica's (by rank) that
+/// did not fail because another left.
+pub fn on_threads<T: Send>(
+    replicas: usize,
+    body: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let results: Vec<Result<T>> = std::thread::scope(|s| {
-        let handles: Vec<_> = group
-            .into_iter()
-            .enumerate()
-            .map(|(r, collective)| {
-                let (devices, body) = (&devices, &body);
-                s.spawn(move || -> Result<T> {
-                    let net = Network::new(plan, devices(r)?, params, seed)?;
-                    let mut replica = Replica::new(net, Box::new(collective), batch)?;
-                    body(&mut replica).with_context(|| format!("replica {r} of {replicas}"))
-                })
+        let handles: Vec<_> = (0..replicas)
+            .map(|r| {
+                let body = &body;
+                s.spawn(move || body(r).with_context(|| format!("replica {r} of {replicas}")))
             })
             .collect();
         handles
@@ -149,8 +206,6 @@ where
             })
             .collect()
     });
-    // The cause is the first replica that failed on its own; the others failed because it
-    // left the group.
     let (ok, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     let errors: Vec<anyhow::Error> = errors.into_iter().filter_map(Result::err).collect();
     let left = |e: &anyhow::Error| format!("{e:#}").contains("left the group");

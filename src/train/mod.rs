@@ -3,6 +3,7 @@
 pub mod batches;
 pub mod checkpoint;
 pub mod plot;
+pub mod replicated;
 pub mod run;
 pub mod run_folder;
 pub mod schedule;

@@ -3,6 +3,7 @@
 //! evaluation after each epoch. A resumed run continues exactly where the checkpoint stopped.
 
 use super::checkpoint::{self, TrainState};
+use super::replicated::Peers;
 use super::schedule::Schedule;
 use crate::device::Device;
 use crate::model::Plan;
@@ -127,10 +128,44 @@ pub fn checkpoint_path(out_dir: &Path) -> PathBuf {
 
 /// Scores every image of `data` and returns its top-1 and top-5 error.
 pub fn evaluate<D: Device>(net: &mut Network<D>, data: &mut dyn EvalBatches) -> Result<EvalResult> {
+    score(net, data)?.result()
+}
+
+/// What evaluating some images adds up to, before dividing by their count (so that replicas
+/// that each scored their share can add theirs).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EvalSums {
+    pub images: usize,
+    pub top1: usize,
+    pub top5: usize,
+    pub loss: f64,
+}
+
+impl EvalSums {
+    pub fn result(self) -> Result<EvalResult> {
+        let images = self.images;
+        anyhow::ensure!(
+            images > 0,
+            "no image of the evaluation set could be read (each skipped file is named above)"
+        );
+        Ok(EvalResult {
+            images,
+            top1_error: self.top1 as f64 / images as f64,
+            top5_error: self.top5 as f64 / images as f64,
+            loss: self.loss / images as f64,
+        })
+    }
+}
+
+/// The sums over every batch of `data`.
+pub(super) fn score<D: Device>(
+    net: &mut Network<D>,
+    data: &mut dyn EvalBatches,
+) -> Result<EvalSums> {
     let classes = net.plan().classes;
     let views = data.views();
     data.restart()?;
-    let (mut images, mut top1, mut top5, mut loss) = (0usize, 0usize, 0usize, 0.0f64);
+    let mut sums = EvalSums::default();
     while let Some(batch) = data.next_batch()? {
         let n = batch.labels.len();
         let probs = net.predict(&batch.images, n * views)?;
@@ -143,26 +178,33 @@ pub fn evaluate<D: Device>(net: &mut Network<D>, data: &mut dyn EvalBatches) -> 
                     .for_each(|(m, p)| *m += p / views as f32);
             }
         }
-        top1 += top_k_errors(n, classes, &mean, &batch.labels, 1);
-        top5 += top_k_errors(n, classes, &mean, &batch.labels, 5.min(classes));
-        loss -= batch
+        sums.top1 += top_k_errors(n, classes, &mean, &batch.labels, 1);
+        sums.top5 += top_k_errors(n, classes, &mean, &batch.labels, 5.min(classes));
+        sums.loss -= batch
             .labels
             .iter()
             .enumerate()
             .map(|(i, &l)| (mean[i * classes + l as usize].max(1e-30) as f64).ln())
             .sum::<f64>();
-        images += n;
+        sums.images += n;
     }
-    anyhow::ensure!(
-        images > 0,
-        "no image of the evaluation set could be read (each skipped file is named above)"
-    );
-    Ok(EvalResult {
-        images,
-        top1_error: top1 as f64 / images as f64,
-        top5_error: top5 as f64 / images as f64,
-        loss: loss / images as f64,
-    })
+    Ok(sums)
+}
+
+/// [`evaluate`], or for a replica, its share of the batches (the loader gives it every
+/// replicas-th) added up with the others'.
+fn evaluate_replicated<D: Device>(
+    net: &mut Network<D>,
+    data: &mut dyn EvalBatches,
+    peers: Option<Peers>,
+) -> Result<EvalResult> {
+    match peers {
+        None => evaluate(net, data),
+        Some(p) => {
+            let mine = score(net, data)?;
+            p.eval_sums(net, mine)?.result()
+        }
+    }
 }
 
 /// Appends one JSON object per line to the metrics log.
@@ -190,10 +232,18 @@ pub fn train<D: Device>(
     mut val: Option<&mut dyn EvalBatches>,
     cfg: &TrainConfig,
 ) -> Result<TrainOutcome> {
-    std::fs::create_dir_all(&cfg.out_dir)
-        .with_context(|| format!("creating {}", cfg.out_dir.display()))?;
+    // A data-parallel replica other than rank 0 writes nothing (see `replicated`).
+    let peers = Peers::of(net);
+    let writes = peers.is_none_or(|p| p.writes());
+    if writes {
+        std::fs::create_dir_all(&cfg.out_dir)
+            .with_context(|| format!("creating {}", cfg.out_dir.display()))?;
+    }
     let ckpt = checkpoint_path(&cfg.out_dir);
-    let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"))?;
+    let mut log = match writes {
+        true => Some(MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"))?),
+        false => None,
+    };
     let stop = interrupt_flag();
     let plan = net.plan().clone();
     let per_epoch = data.batches_per_epoch();
@@ -202,6 +252,9 @@ pub fn train<D: Device>(
         "the training set has fewer images than one batch"
     );
     let save = |net: &Network<D>, state: &TrainState| -> Result<()> {
+        if !writes {
+            return Ok(());
+        }
         checkpoint::save_with_stats(
             &ckpt,
             &plan,
@@ -213,7 +266,7 @@ pub fn train<D: Device>(
         )
         .context("saving the checkpoint")
     };
-    let bar = cfg.progress.then(|| {
+    let bar = (cfg.progress && writes).then(|| {
         let total = (cfg.epochs * per_epoch) as u64;
         let bar = indicatif::ProgressBar::new(cfg.max_steps.map_or(total, |m| m.min(total)));
         bar.set_style(
@@ -242,6 +295,8 @@ pub fn train<D: Device>(
         (*window_wait, *total_wait) = (*window_wait + waited, *total_wait + waited);
         batch
     };
+    // Replicas stop together: when any of them asked to at the last step (see below).
+    let mut peers_stop = false;
     'epochs: while state.epoch < cfg.epochs {
         data.start_epoch(state.epoch, state.batch_in_epoch)?;
         let (mut epoch_errors, mut epoch_images) = (0usize, 0usize);
@@ -249,10 +304,11 @@ pub fn train<D: Device>(
         let mut staged: Option<usize> = None;
         while state.batch_in_epoch < per_epoch {
             let out_of_time = cfg.time_limit.is_some_and(|t| started.elapsed() >= t);
-            if stop.load(Ordering::SeqCst)
-                || out_of_time
-                || cfg.max_steps.is_some_and(|m| state.step >= m)
-            {
+            let wants_stop = match peers {
+                None => stop.load(Ordering::SeqCst) || out_of_time,
+                Some(_) => peers_stop,
+            };
+            if wants_stop || cfg.max_steps.is_some_and(|m| state.step >= m) {
                 interrupted = stop.load(Ordering::SeqCst);
                 stopped_early = true;
                 break 'epochs;
@@ -285,6 +341,17 @@ pub fn train<D: Device>(
                 None => {}
             }
             let stats = net.finish_step()?;
+            // A replica's stats are the global batch's, and so is the count of its images.
+            let (stats, n) = match &peers {
+                None => (stats, n),
+                Some(p) => {
+                    let out_of_time = cfg.time_limit.is_some_and(|t| started.elapsed() >= t);
+                    let wants = stop.load(Ordering::SeqCst) || out_of_time;
+                    let (global, stop_all) = p.after_step(net, stats, wants)?;
+                    peers_stop = stop_all;
+                    (global, n * p.replicas)
+                }
+            };
             anyhow::ensure!(
                 stats.loss.is_finite(),
                 "the loss diverged (it is {}) at step {}; try a lower learning rate",
@@ -301,12 +368,12 @@ pub fn train<D: Device>(
             if secs > 5.0 {
                 (window_images, window_start, window_wait) = (0, Instant::now(), 0.0);
             }
-            log.write(serde_json::json!({
+            log.as_mut().map_or(Ok(()), |log| log.write(serde_json::json!({
                 "step": state.step, "epoch": state.epoch as f64 + state.batch_in_epoch as f64 / per_epoch as f64,
                 "loss": stats.loss, "top1_error": stats.top1_errors as f64 / n as f64, "top5_error": stats.top5_errors as f64 / n as f64,
                 "lr": state.lr, "images_per_s": images_per_s, "loader_images_per_s": data.loader_images_per_second(),
                 "skipped_files": data.skipped_files(), "data_wait_fraction": waiting, "data_wait_s": total_wait,
-            }))?;
+            })))?;
             let status = || {
                 // Above a few percent the loader, not the step, sets the pace: say so.
                 let loader = data
@@ -335,7 +402,7 @@ pub fn train<D: Device>(
                 }
                 // Without a bar (a log, a scheduler's output file), a line now and then shows
                 // the run is alive.
-                None if last_line.elapsed() >= STATUS_LINE_EVERY => {
+                None if writes && last_line.elapsed() >= STATUS_LINE_EVERY => {
                     last_line = Instant::now();
                     eprintln!("step {}/{}: {}", state.step, total_steps, status());
                 }
@@ -350,7 +417,7 @@ pub fn train<D: Device>(
         }
         // The epoch is complete: evaluate, adjust the rate, save.
         let eval = match val.as_deref_mut() {
-            Some(v) => match evaluate(net, v) {
+            Some(v) => match evaluate_replicated(net, v, peers) {
                 Ok(e) => Some(e),
                 Err(e) => return Err(saved_before_failing(e, save(net, &state), &ckpt)),
             },
@@ -367,7 +434,9 @@ pub fn train<D: Device>(
             "val_loss": eval.map(|e| e.loss), "lr": state.lr,
             "device_peak_bytes": net.memory_peaks(),
         });
-        log.write(line)?;
+        if let Some(log) = &mut log {
+            log.write(line)?;
+        }
         let summary = match eval {
             Some(e) => format!(
                 "epoch {}: validation top-1 error {:.2}%, top-5 error {:.2}% ({} images)",
@@ -382,9 +451,10 @@ pub fn train<D: Device>(
         });
         match &bar {
             Some(bar) => bar.println(&summary),
-            None => eprintln!("{summary}"),
+            None if writes => eprintln!("{summary}"),
+            None => {}
         }
-        if let Some(msg) = change {
+        if let Some(msg) = change.filter(|_| writes) {
             match &bar {
                 Some(bar) => bar.println(&msg),
                 None => eprintln!("{msg}"),
@@ -405,7 +475,8 @@ pub fn train<D: Device>(
             );
             match &bar {
                 Some(bar) => bar.println(&msg),
-                None => eprintln!("{msg}"),
+                None if writes => eprintln!("{msg}"),
+                None => {}
             }
             break;
         }
