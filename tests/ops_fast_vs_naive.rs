@@ -150,8 +150,8 @@ fn conv_paper_geometries() {
     // first and last; and the grouped form, each group's rows inside every band.
     check_conv(conv_geom(1, 48, (27, 27), 5, 5, 1, (2, 2), 1), 15);
     check_conv(conv_geom(1, 96, (27, 27), 6, 5, 1, (2, 2), 2), 16);
-    // More filters a group than the direct filter gradient takes (32): its im2col and GEMM at
-    // stride 1, beside the direct forward and data gradient.
+    // Forty filters a group at stride 1: two 16-channel tiles and a padded third in the direct
+    // forward and data gradient, beside the filter gradient's im2col and GEMM.
     check_conv(conv_geom(2, 8, (9, 9), 80, 3, 1, (1, 1), 2), 17);
 }
 

@@ -379,9 +379,6 @@ const FILTER_PARTIALS: usize = 16;
 /// reduction of per-slice partials.
 pub fn backward_filter<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
     g.check(x.len(), dw.len(), db.len(), dy.len());
-    if super::conv_direct::filter_applies(g) {
-        return super::conv_direct::backward_filter(g, x, dy, dw, db, FILTER_PARTIALS);
-    }
     let (ow, ohw, kg, cog) = (
         g.out_w(),
         g.out_h() * g.out_w(),
