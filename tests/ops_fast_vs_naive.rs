@@ -155,6 +155,23 @@ fn conv_paper_geometries() {
     check_conv(conv_geom(2, 8, (9, 9), 80, 3, 1, (1, 1), 2), 17);
 }
 
+/// The direct filter gradient (stride 1, k = 3 and 5, f32 on AVX-512) in each of its register
+/// blocks: 16, 32 and 64 filters a block (one, two, four vectors), full blocks of filter rows and
+/// the single-row tail after them, a padded filter vector, groups and asymmetric padding.
+#[test]
+fn conv_direct_filter_blocks() {
+    // 32 filters, 5x5: two vectors, 2 rows a block over 15 rows (a one-row tail).
+    check_conv(conv_geom(2, 3, (7, 6), 32, 5, 1, (2, 2), 1), 20);
+    // 64 filters, 5x5: four vectors, a row a block; asymmetric padding.
+    check_conv(conv_geom(2, 5, (6, 7), 64, 5, 1, (1, 2), 1), 21);
+    // 32 filters, 3x3: two vectors, 4 rows a block over 9 rows.
+    check_conv(conv_geom(3, 3, (6, 5), 32, 3, 1, (1, 1), 1), 22);
+    // Two groups of 64 filters, 3x3: four vectors, 2 rows a block over 9 rows.
+    check_conv(conv_geom(2, 6, (6, 5), 128, 3, 1, (1, 1), 2), 23);
+    // 20 filters, 3x3, no padding: a vector and a padded one (two vectors, 4 rows a block).
+    check_conv(conv_geom(2, 4, (8, 9), 20, 3, 1, (0, 0), 1), 24);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fully connected
 

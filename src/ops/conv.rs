@@ -375,10 +375,14 @@ pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
 /// every machine and every run.
 const FILTER_PARTIALS: usize = 16;
 
-/// Fast filter gradient: `dw += dy · colᵀ` over the batch, `db += Σ dy`, with a fixed-order
+/// Fast filter gradient: direct at stride 1 in f32 with AVX-512 (`conv_filter`), else
+/// `dw += dy · colᵀ` over the batch, `db += Σ dy`, with a fixed-order
 /// reduction of per-slice partials.
 pub fn backward_filter<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
     g.check(x.len(), dw.len(), db.len(), dy.len());
+    if super::conv_filter::applies::<T>(g) {
+        return super::conv_filter::backward_filter(g, x, dy, dw, db, FILTER_PARTIALS);
+    }
     let (ow, ohw, kg, cog) = (
         g.out_w(),
         g.out_h() * g.out_w(),

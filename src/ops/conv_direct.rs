@@ -36,46 +36,46 @@ pub fn applies(g: &ConvGeom) -> bool {
 
 /// One stride-1 convolution of `cin` zero-padded maps: its sizes.
 #[derive(Clone, Copy)]
-struct Plane {
-    cin: usize,
+pub(super) struct Plane {
+    pub(super) cin: usize,
     /// Output channels rounded up to a multiple of `CO`.
-    cout_tiles: usize,
-    k: usize,
+    pub(super) cout_tiles: usize,
+    pub(super) k: usize,
     /// The unpadded input map.
-    ih: usize,
-    iw: usize,
+    pub(super) ih: usize,
+    pub(super) iw: usize,
     /// Zeros before and after, along each axis.
-    pad: usize,
-    pad_end: usize,
+    pub(super) pad: usize,
+    pub(super) pad_end: usize,
 }
 
 impl Plane {
-    fn hp(&self) -> usize {
+    pub(super) fn hp(&self) -> usize {
         self.ih + self.pad + self.pad_end
     }
-    fn wp(&self) -> usize {
+    pub(super) fn wp(&self) -> usize {
         self.iw + self.pad + self.pad_end
     }
-    fn oh(&self) -> usize {
+    pub(super) fn oh(&self) -> usize {
         self.hp() + 1 - self.k
     }
-    fn ow(&self) -> usize {
+    pub(super) fn ow(&self) -> usize {
         self.wp() + 1 - self.k
     }
     /// Output positions computed per channel: the output rows at the padded width, in whole
     /// tiles.
-    fn positions(&self) -> usize {
+    pub(super) fn positions(&self) -> usize {
         (self.oh() * self.wp()).div_ceil(PX) * PX
     }
     /// The padded input: `cin` planes of `hp·wp`, then zeros for the last tiles' reads past
     /// the last plane (their positions are dropped, but the reads must stay in the buffer).
-    fn padded_len(&self) -> usize {
+    pub(super) fn padded_len(&self) -> usize {
         self.cin * self.hp() * self.wp() + PX + self.k * (self.wp() + 1)
     }
 }
 
 /// Copies `maps` (`cin` maps of `ih × iw`) into `xp` with the plane's zero padding.
-fn pad_into<T: Real>(p: &Plane, maps: &[T], xp: &mut [T]) {
+pub(super) fn pad_into<T: Real>(p: &Plane, maps: &[T], xp: &mut [T]) {
     let (hp, wp) = (p.hp(), p.wp());
     xp.fill(T::zero());
     for (map, plane) in maps.chunks_exact(p.ih * p.iw).zip(xp.chunks_mut(hp * wp)) {
@@ -227,7 +227,7 @@ fn sample<T: Real>(
 
 /// `v` as f32s, where `T` is f32 (the AVX-512 kernels are written for f32 alone).
 #[cfg(target_arch = "x86_64")]
-fn f32s<T: Real>(v: &[T]) -> Option<&[f32]> {
+pub(super) fn f32s<T: Real>(v: &[T]) -> Option<&[f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
         // SAFETY: T is f32, so the slice is one of f32s.
         unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
@@ -236,7 +236,7 @@ fn f32s<T: Real>(v: &[T]) -> Option<&[f32]> {
 
 /// `f32s` for a mutable slice.
 #[cfg(target_arch = "x86_64")]
-fn f32s_mut<T: Real>(v: &mut [T]) -> Option<&mut [f32]> {
+pub(super) fn f32s_mut<T: Real>(v: &mut [T]) -> Option<&mut [f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
         // SAFETY: T is f32, so the slice is one of f32s.
         unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }

@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod conv;
 pub mod conv_direct;
+pub mod conv_filter;
 pub mod dropout;
 pub mod fc;
 pub mod lrn;
