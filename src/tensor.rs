@@ -97,6 +97,22 @@ macro_rules! impl_real {
 impl_real!(f32, matrixmultiply::sgemm);
 impl_real!(f64, matrixmultiply::dgemm);
 
+/// `v` as f32s where `T` is f32 (for kernels written for f32 alone), else `None`.
+pub fn as_f32<T: Real>(v: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32, so the slice is one of f32s.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+    })
+}
+
+/// [`as_f32`] for a mutable slice.
+pub fn as_f32_mut<T: Real>(v: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32, so the slice is one of f32s.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
+    })
+}
+
 /// A dense host tensor: a shape and its elements in row-major order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor<T = f32> {

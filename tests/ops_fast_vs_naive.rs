@@ -257,6 +257,17 @@ fn fc_ragged_and_paper() {
         },
         24,
     );
+    // The largest streaming batch, 16 (two full sample blocks), an odd number of outputs in
+    // each row block (64 and 3: a pair short), 600 inputs (one 512-column block of the data
+    // gradient and 88 past it; 37 vectors of 16 and 8 left over).
+    check_fc(
+        FcGeom {
+            n: 16,
+            inputs: 600,
+            outputs: 67,
+        },
+        26,
+    );
     // A batch past the streaming kernels: GEMMs over blocks of 64 samples (70 = 64 + 6) and of
     // 64 weight rows.
     check_fc(

@@ -20,6 +20,8 @@
 
 use super::conv::ConvGeom;
 use crate::tensor::Real;
+#[cfg(target_arch = "x86_64")]
+use crate::tensor::{as_f32, as_f32_mut};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -96,7 +98,7 @@ fn tiles<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
         && let (Some(xp), Some(wt), Some(bias), Some(yq)) =
-            (f32s(xp), f32s(wt), f32s(bias), f32s_mut(yq))
+            (as_f32(xp), as_f32(wt), as_f32(bias), as_f32_mut(yq))
     {
         // SAFETY: the CPU has AVX-512F (checked above).
         return unsafe { tiles_avx512(p, xp, wt, bias, yq) };
@@ -223,24 +225,6 @@ fn sample<T: Real>(
             }
         }
     }
-}
-
-/// `v` as f32s, where `T` is f32 (the AVX-512 kernels are written for f32 alone).
-#[cfg(target_arch = "x86_64")]
-pub(super) fn f32s<T: Real>(v: &[T]) -> Option<&[f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
-        // SAFETY: T is f32, so the slice is one of f32s.
-        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
-    })
-}
-
-/// `f32s` for a mutable slice.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn f32s_mut<T: Real>(v: &mut [T]) -> Option<&mut [f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
-        // SAFETY: T is f32, so the slice is one of f32s.
-        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
-    })
 }
 
 /// Scratch for one rayon task: the padded input, the tile outputs, the padded bias.

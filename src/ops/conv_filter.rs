@@ -17,8 +17,10 @@
 
 use super::conv::ConvGeom;
 #[cfg(target_arch = "x86_64")]
-use super::conv_direct::{Plane, f32s, f32s_mut, pad_into};
+use super::conv_direct::{Plane, pad_into};
 use crate::tensor::Real;
+#[cfg(target_arch = "x86_64")]
+use crate::tensor::{as_f32, as_f32_mut};
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 
@@ -59,7 +61,8 @@ pub fn backward_filter<T: Real>(
         "conv_filter: {g:?} is not for the direct filter gradient"
     );
     #[cfg(target_arch = "x86_64")]
-    if let (Some(x), Some(dy), Some(dw), Some(db)) = (f32s(x), f32s(dy), f32s_mut(dw), f32s_mut(db))
+    if let (Some(x), Some(dy), Some(dw), Some(db)) =
+        (as_f32(x), as_f32(dy), as_f32_mut(dw), as_f32_mut(db))
     {
         return backward_filter_f32(g, x, dy, dw, db, slices);
     }

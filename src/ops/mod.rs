@@ -12,6 +12,8 @@ pub mod conv_direct;
 pub mod conv_filter;
 pub mod dropout;
 pub mod fc;
+#[cfg(target_arch = "x86_64")]
+mod fc_stream;
 pub mod lrn;
 pub mod philox;
 pub mod pool;

@@ -1,0 +1,372 @@
+//! The fully connected layers' streaming kernels in AVX-512, for f32 at the batches up to 16
+//! that the CPU trains the paper's net with (`fc` dispatches here; the portable kernels beside
+//! it serve other CPUs and f64).
+//!
+//! At those batches the weights are the traffic (fc6's are 75 MB a tower) and each weight meets
+//! only `n` samples, so a kernel keeps up only if its sums stay in registers: the portable loops,
+//! whose sample count is known only at run time, kept their partial sums in memory (a load and a
+//! store around every multiply-add) and reached a quarter of the memory's rate. Here the sample
+//! count is a compile-time `S` (a block of up to 8 samples) and two weight rows share each load
+//! of a sample's inputs: per 128 bytes of weights, `2·S` fused multiply-adds and `S + 2` loads.
+//!
+//! Every sum runs in a fixed order (the same bits on every run and every thread count): dot
+//! products in 16 interleaved lane partials added in lane order, then the tail past the last
+//! whole vector; the gradients' sums over outputs or samples in increasing order.
+
+use std::arch::x86_64::*;
+
+/// f32 lanes of an AVX-512 register.
+const LANES: usize = 16;
+/// Samples a register block holds.
+pub(super) const SAMPLES: usize = 8;
+
+/// Calls `$f::<S>($args)` for the run-time sample count `$s` in `1..=SAMPLES`.
+macro_rules! by_samples {
+    ($s:expr, $f:ident($($arg:expr),*)) => {
+        match $s {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            s => unreachable!("{s} samples in a block of at most {SAMPLES}"),
+        }
+    };
+}
+
+/// Asks for the cache line at `c` of the next pair of weight rows (two rows on from `r0`, `r1`;
+/// rows `pitch` apart). Each kernel reads or writes a row pair in 2-4 KB pieces and then jumps a
+/// whole row (36 KB in fc6): the hardware prefetcher, which follows a stream within a 4 KB page,
+/// starts over at every piece, and without this the kernels ran at 10-17 GB/s where the memory
+/// gives 40. The address may lie past the weights' end (the last pair), so it is formed
+/// without `add` and never read: a prefetch does not fault.
+#[inline(always)]
+fn prefetch_next_pair(r0: *const f32, r1: *const f32, pitch: usize, c: usize) {
+    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(r0.wrapping_add(2 * pitch + c).cast());
+        _mm_prefetch::<_MM_HINT_T0>(r1.wrapping_add(2 * pitch + c).cast());
+    }
+}
+
+/// Inputs per pass of the forward kernel over its rows: a block of 8 samples' inputs (32 KB)
+/// stays in L1 while the rows stream past it.
+const FORWARD_INPUTS: usize = 1024;
+
+/// `out[r·n + j] = Σ_i w[r][i]·x[j][i]` for the `out.len() / n` weight rows `w` (`inputs` long)
+/// and the `n` samples `x`.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn dot_rows(inputs: usize, n: usize, w: &[f32], x: &[f32], out: &mut [f32]) {
+    let rows = out.len() / n;
+    assert!(w.len() >= rows * inputs && x.len() >= n * inputs && out.len() == rows * n);
+    let body = inputs / LANES * LANES;
+    // Each (row, sample)'s 16 lane partials, carried from one input block to the next.
+    let mut part = vec![_mm512_setzero_ps(); rows * n];
+    for i0 in (0..body).step_by(FORWARD_INPUTS) {
+        let i1 = (i0 + FORWARD_INPUTS).min(body);
+        for j0 in (0..n).step_by(SAMPLES) {
+            let s = SAMPLES.min(n - j0);
+            let xs = &x[j0 * inputs..];
+            let mut r = 0;
+            while r < rows {
+                let pair = rows - r >= 2;
+                let at = |row: usize| row * n + j0;
+                // SAFETY: AVX-512F (the caller's contract); rows r, r + 1 and samples
+                // j0..j0 + s are inside the slices asserted above.
+                unsafe {
+                    let (w0, w1) = (
+                        w.as_ptr().add(r * inputs),
+                        w.as_ptr().add((r + pair as usize) * inputs),
+                    );
+                    if pair {
+                        let (p0, p1) = part[at(r)..].split_at_mut(n);
+                        by_samples!(
+                            s,
+                            dot_pair(
+                                w0,
+                                w1,
+                                xs.as_ptr(),
+                                inputs,
+                                i0..i1,
+                                &mut p0[..s],
+                                &mut p1[..s]
+                            )
+                        );
+                    } else {
+                        let mut spare = [_mm512_setzero_ps(); SAMPLES];
+                        by_samples!(
+                            s,
+                            dot_pair(
+                                w0,
+                                w0,
+                                xs.as_ptr(),
+                                inputs,
+                                i0..i1,
+                                &mut part[at(r)..][..s],
+                                &mut spare[..s]
+                            )
+                        );
+                    }
+                }
+                r += 1 + pair as usize;
+            }
+        }
+    }
+    for r in 0..rows {
+        let wr = &w[r * inputs..][..inputs];
+        for j in 0..n {
+            let mut lanes = [0f32; LANES];
+            // SAFETY: `lanes` holds 16 f32s.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), part[r * n + j]) };
+            let mut sum = lanes.iter().fold(0.0, |s, &v| s + v);
+            for (i, &wv) in wr.iter().enumerate().skip(body) {
+                sum += wv * x[j * inputs + i];
+            }
+            out[r * n + j] = sum;
+        }
+    }
+}
+
+/// `p0[j] += w0[c..] · x_j[c..]`, `p1[j] += w1[c..] · x_j[c..]` lane-wise over the vectors `c`
+/// of `range`, for the `S` samples `x_j = x + j·inputs`.
+///
+/// # Safety
+/// AVX-512F; `range` within the rows `w0`, `w1` and each sample's `inputs`.
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_pair<const S: usize>(
+    w0: *const f32,
+    w1: *const f32,
+    x: *const f32,
+    inputs: usize,
+    range: std::ops::Range<usize>,
+    p0: &mut [__m512],
+    p1: &mut [__m512],
+) {
+    let mut a0: [__m512; S] = std::array::from_fn(|j| p0[j]);
+    let mut a1: [__m512; S] = std::array::from_fn(|j| p1[j]);
+    for c in range.step_by(LANES) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let (v0, v1) = (_mm512_loadu_ps(w0.add(c)), _mm512_loadu_ps(w1.add(c)));
+            prefetch_next_pair(w0, w1, inputs, c);
+            for j in 0..S {
+                let xv = _mm512_loadu_ps(x.add(j * inputs + c));
+                a0[j] = _mm512_fmadd_ps(v0, xv, a0[j]);
+                a1[j] = _mm512_fmadd_ps(v1, xv, a1[j]);
+            }
+        }
+    }
+    p0.copy_from_slice(&a0);
+    p1.copy_from_slice(&a1);
+}
+
+/// `acc[j][c] = Σ_o dy[j][o]·w[o][i0 + c]` for the `n` samples and the `acc[j].len() = width`
+/// columns from `i0`, summed over the outputs in increasing order.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn accumulate_columns(
+    inputs: usize,
+    outputs: usize,
+    dy: &[f32],
+    w: &[f32],
+    i0: usize,
+    acc: &mut [f32],
+) {
+    let n = dy.len() / outputs;
+    let width = acc.len() / n;
+    assert!(w.len() >= outputs * inputs && i0 + width <= inputs && acc.len() == n * width);
+    acc.fill(0.0);
+    let body = width / LANES * LANES;
+    for j0 in (0..n).step_by(SAMPLES) {
+        let s = SAMPLES.min(n - j0);
+        let mut o = 0;
+        while o < outputs {
+            let pair = outputs - o >= 2;
+            // SAFETY: AVX-512F; rows o, o + 1 and columns i0..i0 + width are inside `w`,
+            // samples j0..j0 + s inside `dy` and `acc`.
+            unsafe {
+                let w0 = w.as_ptr().add(o * inputs + i0);
+                let w1 = if pair { w0.add(inputs) } else { w0 };
+                let d0: [f32; SAMPLES] = std::array::from_fn(|j| {
+                    if j < s {
+                        dy[(j0 + j) * outputs + o]
+                    } else {
+                        0.0
+                    }
+                });
+                let d1: [f32; SAMPLES] = std::array::from_fn(|j| {
+                    if j < s && pair {
+                        dy[(j0 + j) * outputs + o + 1]
+                    } else {
+                        0.0
+                    }
+                });
+                let a = acc.as_mut_ptr().add(j0 * width);
+                by_samples!(s, add_pair(w0, w1, inputs, pair, &d0, &d1, a, width, body));
+            }
+            o += 1 + pair as usize;
+        }
+    }
+}
+
+/// `a_j[c] += d0[j]·w0[c]` then, where `pair`, `+= d1[j]·w1[c]`, for the `S` rows `a_j = a +
+/// j·width`: the whole vectors `c < body` in registers, the tail one element at a time.
+///
+/// # Safety
+/// AVX-512F; `width` elements readable at `w0`, `w1` and writable at each `a_j`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_pair<const S: usize>(
+    w0: *const f32,
+    w1: *const f32,
+    inputs: usize,
+    pair: bool,
+    d0: &[f32; SAMPLES],
+    d1: &[f32; SAMPLES],
+    a: *mut f32,
+    width: usize,
+    body: usize,
+) {
+    let b0: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d0[j]));
+    let b1: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d1[j]));
+    // SAFETY: the caller's contract.
+    unsafe {
+        for c in (0..body).step_by(LANES) {
+            let (v0, v1) = (_mm512_loadu_ps(w0.add(c)), _mm512_loadu_ps(w1.add(c)));
+            prefetch_next_pair(w0, w1, inputs, c);
+            for j in 0..S {
+                let p = a.add(j * width + c);
+                let mut v = _mm512_fmadd_ps(b0[j], v0, _mm512_loadu_ps(p));
+                if pair {
+                    v = _mm512_fmadd_ps(b1[j], v1, v);
+                }
+                _mm512_storeu_ps(p, v);
+            }
+        }
+        for c in body..width {
+            for j in 0..S {
+                let p = a.add(j * width + c);
+                *p = d0[j].mul_add(*w0.add(c), *p);
+                if pair {
+                    *p = d1[j].mul_add(*w1.add(c), *p);
+                }
+            }
+        }
+    }
+}
+
+/// Inputs per pass of the filter gradient over its rows, as `FORWARD_INPUTS`.
+const FILTER_INPUTS: usize = 1024;
+
+/// `dw[r][i] = Σ_j dy[j][o0 + r]·x[j][i]` in sample order for the weight rows `dw` (a block of
+/// rows from output `o0`, `inputs` long).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn outer_rows(
+    inputs: usize,
+    outputs: usize,
+    dy: &[f32],
+    x: &[f32],
+    o0: usize,
+    dw: &mut [f32],
+) {
+    let n = dy.len() / outputs;
+    let rows = dw.len() / inputs;
+    assert!(x.len() >= n * inputs && o0 + rows <= outputs && n > 0);
+    let body = inputs / LANES * LANES;
+    let grad = |row: usize, j: usize| dy[j * outputs + o0 + row];
+    for i0 in (0..body).step_by(FILTER_INPUTS) {
+        let cols = i0..(i0 + FILTER_INPUTS).min(body);
+        let mut r = 0;
+        while r < rows {
+            let pair = rows - r >= 2;
+            let r1 = r + pair as usize;
+            for j0 in (0..n).step_by(SAMPLES) {
+                let s = SAMPLES.min(n - j0);
+                let d = |row: usize| -> [f32; SAMPLES] {
+                    std::array::from_fn(|j| if j < s { grad(row, j0 + j) } else { 0.0 })
+                };
+                // SAFETY: AVX-512F; rows r, r1 of `dw`, the columns `cols` and samples
+                // j0..j0 + s are inside the slices asserted above.
+                unsafe {
+                    let out0 = dw.as_mut_ptr().add(r * inputs);
+                    let out1 = dw.as_mut_ptr().add(r1 * inputs);
+                    let xs = x.as_ptr().add(j0 * inputs);
+                    let first = j0 == 0;
+                    by_samples!(
+                        s,
+                        outer_pair(xs, inputs, cols.clone(), &d(r), &d(r1), first, out0, out1)
+                    );
+                }
+            }
+            r = r1 + 1;
+        }
+    }
+    // The tail past the last whole vector, in the same order.
+    for (r, row) in dw.chunks_exact_mut(inputs).enumerate() {
+        for (i, out) in row.iter_mut().enumerate().skip(body) {
+            let mut sum = grad(r, 0) * x[i];
+            for j in 1..n {
+                sum = grad(r, j).mul_add(x[j * inputs + i], sum);
+            }
+            *out = sum;
+        }
+    }
+}
+
+/// `out0[c] (+)= Σ_j d0[j]·x_j[c]`, `out1[c] (+)= Σ_j d1[j]·x_j[c]` over the vectors `c` of
+/// `range` for the `S` samples `x_j = x + j·inputs`: from the first product where `first`, else
+/// on from what the rows hold (the sum over an earlier block of samples), by fused
+/// multiply-adds.
+///
+/// # Safety
+/// AVX-512F; `range` within each sample's `inputs` and the rows `out0`, `out1`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn outer_pair<const S: usize>(
+    x: *const f32,
+    inputs: usize,
+    range: std::ops::Range<usize>,
+    d0: &[f32; SAMPLES],
+    d1: &[f32; SAMPLES],
+    first: bool,
+    out0: *mut f32,
+    out1: *mut f32,
+) {
+    let b0: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d0[j]));
+    let b1: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d1[j]));
+    // SAFETY: the caller's contract.
+    unsafe {
+        for c in range.step_by(LANES) {
+            prefetch_next_pair(out0.cast_const(), out1.cast_const(), inputs, c);
+            let (mut a0, mut a1, j1) = if first {
+                let xv = _mm512_loadu_ps(x.add(c));
+                (_mm512_mul_ps(b0[0], xv), _mm512_mul_ps(b1[0], xv), 1)
+            } else {
+                (
+                    _mm512_loadu_ps(out0.add(c)),
+                    _mm512_loadu_ps(out1.add(c)),
+                    0,
+                )
+            };
+            for j in j1..S {
+                let xv = _mm512_loadu_ps(x.add(j * inputs + c));
+                a0 = _mm512_fmadd_ps(b0[j], xv, a0);
+                a1 = _mm512_fmadd_ps(b1[j], xv, a1);
+            }
+            // Where the rows are one (an odd last row), both stores write the same value.
+            _mm512_storeu_ps(out1.add(c), a1);
+            _mm512_storeu_ps(out0.add(c), a0);
+        }
+    }
+}
