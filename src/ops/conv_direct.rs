@@ -106,54 +106,115 @@ fn tiles<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
     tiles_portable(p, xp, wt, bias, yq)
 }
 
-/// `tiles` in AVX-512: the 16 × 16 tile's accumulators are 16 registers; per tap, one load of
-/// 16 inputs and 16 fused multiply-adds, each with one weight broadcast from memory. The input
-/// channels are taken `CI_BLOCK` at a time over every tile, so that block's weights (16 channels'
-/// worth, 12.5 KB at k = 5) and inputs stay in L1 while all tiles use them; between blocks the
-/// accumulators wait in `yq`. The sum keeps the order of `tiles_portable`.
+/// `tiles` in AVX-512, in register blocks of `TILE_VECTORS` vectors of 16 positions × 8
+/// channels (24 accumulators): per tap, `TILE_VECTORS` loads of inputs and 8 weights broadcast
+/// from memory for `8·TILE_VECTORS` fused multiply-adds. (A block of one vector × 16 channels
+/// took 17 loads for 16 multiply-adds, and the two load ports, not the two FMA ports, set its
+/// pace.) The positions left past the last whole block go in blocks of fewer vectors. The input
+/// channels are taken `CI_BLOCK` at a time over every block, so that block's weights and inputs
+/// stay in L1 while all blocks use them; between passes the accumulators wait in `yq`. Each
+/// output's sum keeps the order of `tiles_portable`, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn tiles_avx512(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let (wp, k, plane, cin, ct) = (p.wp(), p.k, p.hp() * p.wp(), p.cin, p.cout_tiles);
-    let nq = p.positions();
-    assert!(xp.len() >= p.padded_len() && wt.len() >= cin * k * k * ct);
-    assert!(bias.len() >= ct && yq.len() >= ct * nq);
-    for co0 in (0..ct).step_by(CO) {
+    let (cin, ct, nq) = (p.cin, p.cout_tiles, p.positions());
+    assert!(xp.len() >= p.padded_len() && wt.len() >= cin * p.k * p.k * ct);
+    assert!(bias.len() >= ct && yq.len() >= ct * nq && ct % BLOCK_CO == 0 && nq % PX == 0);
+    let t = TileArgs { p, xp, wt, bias };
+    for co0 in (0..ct).step_by(BLOCK_CO) {
         for ci0 in (0..cin.max(1)).step_by(CI_BLOCK) {
-            for q0 in (0..nq).step_by(PX) {
-                let mut acc = [_mm512_setzero_ps(); CO];
-                for (c, a) in acc.iter_mut().enumerate() {
-                    let at = (co0 + c) * nq + q0;
-                    // SAFETY: `at + PX <= ct * nq <= yq.len()` (asserted above).
-                    *a = if ci0 == 0 {
-                        _mm512_set1_ps(bias[co0 + c])
-                    } else {
-                        unsafe { _mm512_loadu_ps(yq.as_ptr().add(at)) }
-                    };
+            let ci = ci0..(ci0 + CI_BLOCK).min(cin);
+            let mut q0 = 0;
+            while q0 < nq {
+                let vectors = ((nq - q0) / PX).min(TILE_VECTORS);
+                // SAFETY: AVX-512F; positions q0 + 16·vectors <= nq and channels co0 + 8 <= ct,
+                // inside the slices asserted above.
+                unsafe {
+                    match vectors {
+                        3 => t.block::<3>(q0, co0, ci.clone(), yq),
+                        2 => t.block::<2>(q0, co0, ci.clone(), yq),
+                        _ => t.block::<1>(q0, co0, ci.clone(), yq),
+                    }
                 }
-                for ci in ci0..(ci0 + CI_BLOCK).min(cin) {
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let at = ci * plane + q0 + ky * wp + kx;
-                            let tap = ((ci * k + ky) * k + kx) * ct + co0;
-                            // SAFETY: `at + PX <= padded_len()` (see `Plane::padded_len`) and
-                            // `tap + CO <= wt.len()`, both within the slices asserted above.
-                            unsafe {
-                                let xv = _mm512_loadu_ps(xp.as_ptr().add(at));
-                                let wv = wt.as_ptr().add(tap);
-                                for (c, a) in acc.iter_mut().enumerate() {
-                                    *a = _mm512_fmadd_ps(_mm512_set1_ps(*wv.add(c)), xv, *a);
-                                }
+                q0 += vectors * PX;
+            }
+        }
+    }
+}
+
+/// Vectors of 16 positions per register block of `tiles_avx512`.
+#[cfg(target_arch = "x86_64")]
+const TILE_VECTORS: usize = 3;
+/// Output channels per register block of `tiles_avx512` (a divisor of `CO`).
+#[cfg(target_arch = "x86_64")]
+const BLOCK_CO: usize = 8;
+
+/// What every register block of one plane reads.
+#[cfg(target_arch = "x86_64")]
+struct TileArgs<'a> {
+    p: &'a Plane,
+    xp: &'a [f32],
+    wt: &'a [f32],
+    bias: &'a [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TileArgs<'_> {
+    /// Positions `q0..q0 + 16·V` of channels `co0..co0 + 8`, over the input channels `ci`: from
+    /// the bias at the first channel, else from what `yq` holds.
+    ///
+    /// # Safety
+    /// AVX-512F; `q0 + 16·V <= positions()`, `co0 + 8 <= cout_tiles`, with the slices
+    /// `tiles_avx512` asserts.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const V: usize>(
+        &self,
+        q0: usize,
+        co0: usize,
+        ci: std::ops::Range<usize>,
+        yq: &mut [f32],
+    ) {
+        use std::arch::x86_64::*;
+        let p = self.p;
+        let (wp, k, plane, ct, nq) = (p.wp(), p.k, p.hp() * p.wp(), p.cout_tiles, p.positions());
+        let out = |c: usize, v: usize| (co0 + c) * nq + q0 + v * PX;
+        let first = ci.start == 0;
+        let mut acc = [[_mm512_setzero_ps(); V]; BLOCK_CO];
+        for (c, ac) in acc.iter_mut().enumerate() {
+            for (v, a) in ac.iter_mut().enumerate() {
+                // SAFETY: `out(c, v) + 16 <= ct·nq <= yq.len()`.
+                *a = if first {
+                    _mm512_set1_ps(self.bias[co0 + c])
+                } else {
+                    unsafe { _mm512_loadu_ps(yq.as_ptr().add(out(c, v))) }
+                };
+            }
+        }
+        let (xp, wt) = (self.xp.as_ptr(), self.wt.as_ptr());
+        for ci in ci {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let at = ci * plane + q0 + ky * wp + kx;
+                    let tap = ((ci * k + ky) * k + kx) * ct + co0;
+                    // SAFETY: `at + 16·V <= padded_len()` (see `Plane::padded_len`: the reads
+                    // of the last positions stay in the buffer) and `tap + 8 <= wt.len()`.
+                    unsafe {
+                        let xv: [__m512; V] =
+                            std::array::from_fn(|v| _mm512_loadu_ps(xp.add(at + v * PX)));
+                        for (c, ac) in acc.iter_mut().enumerate() {
+                            let wv = _mm512_set1_ps(*wt.add(tap + c));
+                            for (a, &x) in ac.iter_mut().zip(&xv) {
+                                *a = _mm512_fmadd_ps(wv, x, *a);
                             }
                         }
                     }
                 }
-                for (c, a) in acc.iter().enumerate() {
-                    let dst = &mut yq[(co0 + c) * nq + q0..][..PX];
-                    // SAFETY: `dst` holds PX = 16 f32s.
-                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *a) };
-                }
+            }
+        }
+        for (c, ac) in acc.iter().enumerate() {
+            for (v, a) in ac.iter().enumerate() {
+                // SAFETY: as for the loads above.
+                unsafe { _mm512_storeu_ps(yq.as_mut_ptr().add(out(c, v)), *a) };
             }
         }
     }

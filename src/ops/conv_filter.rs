@@ -123,19 +123,29 @@ fn backward_filter_f32(
             (dwt, pb)
         })
         .collect();
-    dw.fill(0.0);
-    db.fill(0.0);
-    for (dwt, pb) in &partials {
-        for grp in 0..g.groups {
-            for co in 0..cog {
-                let dst = &mut dw[(grp * cog + co) * taps..][..taps];
-                for (tap, d) in dst.iter_mut().enumerate() {
-                    *d += dwt[(grp * taps + tap) * ct + co];
-                }
+    // The slices' sums in slice order, element by element in the filter-fastest layout (a
+    // vectorised pass per slice), then one transpose into `dw`.
+    let mut parts = partials.into_iter();
+    let Some((mut sum, mut sum_b)) = parts.next() else {
+        dw.fill(0.0);
+        db.fill(0.0);
+        return;
+    };
+    for (dwt, pb) in parts {
+        sum.par_chunks_mut(1 << 14)
+            .zip(dwt.par_chunks(1 << 14))
+            .for_each(|(s, d)| s.iter_mut().zip(d).for_each(|(s, &d)| *s += d));
+        sum_b.iter_mut().zip(&pb).for_each(|(s, &d)| *s += d);
+    }
+    for grp in 0..g.groups {
+        for co in 0..cog {
+            let dst = &mut dw[(grp * cog + co) * taps..][..taps];
+            for (tap, d) in dst.iter_mut().enumerate() {
+                *d = sum[(grp * taps + tap) * ct + co];
             }
         }
-        db.iter_mut().zip(pb).for_each(|(d, &p)| *d += p);
     }
+    db.copy_from_slice(&sum_b);
 }
 
 /// The sum of `v` in 16 interleaved partials, added up at the end: a fixed order, and not one
