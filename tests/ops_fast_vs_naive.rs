@@ -109,6 +109,11 @@ fn check_conv(g: ConvGeom, seed: u64) {
     ] {
         assert_close(&format!("conv {g:?} {name}"), got, want, REDUCTION_TOL);
     }
+    // The fused ReLU: the same bits as the ReLU of the forward pass.
+    let mut y_relu = vec![0.0; g.y_len()];
+    conv::forward_relu(&g, &x, &w, &b, &mut y_relu);
+    let relu: Vec<f32> = got[0].iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+    assert_bits_equal(&format!("conv {g:?} forward_relu"), &y_relu, &relu);
     let again = conv_fast(&g, &x, &w, &b, &dy);
     for (i, name) in ["y", "dx", "dw", "db"].iter().enumerate() {
         assert_bits_equal(&format!("conv {g:?} {name}, run twice"), &got[i], &again[i]);

@@ -70,10 +70,7 @@ impl Device for CpuDevice {
         b: &Vec<f32>,
         y: &mut Vec<f32>,
     ) -> Result<()> {
-        ops::conv::forward(g, &prec.round_all(x), &prec.round_all(w), b, y);
-        // In place, as relu_forward computes it.
-        y.iter_mut()
-            .for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
+        ops::conv::forward_relu(g, &prec.round_all(x), &prec.round_all(w), b, y);
         Ok(())
     }
     fn conv_backward_data(

@@ -10,12 +10,20 @@ pub fn relu_forward<T: Real>(x: &[T], y: &mut [T]) {
     }
 }
 
-/// `dx = dy` where the unit was active (`y > 0`), else 0.
+/// `dx = dy` where the unit was active (`y > 0`), else 0; over the pool in chunks (each element
+/// on its own, so the same result on any thread count).
 pub fn relu_backward<T: Real>(y: &[T], dy: &[T], dx: &mut [T]) {
+    use rayon::prelude::*;
     assert!(y.len() == dy.len() && dy.len() == dx.len());
-    for ((dx, &dy), &y) in dx.iter_mut().zip(dy).zip(y) {
-        *dx = if y > T::zero() { dy } else { T::zero() };
-    }
+    const CHUNK: usize = 1 << 15;
+    dx.par_chunks_mut(CHUNK)
+        .zip(dy.par_chunks(CHUNK))
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|((dx, dy), y)| {
+            for ((dx, &dy), &y) in dx.iter_mut().zip(dy).zip(y) {
+                *dx = if y > T::zero() { dy } else { T::zero() };
+            }
+        });
 }
 
 pub fn tanh_forward<T: Real>(x: &[T], y: &mut [T]) {

@@ -277,10 +277,30 @@ fn col_buffer<T: Real>(g: &ConvGeom) -> impl Fn() -> Vec<T> + Sync + Send + use<
 /// Fast forward: `y = conv(x, w) + b` (same semantics as `forward_naive`): direct at stride 1
 /// (`conv_direct`), else im2col and GEMM band by band.
 pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    forward_maybe_relu(g, x, w, b, false, y)
+}
+
+/// `forward` then the ReLU in place (as `activation::relu_forward` computes it): fused into the
+/// direct path's copy out of its tiles, a pass of its own after im2col and GEMM.
+pub fn forward_relu<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    forward_maybe_relu(g, x, w, b, true, y)
+}
+
+fn forward_maybe_relu<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], relu: bool, y: &mut [T]) {
     g.check(x.len(), w.len(), b.len(), y.len());
     if super::conv_direct::applies(g) {
-        return super::conv_direct::forward(g, x, w, b, y);
+        return super::conv_direct::forward(g, x, w, b, relu, y);
     }
+    forward_gemm(g, x, w, b, y);
+    if relu {
+        y.par_chunks_mut(1 << 14).for_each(|c| {
+            c.iter_mut()
+                .for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() })
+        });
+    }
+}
+
+fn forward_gemm<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     let (ow, ohw, kg, cog) = (
         g.out_w(),
         g.out_h() * g.out_w(),

@@ -105,12 +105,12 @@ fn backward_filter_f32(
                 let (xs, dys) = (&x[n * x_per..][..x_per], &dy[n * y_per..][..y_per]);
                 for grp in 0..g.groups {
                     pad_into(&p, &xs[grp * cig * g.h * g.w..][..cig * g.h * g.w], &mut xp);
-                    for (co, map) in dys[grp * cog * ohw..][..cog * ohw]
-                        .chunks_exact(ohw)
-                        .enumerate()
-                    {
-                        for (q, &v) in map.iter().enumerate() {
-                            dyt[q * ct + co] = v;
+                    // Position by position, reading the filters' maps side by side: writing
+                    // one map at a time strode the whole of `dyt` once per filter.
+                    let maps = &dys[grp * cog * ohw..][..cog * ohw];
+                    for (q, row) in dyt.chunks_exact_mut(ct).enumerate() {
+                        for (co, d) in row[..cog].iter_mut().enumerate() {
+                            *d = maps[co * ohw + q];
                         }
                     }
                     // SAFETY: the CPU has AVX-512F (`applies`).
