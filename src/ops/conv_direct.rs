@@ -10,9 +10,9 @@
 //! taps' weights of 16 channels, broadcast.
 //!
 //! Output positions are numbered along the padded input's rows (`q = oy·wp + ox`, `wp` the padded
-//! width), so tap `(ky, kx)` of 16 consecutive positions reads 16 consecutive inputs at
-//! `q + ky·wp + kx`, whatever the map's width; the `k − 1` positions at each row's end that fall
-//! outside the output are computed and dropped.
+//! rows' pitch, `Plane::wp`), so tap `(ky, kx)` of 16 consecutive positions reads 16 consecutive
+//! inputs at `q + ky·wp + kx`, whatever the map's width; the positions at each row's end that
+//! fall outside the output are computed and dropped.
 //!
 //! Each output is its bias plus the taps in the reference's order (channel, row, column), with
 //! fused multiply-adds: correctly rounded, so the same bits on every CPU, with or without FMA
@@ -55,14 +55,21 @@ impl Plane {
     pub(super) fn hp(&self) -> usize {
         self.ih + self.pad + self.pad_end
     }
+    /// The padded rows' pitch: the map's width and one run of zeros between rows, as long as
+    /// the larger of the two paddings. A row's right padding and the next row's left padding
+    /// are the same zeros: a tap reaching `j <= pad` columns left of a row reads the zeros that
+    /// end the row above (or its own leading ones), and one reaching `j <= pad_end` right reads
+    /// this row's trailing zeros or the next row's leading ones. So each row computes
+    /// `k − 1 − min(pad, pad_end)` dropped positions, not `k − 1` (20% fewer positions on the
+    /// cifar net's 7×7 maps).
     pub(super) fn wp(&self) -> usize {
-        self.iw + self.pad + self.pad_end
+        self.iw + self.pad.max(self.pad_end)
     }
     pub(super) fn oh(&self) -> usize {
         self.hp() + 1 - self.k
     }
     pub(super) fn ow(&self) -> usize {
-        self.wp() + 1 - self.k
+        self.iw + self.pad + self.pad_end + 1 - self.k
     }
     /// Output positions computed per channel: the output rows at the padded width, in whole
     /// tiles.

@@ -186,7 +186,7 @@ fn sample_sums(p: &Plane, xp: &[f32], dyt: &[f32], dwt: &mut [f32]) {
     };
     let b = Block { p: *p, xp, dyt };
     assert!(dyt.len() >= p.oh() * p.ow() * p.cout_tiles && dwt.len() >= rows * p.k * p.cout_tiles);
-    assert!(xp.len() >= p.cin * p.hp() * p.wp());
+    assert!(xp.len() >= p.padded_len());
     for co0 in (0..p.cout_tiles).step_by(v * LANES) {
         let mut row = 0;
         while row < rows {
@@ -262,7 +262,9 @@ impl Block<'_> {
             for ox in 0..ow {
                 let q = oy * ow + ox;
                 // SAFETY: q < oh·ow and co0 + 16·V <= ct: inside `dyt`; the input read at
-                // (oy + ky, ox + kx) is inside the padded plane (oy + ky < hp, ox + kx < wp).
+                // row oy + ky < hp, column ox + kx < wp + min(pad, pad_end) lies within
+                // `padded_len()` (past a row's pitch it reads the next row's leading zeros,
+                // see `Plane::wp`).
                 unsafe {
                     let d: [__m512; V] =
                         std::array::from_fn(|v| _mm512_loadu_ps(dyt.add(q * ct + co0 + v * LANES)));
