@@ -112,7 +112,10 @@ fn check_conv(g: ConvGeom, seed: u64) {
     // The fused ReLU: the same bits as the ReLU of the forward pass.
     let mut y_relu = vec![0.0; g.y_len()];
     conv::forward_relu(&g, &x, &w, &b, &mut y_relu);
-    let relu: Vec<f32> = got[0].iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+    let relu: Vec<f32> = got[0]
+        .iter()
+        .map(|&v| if v > 0.0 { v } else { 0.0 })
+        .collect();
     assert_bits_equal(&format!("conv {g:?} forward_relu"), &y_relu, &relu);
     let again = conv_fast(&g, &x, &w, &b, &dy);
     for (i, name) in ["y", "dx", "dw", "db"].iter().enumerate() {
@@ -469,6 +472,41 @@ fn pool_ragged_and_paper() {
         let g = pool_geom(n, c, h, h, 3, 2);
         assert_eq!((g.out_h(), g.out_w()), (out, out));
         check_pool(g, 53 + i as u64);
+    }
+}
+
+/// The tie rule and special values: inputs from a handful of levels (so windows hold equal
+/// maxima in several rows and columns, where only row-major order decides), with NaN and -inf
+/// among them (a NaN at a window's first tap wins in the reference, one anywhere else never
+/// does). The fast forward scans rows and columns separately; it must pick the same tap.
+#[test]
+fn pool_ties_and_special_values() {
+    let levels = [f32::NAN, f32::NEG_INFINITY, -1.0, 0.0, 0.5, 1.0, 1.0, 1.0];
+    for (i, g) in [
+        pool_geom(2, 3, 13, 13, 3, 2),
+        pool_geom(1, 2, 9, 11, 2, 1),
+        pool_geom(1, 2, 12, 10, 3, 3),
+        pool_geom(1, 1, 7, 16, 4, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = rng(70 + i as u64);
+        let x: Vec<f32> = uniform_f32(&mut r, g.x_len(), 0.0, levels.len() as f64)
+            .into_iter()
+            .map(|v| levels[(v as usize).min(levels.len() - 1)])
+            .collect();
+        let dy = uniform_f32(&mut r, g.y_len(), -1.0, 1.0);
+        let (mut y, mut argmax) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
+        pool::forward(&g, &x, &mut y, &mut argmax);
+        let mut dx = vec![0.0; g.x_len()];
+        pool::backward(&g, &argmax, &dy, &mut dx);
+        let mut y_ref = vec![0.0; g.y_len()];
+        pool::forward_naive(&g, &x, &mut y_ref);
+        let mut dx_ref = vec![0.0; g.x_len()];
+        pool::backward_naive(&g, &x, &dy, &mut dx_ref);
+        assert_bits_equal(&format!("pool {g:?} y, ties"), &y, &y_ref);
+        assert_bits_equal(&format!("pool {g:?} dx, ties"), &dx, &dx_ref);
     }
 }
 
