@@ -178,6 +178,11 @@ fn conv_direct_filter_blocks() {
     check_conv(conv_geom(2, 6, (6, 5), 128, 3, 1, (1, 1), 2), 23);
     // 20 filters, 3x3, no padding: a vector and a padded one (two vectors, 4 rows a block).
     check_conv(conv_geom(2, 4, (8, 9), 20, 3, 1, (0, 0), 1), 24);
+    // The cifar preset's three layers as one tower runs them, at a batch of 20 (two samples a
+    // slice of the filter gradient's 16 partials, the last slices short).
+    check_conv(conv_geom(20, 3, (32, 32), 16, 5, 1, (2, 2), 1), 25);
+    check_conv(conv_geom(20, 16, (15, 15), 16, 5, 1, (2, 2), 1), 26);
+    check_conv(conv_geom(20, 32, (7, 7), 32, 5, 1, (2, 2), 1), 27);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ pub struct TrainArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Initial learning rate [default: the spec's, 0.01 for the presets].
+    /// Initial learning rate [default: the spec's, 0.01 for the presets; 0.005 on the built-in
+    /// synthetic set].
     #[arg(long)]
     pub lr: Option<f32>,
     /// plateau[:PATIENCE] (divide by 10 when validation error stops improving), epochs:E1,E2,...
@@ -252,6 +253,13 @@ struct Data {
     val: Option<Arc<Dataset>>,
     source: DataSource,
 }
+
+/// The initial learning rate on the built-in synthetic set when `--lr` is not given. At the
+/// presets' 0.01 the cifar preset died at chance (90% validation error from the first epoch
+/// on) at one seed in four, with the CPU kernels of before and after the CPU path's second
+/// rework alike (a different seed each: the runs are chaotic, and summation order picks which);
+/// at 0.005 six seeds of six learned, to 0.75-20% validation error after two epochs.
+const SYNTHETIC_LR: f32 = 0.005;
 
 fn synthetic_data(seed: u64) -> Data {
     Data {
@@ -658,7 +666,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             crate::model::init::init_params(&plan, args.seed),
             None,
             TrainState {
-                lr: args.lr.unwrap_or(spec.optim.lr),
+                lr: args.lr.unwrap_or(if synthetic {
+                    SYNTHETIC_LR
+                } else {
+                    spec.optim.lr
+                }),
                 seed: args.seed,
                 ..TrainState::default()
             },
