@@ -178,6 +178,11 @@ fn conv_direct_filter_blocks() {
     check_conv(conv_geom(2, 6, (6, 5), 128, 3, 1, (1, 1), 2), 23);
     // 20 filters, 3x3, no padding: a vector and a padded one (two vectors, 4 rows a block).
     check_conv(conv_geom(2, 4, (8, 9), 20, 3, 1, (0, 0), 1), 24);
+    // Strided, as stride-1 convolutions over phase channels: 5x5 at stride 2 (3x3 phase
+    // filters, asymmetric padding) and 9x9 at stride 2 (5x5 phase filters); the paper's conv1
+    // (11x11 at stride 4) is in conv_paper_geometries.
+    check_conv(conv_geom(3, 3, (17, 15), 16, 5, 2, (2, 1), 1), 28);
+    check_conv(conv_geom(2, 2, (20, 19), 40, 9, 2, (3, 4), 1), 29);
     // The cifar preset's three layers as one tower runs them, at a batch of 20 (two samples a
     // slice of the filter gradient's 16 partials, the last slices short).
     check_conv(conv_geom(20, 3, (32, 32), 16, 5, 1, (2, 2), 1), 25);

@@ -275,7 +275,8 @@ fn col_buffer<T: Real>(g: &ConvGeom) -> impl Fn() -> Vec<T> + Sync + Send + use<
 }
 
 /// Fast forward: `y = conv(x, w) + b` (same semantics as `forward_naive`): direct at stride 1
-/// (`conv_direct`), else im2col and GEMM band by band.
+/// (`conv_direct`), strided as a stride-1 convolution over phase channels where the direct
+/// kernels take that (`conv_strided`), else im2col and GEMM band by band.
 pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     forward_maybe_relu(g, x, w, b, false, y)
 }
@@ -290,6 +291,9 @@ fn forward_maybe_relu<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], relu: bo
     g.check(x.len(), w.len(), b.len(), y.len());
     if super::conv_direct::applies(g) {
         return super::conv_direct::forward(g, x, w, b, relu, y);
+    }
+    if super::conv_strided::applies::<T>(g) {
+        return super::conv_strided::forward(g, x, w, b, relu, y);
     }
     forward_gemm(g, x, w, b, y);
     if relu {
@@ -402,6 +406,9 @@ pub fn backward_filter<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], d
     g.check(x.len(), dw.len(), db.len(), dy.len());
     if super::conv_filter::applies::<T>(g) {
         return super::conv_filter::backward_filter(g, x, dy, dw, db, FILTER_PARTIALS);
+    }
+    if super::conv_strided::applies::<T>(g) {
+        return super::conv_strided::backward_filter(g, x, dy, dw, db, FILTER_PARTIALS);
     }
     let (ow, ohw, kg, cog) = (
         g.out_w(),
