@@ -68,10 +68,16 @@ fn phase_input<T: Real>(g: &ConvGeom, x: &[T]) -> Vec<T> {
     xq
 }
 
-/// Where weight `w[co][ci][ky][kx]` sits among the phase filters (`[co][(ci·s + ry)·s + rx][qy][qx]`).
-fn phase_tap(g: &ConvGeom, ci: usize, ky: usize, kx: usize) -> usize {
-    let (s, kq) = (g.stride, g.k.div_ceil(g.stride));
-    (((ci * s + ky % s) * s + kx % s) * kq + ky / s) * kq + kx / s
+/// Each weight's index in `w` (`[co][ci][ky][kx]`) and among the phase filters
+/// (`[co][(ci·s + ry)·s + rx][qy][qx]`, for `ky = s·qy + ry`, `kx = s·qx + rx`).
+fn phase_taps(g: &ConvGeom) -> impl Iterator<Item = (usize, usize)> + use<> {
+    let (s, k, c_in) = (g.stride, g.k, g.c_in);
+    let kq = k.div_ceil(s);
+    (0..g.c_out * c_in * k * k).map(move |i| {
+        let (co, ci, ky, kx) = (i / (c_in * k * k), i / (k * k) % c_in, i / k % k, i % k);
+        let at = (((ci * s + ky % s) * s + kx % s) * kq + ky / s) * kq + kx / s;
+        (i, co * c_in * s * s * kq * kq + at)
+    })
 }
 
 /// Forward: `y = conv(x, w) + b` as `conv::forward_naive` defines it, and its ReLU where `relu`.
@@ -81,17 +87,9 @@ pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], relu: bool, y: 
         "conv_strided: {g:?} is not for the phase form"
     );
     let pg = phase_geom(g);
-    let per_filter = pg.w_len() / g.c_out;
     let mut wq = vec![T::zero(); pg.w_len()];
-    for (co, filter) in w.chunks_exact(g.c_in * g.k * g.k).enumerate() {
-        for ci in 0..g.c_in {
-            for ky in 0..g.k {
-                for kx in 0..g.k {
-                    wq[co * per_filter + phase_tap(g, ci, ky, kx)] =
-                        filter[(ci * g.k + ky) * g.k + kx];
-                }
-            }
-        }
+    for (i, j) in phase_taps(g) {
+        wq[j] = w[i];
     }
     super::conv_direct::forward(&pg, &phase_input(g, x), &wq, b, relu, y);
 }
@@ -111,17 +109,9 @@ pub fn backward_filter<T: Real>(
         "conv_strided: {g:?} is not for the phase form"
     );
     let pg = phase_geom(g);
-    let per_filter = pg.w_len() / g.c_out;
     let mut dwq = vec![T::zero(); pg.w_len()];
     super::conv_filter::backward_filter(&pg, &phase_input(g, x), dy, &mut dwq, db, slices);
-    for (co, filter) in dw.chunks_exact_mut(g.c_in * g.k * g.k).enumerate() {
-        for ci in 0..g.c_in {
-            for ky in 0..g.k {
-                for kx in 0..g.k {
-                    filter[(ci * g.k + ky) * g.k + kx] =
-                        dwq[co * per_filter + phase_tap(g, ci, ky, kx)];
-                }
-            }
-        }
+    for (i, j) in phase_taps(g) {
+        dw[i] = dwq[j];
     }
 }
