@@ -14,6 +14,7 @@
 
 use super::conv::ConvGeom;
 use crate::tensor::Real;
+use rayon::prelude::*;
 
 /// The stride-1 convolution over phase channels that computes `g`.
 fn phase_geom(g: &ConvGeom) -> ConvGeom {
@@ -45,26 +46,30 @@ fn phase_input<T: Real>(g: &ConvGeom, x: &[T]) -> Vec<T> {
     let (s, pg) = (g.stride, phase_geom(g));
     let mut xq = vec![T::zero(); pg.x_len()];
     let (hq, wq) = (pg.h, pg.w);
-    for (maps, src) in xq
-        .chunks_exact_mut(pg.c_in * hq * wq)
-        .zip(x.chunks_exact(g.c_in * g.h * g.w))
-    {
-        for (c, map) in maps.chunks_exact_mut(hq * wq).enumerate() {
-            let (ci, ry, rx) = (c / (s * s), c / s % s, c % s);
-            let plane = &src[ci * g.h * g.w..][..g.h * g.w];
-            for (i, row) in map.chunks_exact_mut(wq).enumerate() {
-                let Some(r) = (i * s + ry).checked_sub(g.pad).filter(|&r| r < g.h) else {
-                    continue;
-                };
-                let line = &plane[r * g.w..][..g.w];
-                for (j, v) in row.iter_mut().enumerate() {
-                    if let Some(col) = (j * s + rx).checked_sub(g.pad).filter(|&c| c < g.w) {
-                        *v = line[col];
+    // A sample per task.
+    xq.par_chunks_exact_mut(pg.c_in * hq * wq)
+        .zip(x.par_chunks_exact(g.c_in * g.h * g.w))
+        .for_each(|(maps, src)| {
+            for (c, map) in maps.chunks_exact_mut(hq * wq).enumerate() {
+                let (ci, ry, rx) = (c / (s * s), c / s % s, c % s);
+                let plane = &src[ci * g.h * g.w..][..g.h * g.w];
+                for (i, row) in map.chunks_exact_mut(wq).enumerate() {
+                    let Some(r) = (i * s + ry).checked_sub(g.pad).filter(|&r| r < g.h) else {
+                        continue;
+                    };
+                    let line = &plane[r * g.w..][..g.w];
+                    // Columns j·s + rx − pad inside the input: j in [j0, j1).
+                    let j0 = g.pad.saturating_sub(rx).div_ceil(s);
+                    let j1 = ((g.w + g.pad).saturating_sub(rx).div_ceil(s)).min(wq);
+                    if j0 < j1 {
+                        let first = j0 * s + rx - g.pad;
+                        for (v, &x) in row[j0..j1].iter_mut().zip(line[first..].iter().step_by(s)) {
+                            *v = x;
+                        }
                     }
                 }
             }
-        }
-    }
+        });
     xq
 }
 
