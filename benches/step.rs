@@ -214,9 +214,12 @@ fn parse_cases(list: &str) -> Result<Vec<(String, usize)>> {
 
 /// GFLOP/s of fused multiply-adds on every thread of rayon's pool at once: each thread runs 12
 /// independent accumulator chains (enough to cover the FMA latency on two ports) of the widest
-/// vectors the CPU has (AVX-512, else AVX2), for a few tens of milliseconds. The best of three.
+/// vectors the CPU has (AVX-512, else AVX2), for about 20 ms a round. The best of five rounds:
+/// single short rounds came out at half the peak now and then (214-239 GFLOP/s against 402-466
+/// on this 2-core machine), so every round is long enough to ride out a core waking or clocking
+/// up, and the best one counts.
 fn fma_peak_gflops() -> f64 {
-    const ITERS: usize = 2_000_000;
+    const ITERS: usize = 12_000_000;
     /// Flops done, and a sum to keep the chains alive.
     fn chains(seed: f32) -> (f64, f32) {
         #[cfg(target_arch = "x86_64")]
@@ -269,12 +272,11 @@ fn fma_peak_gflops() -> f64 {
         }
         ((ITERS * 12 * 2) as f64, acc.iter().sum())
     }
-    (0..3)
+    (0..5)
         .map(|_| {
             let t = Instant::now();
-            // One run on every thread of the pool at once (`broadcast`): a parallel iterator
-            // over one item a thread let one thread take both items while the other slept,
-            // and the "peak" came out at half (233-239 GFLOP/s in some runs, 452-466 in others).
+            // One run on every thread of the pool at once, for certain (`broadcast`; a
+            // parallel iterator over one item a thread may run two items on one thread).
             let (flops, sum) = rayon::broadcast(|ctx| chains(1.0 + ctx.index() as f32))
                 .into_iter()
                 .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
