@@ -105,6 +105,20 @@ pub fn as_f32<T: Real>(v: &[T]) -> Option<&[f32]> {
     })
 }
 
+/// Whether the kernels written for f32 in AVX-512 serve `T` on this CPU: `T` is f32 and the CPU
+/// has AVX-512F.
+pub fn avx512_f32<T: Real>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// [`as_f32`] for a mutable slice.
 pub fn as_f32_mut<T: Real>(v: &mut [T]) -> Option<&mut [f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {

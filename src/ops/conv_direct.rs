@@ -5,9 +5,9 @@
 //! The im2col path copies every input pixel `k²` times into a column matrix and the GEMM then
 //! copies that again into its panels; with the cifar net's 16 maps a tower, each copied value
 //! feeds only 16 multiply-adds, so the copies cost more than the arithmetic. Here the input is
-//! copied once, zero-padded, and a tile of 16 output positions × 16 output channels is summed in
-//! registers: per filter tap one 16-wide load of input and 16 fused multiply-adds against the
-//! taps' weights of 16 channels, broadcast.
+//! copied once, zero-padded, and a block of output positions × output channels is summed in
+//! registers (48 × 8 in AVX-512, `tiles_avx512`): per filter tap, 16-wide loads of input and
+//! fused multiply-adds against the tap's weights of those channels, broadcast.
 //!
 //! Output positions are numbered along the padded input's rows (`q = oy·wp + ox`, `wp` the padded
 //! rows' pitch, `Plane::wp`), so tap `(ky, kx)` of 16 consecutive positions reads 16 consecutive

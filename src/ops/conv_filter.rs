@@ -18,7 +18,7 @@
 use super::conv::ConvGeom;
 #[cfg(target_arch = "x86_64")]
 use super::conv_direct::{Plane, pad_into};
-use crate::tensor::Real;
+use crate::tensor::{Real, avx512_f32};
 #[cfg(target_arch = "x86_64")]
 use crate::tensor::{as_f32, as_f32_mut};
 #[cfg(target_arch = "x86_64")]
@@ -31,18 +31,7 @@ const LANES: usize = 16;
 /// the direct forward takes, a kernel size the register blocks are built for (3 and 5, every
 /// stride-1 layer of the presets), f32, AVX-512.
 pub fn applies<T: Real>(g: &ConvGeom) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::conv_direct::applies(g)
-            && matches!(g.k, 3 | 5)
-            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = g;
-        false
-    }
+    super::conv_direct::applies(g) && matches!(g.k, 3 | 5) && avx512_f32::<T>()
 }
 
 /// `dw = ∂L/∂w`, `db = ∂L/∂b` as `conv::backward_filter_naive` defines them, the batch cut into
@@ -66,7 +55,8 @@ pub fn backward_filter<T: Real>(
     {
         return backward_filter_f32(g, x, dy, dw, db, slices);
     }
-    unreachable!("applies() holds only for f32 on x86-64, {x:p} {dy:p} {dw:p} {db:p} {slices}")
+    let _ = (x, dy, dw, db, slices);
+    unreachable!("applies() holds only for f32 on x86-64")
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::fc_stream;
-use crate::tensor::Real;
+use crate::tensor::{Real, avx512_f32};
 #[cfg(target_arch = "x86_64")]
 use crate::tensor::{as_f32, as_f32_mut};
 use multiversion::multiversion;
@@ -195,22 +195,6 @@ fn outer_rows<T: Real>(g: &FcGeom, dy: &[T], x: &[T], o0: usize, dw: &mut [T]) {
 /// threads share evenly (1024 made 9).
 const DATA_COLUMNS: usize = 512;
 
-/// Whether the streaming kernels of `fc_stream` take these slices: f32 on a CPU with AVX-512F.
-fn avx512_f32<T: Real>(a: &[T], b: &[T], c: &mut [T]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        as_f32(a).is_some()
-            && as_f32(b).is_some()
-            && as_f32_mut(c).is_some()
-            && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (a, b, c);
-        false
-    }
-}
-
 /// Fast forward: `y = x · wᵀ + b`.
 pub fn forward<T: Real>(g: &FcGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     g.check(x.len(), w.len(), b.len(), y.len());
@@ -245,7 +229,7 @@ pub fn forward<T: Real>(g: &FcGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     }
     // Per block of outputs, every sample's dot product with each weight row: `[outputs][n]`.
     let mut yt = vec![T::zero(); g.outputs * g.n];
-    let fast = avx512_f32(w, x, &mut yt);
+    let fast = avx512_f32::<T>();
     yt.par_chunks_mut(OUTPUT_BLOCK * g.n)
         .enumerate()
         .for_each(|(blk, out)| {
@@ -295,7 +279,7 @@ pub fn backward_data<T: Real>(g: &FcGeom, dy: &[T], w: &[T], dx: &mut [T]) {
         return;
     }
     // Per block of inputs, every sample's slice of dx, `[n][width]`, then copied into place.
-    let fast = avx512_f32(dy, w, dx);
+    let fast = avx512_f32::<T>();
     let block = if fast { DATA_COLUMNS } else { INPUT_BLOCK };
     let blocks: Vec<(usize, Vec<T>)> = (0..g.inputs.div_ceil(block))
         .into_par_iter()
@@ -353,7 +337,7 @@ pub fn backward_filter<T: Real>(g: &FcGeom, x: &[T], dy: &[T], dw: &mut [T], db:
                 );
             });
     } else {
-        let fast = avx512_f32(dy, x, dw);
+        let fast = avx512_f32::<T>();
         dw.par_chunks_mut(OUTPUT_BLOCK * g.inputs)
             .enumerate()
             .for_each(|(blk, rows)| {

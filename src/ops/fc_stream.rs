@@ -84,35 +84,15 @@ pub(super) unsafe fn dot_rows(inputs: usize, n: usize, w: &[f32], x: &[f32], out
                         w.as_ptr().add(r * inputs),
                         w.as_ptr().add((r + pair as usize) * inputs),
                     );
-                    if pair {
+                    // An odd last row runs as a pair with itself, its twin's sums dropped.
+                    let mut spare = [_mm512_setzero_ps(); SAMPLES];
+                    let (p0, p1) = if pair {
                         let (p0, p1) = part[at(r)..].split_at_mut(n);
-                        by_samples!(
-                            s,
-                            dot_pair(
-                                w0,
-                                w1,
-                                xs.as_ptr(),
-                                inputs,
-                                i0..i1,
-                                &mut p0[..s],
-                                &mut p1[..s]
-                            )
-                        );
+                        (&mut p0[..s], &mut p1[..s])
                     } else {
-                        let mut spare = [_mm512_setzero_ps(); SAMPLES];
-                        by_samples!(
-                            s,
-                            dot_pair(
-                                w0,
-                                w0,
-                                xs.as_ptr(),
-                                inputs,
-                                i0..i1,
-                                &mut part[at(r)..][..s],
-                                &mut spare[..s]
-                            )
-                        );
-                    }
+                        (&mut part[at(r)..][..s], &mut spare[..s])
+                    };
+                    by_samples!(s, dot_pair(w0, w1, xs.as_ptr(), inputs, i0..i1, p0, p1));
                 }
                 r += 1 + pair as usize;
             }
