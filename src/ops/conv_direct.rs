@@ -71,6 +71,19 @@ impl Plane {
     pub(super) fn ow(&self) -> usize {
         self.iw + self.pad + self.pad_end + 1 - self.k
     }
+    /// Filter taps per output channel: `(ci·k + ky)·k + kx` over `cin` input channels.
+    pub(super) fn taps(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+    /// Where `tiles` reads the weight of `tap` for output channel `co`: channels in blocks of
+    /// `BLOCK_CO`, each block's taps in order, the block's channels side by side
+    /// (`[co / 8][tap][co % 8]`). A register block's weights are then one run of memory, not
+    /// 8 floats at the stride of every channel (half of each 64-byte line unused, and each
+    /// line a tap apart), and the layout is built by reading 8 filters side by side, in
+    /// order, not by writing one float per line.
+    pub(super) fn weight_at(&self, tap: usize, co: usize) -> usize {
+        (co / BLOCK_CO) * self.taps() * BLOCK_CO + tap * BLOCK_CO + co % BLOCK_CO
+    }
     /// Output positions computed per channel: the output rows at the padded width, in whole
     /// tiles.
     pub(super) fn positions(&self) -> usize {
@@ -115,10 +128,10 @@ fn copy_row<T: Real>(dst: &mut [T], src: &[T], relu: bool) {
     }
 }
 
-/// All tiles of one plane: `yq[co][q] = bias[co] + Σ_{ci,ky,kx} wt[ci][ky][kx][co] ·
-/// xp[ci][q + ky·wp + kx]` for `cout_tiles` channels and `positions()` positions. In f32 on a
-/// CPU with AVX-512 by `tiles_avx512`, else by the portable loops (the same fused operations
-/// in the same order, so the same bits).
+/// All tiles of one plane: `yq[co][q] = bias[co] + Σ_{ci,ky,kx} w(ci, ky, kx, co) ·
+/// xp[ci][q + ky·wp + kx]`, `w` read at `wt[weight_at(tap, co)]`, for `cout_tiles` channels
+/// and `positions()` positions. In f32 on a CPU with AVX-512 by `tiles_avx512`, else by the
+/// portable loops (the same fused operations in the same order, so the same bits).
 fn tiles<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
@@ -145,6 +158,11 @@ fn tiles_avx512(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut [f32])
     let (cin, ct, nq) = (p.cin, p.cout_tiles, p.positions());
     assert!(xp.len() >= p.padded_len() && wt.len() >= cin * p.k * p.k * ct);
     assert!(bias.len() >= ct && yq.len() >= ct * nq && ct % BLOCK_CO == 0 && nq % PX == 0);
+    debug_assert_eq!(
+        p.weight_at(1, 1),
+        BLOCK_CO + 1,
+        "tiles_avx512 reads [co / 8][tap][co % 8]"
+    );
     let t = TileArgs { p, xp, wt, bias };
     for co0 in (0..ct).step_by(BLOCK_CO) {
         for ci0 in (0..cin.max(1)).step_by(CI_BLOCK) {
@@ -170,8 +188,8 @@ fn tiles_avx512(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut [f32])
 /// Vectors of 16 positions per register block of `tiles_avx512`.
 #[cfg(target_arch = "x86_64")]
 const TILE_VECTORS: usize = 3;
-/// Output channels per register block of `tiles_avx512` (a divisor of `CO`).
-#[cfg(target_arch = "x86_64")]
+/// Output channels per register block of `tiles_avx512` (a divisor of `CO`), and per block of
+/// the weights' layout (`Plane::weight_at`).
 const BLOCK_CO: usize = 8;
 
 /// What every register block of one plane reads.
@@ -201,7 +219,7 @@ impl TileArgs<'_> {
     ) {
         use std::arch::x86_64::*;
         let p = self.p;
-        let (wp, k, plane, ct, nq) = (p.wp(), p.k, p.hp() * p.wp(), p.cout_tiles, p.positions());
+        let (wp, k, plane, nq) = (p.wp(), p.k, p.hp() * p.wp(), p.positions());
         let out = |c: usize, v: usize| (co0 + c) * nq + q0 + v * PX;
         let first = ci.start == 0;
         let mut acc = [[_mm512_setzero_ps(); V]; BLOCK_CO];
@@ -215,14 +233,16 @@ impl TileArgs<'_> {
                 };
             }
         }
-        let (xp, wt) = (self.xp.as_ptr(), self.wt.as_ptr());
+        // This block's weights: `taps()` runs of 8, one per tap (`Plane::weight_at`).
+        let (xp, wt) = (self.xp.as_ptr(), self.wt[co0 * p.taps()..].as_ptr());
         for ci in ci {
             for ky in 0..k {
                 for kx in 0..k {
                     let at = ci * plane + q0 + ky * wp + kx;
-                    let tap = ((ci * k + ky) * k + kx) * ct + co0;
+                    let tap = ((ci * k + ky) * k + kx) * BLOCK_CO;
                     // SAFETY: `at + 16·V <= padded_len()` (see `Plane::padded_len`: the reads
-                    // of the last positions stay in the buffer) and `tap + 8 <= wt.len()`.
+                    // of the last positions stay in the buffer) and `co0·taps + tap + 8 <=
+                    // wt.len()`.
                     unsafe {
                         let xv: [__m512; V] =
                             std::array::from_fn(|v| _mm512_loadu_ps(xp.add(at + v * PX)));
@@ -264,8 +284,13 @@ fn tiles_portable<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [
                 for ky in 0..k {
                     for kx in 0..k {
                         let xv: &[T; PX] = xc[ky * wp + kx..][..PX].try_into().expect("PX wide");
-                        let tap = ((ci * k + ky) * k + kx) * p.cout_tiles + co0;
-                        let wv: &[T; CO] = wt[tap..tap + CO].try_into().expect("CO wide");
+                        let tap = (ci * k + ky) * k + kx;
+                        // Two runs of 8 (`Plane::weight_at`).
+                        let (lo, hi) = (p.weight_at(tap, co0), p.weight_at(tap, co0 + BLOCK_CO));
+                        let wv: [T; CO] = std::array::from_fn(|c| match c < BLOCK_CO {
+                            true => wt[lo + c],
+                            false => wt[hi + c - BLOCK_CO],
+                        });
                         for c in 0..CO {
                             for l in 0..PX {
                                 acc[c][l] = wv[c].mul_add(xv[l], acc[c][l]);
@@ -325,6 +350,34 @@ fn scratch<T: Real>(p: Plane) -> impl Fn() -> (Vec<T>, Vec<T>, Vec<T>) + Sync + 
     }
 }
 
+/// The weights of each of `groups` groups in the layout `tiles` reads (`Plane::weight_at`), in
+/// parallel over blocks of 8 channels: `fill(grp, co, taps)` writes channel `co`'s weights into
+/// `taps`, its `p.taps()` slots in tap order (those it leaves stay zero).
+fn blocked_weights<T: Real>(
+    p: &Plane,
+    groups: usize,
+    fill: impl Fn(usize, usize, std::iter::StepBy<std::slice::IterMut<'_, T>>) + Sync,
+) -> Vec<Vec<T>> {
+    let taps = p.taps();
+    (0..groups)
+        .map(|grp| {
+            let mut t = vec![T::zero(); taps * p.cout_tiles];
+            t.par_chunks_mut(taps * BLOCK_CO)
+                .enumerate()
+                .for_each(|(b, block)| {
+                    for c in 0..BLOCK_CO {
+                        fill(
+                            grp,
+                            b * BLOCK_CO + c,
+                            block[c..].iter_mut().step_by(BLOCK_CO),
+                        );
+                    }
+                });
+            t
+        })
+        .collect()
+}
+
 /// Forward at stride 1: `y = conv(x, w) + b`, as `conv::forward_naive` defines it, and its
 /// ReLU where `relu` (applied as each row is copied out of the tiles).
 pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], relu: bool, y: &mut [T]) {
@@ -342,19 +395,14 @@ pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], relu: bool, y: 
         pad: g.pad,
         pad_end: g.pad_end,
     };
-    // wt[grp][ci][ky][kx][co] = w[grp·cog + co][ci][ky][kx], zero past cog.
-    let wt: Vec<Vec<T>> = (0..g.groups)
-        .map(|grp| {
-            let mut t = vec![T::zero(); cig * k * k * p.cout_tiles];
-            for co in 0..cog {
-                let filter = &w[(grp * cog + co) * cig * k * k..][..cig * k * k];
-                for (tap, &v) in filter.iter().enumerate() {
-                    t[tap * p.cout_tiles + co] = v;
-                }
-            }
-            t
-        })
-        .collect();
+    // wt[grp] at `weight_at(tap, co)` = w[grp·cog + co][tap], zero past cog.
+    let taps = p.taps();
+    let wt = blocked_weights(&p, g.groups, |grp, co, block| {
+        if co < cog {
+            let filter = &w[(grp * cog + co) * taps..][..taps];
+            block.zip(filter).for_each(|(d, &v)| *d = v);
+        }
+    });
     let (x_per, y_per) = (g.c_in * g.h * g.w, g.c_out * g.out_h() * g.out_w());
     if y_per == 0 {
         return;
@@ -385,24 +433,20 @@ pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
         pad_end: k - 1 - g.pad_end,
     };
     debug_assert_eq!((p.oh(), p.ow()), (g.h, g.w));
-    // wt[grp][co][ky][kx][ci] = w[grp·cog + co][ci][k−1−ky][k−1−kx], zero past cig.
-    let wt: Vec<Vec<T>> = (0..g.groups)
-        .map(|grp| {
-            let mut t = vec![T::zero(); cog * k * k * p.cout_tiles];
+    // wt[grp] at `weight_at((co·k + ky)·k + kx, ci)` = w[grp·cog + co][ci][k−1−ky][k−1−kx],
+    // zero past cig: the tap order (co, ky, kx) reads each filter's k² taps backwards.
+    let wt = blocked_weights(&p, g.groups, |grp, ci, block| {
+        if ci < cig {
+            let mut block = block;
             for co in 0..cog {
-                for ci in 0..cig {
-                    let filter = &w[((grp * cog + co) * cig + ci) * k * k..][..k * k];
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let tap = (co * k + ky) * k + kx;
-                            t[tap * p.cout_tiles + ci] = filter[(k - 1 - ky) * k + (k - 1 - kx)];
-                        }
-                    }
-                }
+                let filter = &w[((grp * cog + co) * cig + ci) * k * k..][..k * k];
+                block
+                    .by_ref()
+                    .zip(filter.iter().rev())
+                    .for_each(|(d, &v)| *d = v);
             }
-            t
-        })
-        .collect();
+        }
+    });
     let (x_per, y_per) = (g.c_in * g.h * g.w, g.c_out * g.out_h() * g.out_w());
     if x_per == 0 {
         return;
