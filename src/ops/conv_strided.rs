@@ -100,14 +100,14 @@ pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], b: &[T], relu: bool, y: 
 }
 
 /// Filter gradient: `dw`, `db` as `conv::backward_filter_naive` defines them, the batch cut into
-/// `slices` as `conv_filter::backward_filter` cuts it.
+/// slices of `per_slice` samples as `conv_filter::backward_filter` cuts it.
 pub fn backward_filter<T: Real>(
     g: &ConvGeom,
     x: &[T],
     dy: &[T],
     dw: &mut [T],
     db: &mut [T],
-    slices: usize,
+    per_slice: usize,
 ) {
     assert!(
         applies::<T>(g),
@@ -115,7 +115,7 @@ pub fn backward_filter<T: Real>(
     );
     let pg = phase_geom(g);
     let mut dwq = vec![T::zero(); pg.w_len()];
-    super::conv_filter::backward_filter(&pg, &phase_input(g, x), dy, &mut dwq, db, slices);
+    super::conv_filter::backward_filter(&pg, &phase_input(g, x), dy, &mut dwq, db, per_slice);
     for (i, j) in phase_taps(g) {
         dw[i] = dwq[j];
     }
