@@ -127,6 +127,8 @@ fn time_step<D: Device>(
 ) -> Result<Vec<serde_json::Value>> {
     let described: Vec<String> = devices.iter().map(|d| d.describe()).collect();
     let mut net = Network::new(plan, devices, &init_params(plan, 1), 1)?;
+    // As `alexnet train` runs: no gradients kept past their update.
+    net.keep_gradients(false);
     let input = plan.spec.input;
     let len = batch * input.channels * input.size * input.size;
     let images: Vec<f32> = (0..len as u64)

@@ -108,6 +108,54 @@ fn steps_are_bit_identical_across_runs_and_dropout_changes_per_step() {
     assert_ne!(l0, l1);
 }
 
+/// A network that keeps no gradients (as `alexnet train` runs, its fc layers taking their update
+/// inside backward where the CPU fuses it) trains to the same weights and momentum, bit for bit,
+/// as one that keeps them, by either way of stepping; and its gradients are refused, not stale.
+#[test]
+fn the_fused_fc_update_trains_bit_identically() {
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
+    let params = init_params(&plan, 1);
+    let (images, labels) = batch(&plan, 4, 2);
+    let fresh = || Network::new(&plan, vec![CpuDevice, CpuDevice], &params, 7).unwrap();
+    let (mut kept, mut fused, mut staged) = (fresh(), fresh(), fresh());
+    fused.keep_gradients(false);
+    staged.keep_gradients(false);
+    for step in 0..3 {
+        let a = kept.train_step(&images, &labels, 0.05, step).unwrap();
+        let b = fused.train_step(&images, &labels, 0.05, step).unwrap();
+        staged.stage_batch(&images, &labels).unwrap();
+        staged.queue_staged_step(0.05, step).unwrap();
+        let c = staged.finish_step().unwrap();
+        assert_eq!((a, a), (b, c), "step {step}");
+    }
+    for net in [&fused, &staged] {
+        assert_eq!(
+            flatten(&kept.params().unwrap()),
+            flatten(&net.params().unwrap())
+        );
+        assert_eq!(
+            flatten(&kept.velocities().unwrap()),
+            flatten(&net.velocities().unwrap())
+        );
+    }
+    let fc_fuses = plan.layers.iter().any(|lp| {
+        matches!(lp.layer, Layer::Fc(_)) && alexnet::ops::fc::sgd_fuses::<f32>(&lp.fc_geom(4))
+    });
+    if !fc_fuses {
+        eprintln!("skipped the fused half: this CPU has no fused fc update (AVX-512 f32 only)");
+        return;
+    }
+    let e = fused.gradients().unwrap_err();
+    assert!(format!("{e:#}").contains("not kept"), "{e:#}");
+    // A pass that keeps them (no update follows) makes them readable again.
+    fused.forward_backward(&images, &labels, 3).unwrap();
+    kept.forward_backward(&images, &labels, 3).unwrap();
+    assert_eq!(
+        flatten(&kept.gradients().unwrap()),
+        flatten(&fused.gradients().unwrap())
+    );
+}
+
 /// The training loop's double-buffered input (the next batch staged while a step runs) trains
 /// bit-identically to uploading each batch before its step.
 #[test]

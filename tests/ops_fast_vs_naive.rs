@@ -298,6 +298,50 @@ fn fc_ragged_and_paper() {
     );
 }
 
+/// The fc filter gradient fused with its SGD step against the two apart: the weights, momentum
+/// and bias gradient equal bit for bit (the fused kernel's promise, `fc::backward_filter_sgd`).
+#[test]
+fn fc_filter_gradient_fused_with_sgd_is_the_two_apart() {
+    use alexnet::ops::sgd::{self, SgdStep};
+    // Every sample count of one register block; 67 outputs (a row block of 64 and an odd 3),
+    // 1100 inputs (a 1024-column block, then 68 vectors of 16 in all and 12 left over).
+    let shapes = (1..=8).map(|n| FcGeom {
+        n,
+        inputs: 1100,
+        outputs: 67,
+    });
+    for (seed, g) in (40..).zip(shapes.chain([FcGeom {
+        n: 8,
+        inputs: 9216,
+        outputs: 20,
+    }])) {
+        if !fc::sgd_fuses::<f32>(&g) {
+            eprintln!("skipped: this CPU has no fused fc update (AVX-512 f32 only)");
+            return;
+        }
+        let mut r = rng(seed);
+        let x = uniform_f32(&mut r, g.n * g.inputs, -1.0, 1.0);
+        let dy = uniform_f32(&mut r, g.n * g.outputs, -1.0, 1.0);
+        let w0 = uniform_f32(&mut r, g.outputs * g.inputs, -1.0, 1.0);
+        let v0 = uniform_f32(&mut r, w0.len(), -0.01, 0.01);
+        let step = SgdStep {
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0005,
+        };
+        let (mut w, mut v, mut db) = (w0.clone(), v0.clone(), vec![0.0; g.outputs]);
+        fc::backward_filter_sgd(&g, &x, &dy, &step, &mut w, &mut v, &mut db);
+        let (mut dw, mut db_ref) = (vec![0.0; w0.len()], vec![0.0; g.outputs]);
+        fc::backward_filter(&g, &x, &dy, &mut dw, &mut db_ref);
+        let (mut w_ref, mut v_ref) = (w0.clone(), v0.clone());
+        sgd::update(&step, &mut w_ref, &mut v_ref, &dw);
+        assert_bits_equal(&format!("fused fc {g:?} weights"), &w, &w_ref);
+        assert_bits_equal(&format!("fused fc {g:?} momentum"), &v, &v_ref);
+        assert_bits_equal(&format!("fused fc {g:?} bias gradient"), &db, &db_ref);
+        assert!(w != w0, "fused fc {g:?}: the weights did not move");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response normalisation
 

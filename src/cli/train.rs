@@ -181,6 +181,8 @@ impl TrainJob {
         };
         eprintln!("{who}towers on: {}", names.join(" | "));
         let mut net = Network::new(&self.plan, devices, &self.params, self.state.seed)?;
+        // Training reads no gradients: the fc layers may take their update in backward.
+        net.keep_gradients(false);
         if let Some(m) = &self.momentum {
             net.set_velocities(m)?;
         }

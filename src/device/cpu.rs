@@ -261,4 +261,23 @@ impl Device for CpuDevice {
         ops::sgd::update(step, w, v, grad);
         Ok(())
     }
+    fn fc_backward_filter_sgd(
+        &self,
+        g: &FcGeom,
+        prec: Precision,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        step: &SgdStep,
+        w: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+    ) -> Result<bool> {
+        // In fp32 only: the other precisions round x and dy first, and take the bias gradient
+        // from the unrounded dy (see `fc_backward_filter`).
+        if prec != Precision::Fp32 || !ops::fc::sgd_fuses::<f32>(g) {
+            return Ok(false);
+        }
+        ops::fc::backward_filter_sgd(g, x, dy, step, w, v, db);
+        Ok(true)
+    }
 }

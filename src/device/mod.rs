@@ -318,6 +318,25 @@ pub trait Device {
         v: &mut Self::Buf,
         grad: &Self::Buf,
     ) -> Result<()>;
+
+    /// `fc_backward_filter` and then `sgd_update` of the weights with that gradient, in one
+    /// pass, where this device has it for `g` and `prec`: `w`, `v` and `db` end as the two
+    /// calls leave them, and the weights' gradient is not kept. `Ok(false)` where it has not,
+    /// having done nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn fc_backward_filter_sgd(
+        &self,
+        _g: &FcGeom,
+        _prec: Precision,
+        _x: &Self::Buf,
+        _dy: &Self::Buf,
+        _step: &SgdStep,
+        _w: &mut Self::Buf,
+        _v: &mut Self::Buf,
+        _db: &mut Self::Buf,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

@@ -304,6 +304,140 @@ pub(super) unsafe fn outer_rows(
     }
 }
 
+/// `outer_rows` for a batch of at most `SAMPLES`, each weight row's gradient taken straight into
+/// its SGD step instead of being stored: `v ← μ·v − λ·ε·w − ε·dw;  w ← w + v` on the rows `w`,
+/// `v` (a block from output `o0`), as `sgd::update_naive` computes it from the gradient
+/// `outer_rows` writes, so the same bits. The gradient is never written nor read back: per
+/// weight, the reads and writes of `w` and `v` and no more (fc6's gradient write, and the
+/// update's read of it, were two of six passes over its 75 MB a tower).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn outer_rows_sgd(
+    inputs: usize,
+    outputs: usize,
+    dy: &[f32],
+    x: &[f32],
+    o0: usize,
+    step: &crate::ops::sgd::SgdStep,
+    w: &mut [f32],
+    v: &mut [f32],
+) {
+    let n = dy.len() / outputs;
+    let rows = w.len() / inputs;
+    assert!(x.len() >= n * inputs && o0 + rows <= outputs && (1..=SAMPLES).contains(&n));
+    assert!(v.len() == w.len() && w.len() == rows * inputs);
+    let body = inputs / LANES * LANES;
+    let grad = |row: usize, j: usize| dy[j * outputs + o0 + row];
+    let (mu, decay, lr) = step.coefficients::<f32>();
+    for i0 in (0..body).step_by(FILTER_INPUTS) {
+        let cols = i0..(i0 + FILTER_INPUTS).min(body);
+        let mut r = 0;
+        while r < rows {
+            let pair = rows - r >= 2;
+            let d = |row: usize| -> [f32; SAMPLES] {
+                std::array::from_fn(|j| if j < n { grad(row, j) } else { 0.0 })
+            };
+            let r1 = r + pair as usize;
+            // SAFETY: AVX-512F; rows r, r1 of `w` and `v` and the columns `cols` of the n
+            // samples are inside the slices asserted above.
+            unsafe {
+                let rows = SgdRows {
+                    w0: w.as_mut_ptr().add(r * inputs),
+                    w1: w.as_mut_ptr().add(r1 * inputs),
+                    v0: v.as_mut_ptr().add(r * inputs),
+                    v1: v.as_mut_ptr().add(r1 * inputs),
+                    pair,
+                    coefficients: (mu, decay, lr),
+                };
+                by_samples!(
+                    n,
+                    outer_pair_sgd(x.as_ptr(), inputs, cols.clone(), &d(r), &d(r1), &rows)
+                );
+            }
+            r = r1 + 1;
+        }
+    }
+    // The tail past the last whole vector: `outer_rows`' sums, then the update.
+    for r in 0..rows {
+        for i in body..inputs {
+            let mut g = grad(r, 0) * x[i];
+            for j in 1..n {
+                g = grad(r, j).mul_add(x[j * inputs + i], g);
+            }
+            let (w, v) = (&mut w[r * inputs + i], &mut v[r * inputs + i]);
+            *v = mu * *v - decay * *w - lr * g;
+            *w += *v;
+        }
+    }
+}
+
+/// The weight and velocity rows of one pair (`pair` false: one row, whose twin pointers are
+/// itself and are not written twice) and the update's `(μ, λ·ε, ε)`.
+struct SgdRows {
+    w0: *mut f32,
+    w1: *mut f32,
+    v0: *mut f32,
+    v1: *mut f32,
+    pair: bool,
+    coefficients: (f32, f32, f32),
+}
+
+/// `outer_pair`'s sums over the `S` samples (from the first product), each vector then stepped
+/// into its row of `rows` at once.
+///
+/// # Safety
+/// AVX-512F; `range` within each sample's `inputs` and the rows of `rows`.
+#[target_feature(enable = "avx512f")]
+unsafe fn outer_pair_sgd<const S: usize>(
+    x: *const f32,
+    inputs: usize,
+    range: std::ops::Range<usize>,
+    d0: &[f32; SAMPLES],
+    d1: &[f32; SAMPLES],
+    rows: &SgdRows,
+) {
+    let b0: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d0[j]));
+    let b1: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d1[j]));
+    let (mu, decay, lr) = rows.coefficients;
+    let (mu, decay, lr) = (
+        _mm512_set1_ps(mu),
+        _mm512_set1_ps(decay),
+        _mm512_set1_ps(lr),
+    );
+    // `v ← μ·v − λ·ε·w − ε·g;  w ← w + v`, rounded step by step as `sgd::update_naive`.
+    let step = |w: *mut f32, v: *mut f32, g: __m512| {
+        // SAFETY: the caller's contract: `w`, `v` point at 16 floats of the rows.
+        unsafe {
+            let (wv, vv) = (_mm512_loadu_ps(w), _mm512_loadu_ps(v));
+            let m = _mm512_sub_ps(_mm512_mul_ps(mu, vv), _mm512_mul_ps(decay, wv));
+            let nv = _mm512_sub_ps(m, _mm512_mul_ps(lr, g));
+            _mm512_storeu_ps(v, nv);
+            _mm512_storeu_ps(w, _mm512_add_ps(wv, nv));
+        }
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        for c in range.step_by(LANES) {
+            prefetch_next_pair(rows.w0.cast_const(), rows.w1.cast_const(), inputs, c);
+            prefetch_next_pair(rows.v0.cast_const(), rows.v1.cast_const(), inputs, c);
+            let xv = _mm512_loadu_ps(x.add(c));
+            let (mut a0, mut a1) = (_mm512_mul_ps(b0[0], xv), _mm512_mul_ps(b1[0], xv));
+            for j in 1..S {
+                let xv = _mm512_loadu_ps(x.add(j * inputs + c));
+                a0 = _mm512_fmadd_ps(b0[j], xv, a0);
+                a1 = _mm512_fmadd_ps(b1[j], xv, a1);
+            }
+            step(rows.w0.add(c), rows.v0.add(c), a0);
+            if rows.pair {
+                step(rows.w1.add(c), rows.v1.add(c), a1);
+            }
+        }
+    }
+}
+
 /// `out0[c] (+)= Σ_j d0[j]·x_j[c]`, `out1[c] (+)= Σ_j d1[j]·x_j[c]` over the vectors `c` of
 /// `range` for the `S` samples `x_j = x + j·inputs`: from the first product where `first`, else
 /// on from what the rows hold (the sum over an earlier block of samples), by fused

@@ -13,14 +13,24 @@ pub struct SgdStep {
     pub weight_decay: f32,
 }
 
+impl SgdStep {
+    /// `(μ, λ·ε, ε)` in `T`, as every update multiplies by them (λ·ε taken in f64 first).
+    pub fn coefficients<T: Real>(&self) -> (T, T, T) {
+        (
+            T::from_f64_lossy(self.momentum as f64),
+            T::from_f64_lossy(self.weight_decay as f64 * self.lr as f64),
+            T::from_f64_lossy(self.lr as f64),
+        )
+    }
+}
+
 /// One update in place. Evaluated in the written order in `T`, so `f32` results are bit-exact
-/// against a kernel that does the same without fused multiply-adds.
+/// against a kernel that does the same without fused multiply-adds (as `fc_stream`'s fused
+/// filter gradient and update does).
 #[inline]
 pub fn update_naive<T: Real>(s: &SgdStep, w: &mut [T], v: &mut [T], grad: &[T]) {
     assert!(w.len() == v.len() && v.len() == grad.len());
-    let mu = T::from_f64_lossy(s.momentum as f64);
-    let lr = T::from_f64_lossy(s.lr as f64);
-    let decay = T::from_f64_lossy(s.weight_decay as f64 * s.lr as f64);
+    let (mu, decay, lr) = s.coefficients::<T>();
     for ((w, v), &g) in w.iter_mut().zip(v.iter_mut()).zip(grad) {
         *v = mu * *v - decay * *w - lr * g;
         *w = *w + *v;

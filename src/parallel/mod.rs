@@ -13,12 +13,13 @@ pub mod replicas;
 pub mod slice;
 mod staging;
 pub mod tcp_collective;
+mod update;
 
 use crate::device::{Block, Device};
 use crate::model::init::NetParams;
 use crate::model::spec::Layer;
 use crate::model::{LayerPlan, Plan};
-use crate::ops::{dropout::DropoutGeom, sgd::SgdStep};
+use crate::ops::dropout::DropoutGeom;
 use crate::tensor::Tensor;
 use anyhow::{Context, Result, bail, ensure};
 
@@ -30,6 +31,11 @@ struct Weights<B> {
     grad_b: B,
     vel_w: B,
     vel_b: B,
+    /// This step's SGD step was already taken in backward (`update::Fused`), from a gradient
+    /// that was not kept: `update` leaves `w` alone, and `grad_w` is stale until the next
+    /// backward pass that keeps it.
+    stepped: bool,
+    grad_w_stale: bool,
 }
 
 /// What a layer holds on each of its active towers.
@@ -106,6 +112,9 @@ pub struct Network<D: Device> {
     /// replicas', and where this replica's batch starts in the global batch (for dropout).
     collective: Option<Box<dyn collective::Collective<D>>>,
     first_sample: usize,
+    /// Whether training steps keep the weights' gradients for `gradients` (see
+    /// `keep_gradients`).
+    keep_gradients: bool,
 }
 
 impl<D: Device> Network<D> {
@@ -150,6 +159,8 @@ impl<D: Device> Network<D> {
                         grad_w: dev.alloc(p.weight.len())?,
                         grad_b: dev.alloc(p.bias.len())?,
                         vel_w: dev.alloc(p.weight.len())?,
+                        stepped: false,
+                        grad_w_stale: false,
                         vel_b: dev.alloc(p.bias.len())?,
                     });
                 }
@@ -181,6 +192,7 @@ impl<D: Device> Network<D> {
             staging: Default::default(),
             collective: None,
             first_sample: 0,
+            keep_gradients: true,
         })
     }
 
@@ -465,7 +477,7 @@ impl<D: Device> Network<D> {
         step: u64,
     ) -> Result<StepStats> {
         self.load_batch(images, labels)?;
-        self.queue_forward_backward(step)?;
+        self.queue_forward_backward(step, None)?;
         self.read_stats()
     }
 
@@ -484,14 +496,16 @@ impl<D: Device> Network<D> {
     /// `train_step` on the batch `load_batch` put on the devices, which stays there (the step
     /// bench times this, with the input resident as the peers' benchmarks have it).
     pub fn train_loaded(&mut self, lr: f32, step: u64) -> Result<StepStats> {
-        self.queue_forward_backward(step)?;
+        self.queue_forward_backward(step, Some(lr))?;
         self.update(lr)?;
         self.read_stats()
     }
 
     /// Queues forward, loss and backward on the loaded batch. Nothing here waits for a device
     /// (on a GPU the host runs ahead); `read_stats` does, once.
-    fn queue_forward_backward(&mut self, step: u64) -> Result<()> {
+    /// `lr`: the base rate of the update that follows, for the layers that take it inside
+    /// backward (`keep_gradients`); `None` where none follows.
+    fn queue_forward_backward(&mut self, step: u64, lr: Option<f32>) -> Result<()> {
         let n = self.loaded;
         ensure!(
             n > 0 && self.loaded_labels.len() == n,
@@ -520,8 +534,9 @@ impl<D: Device> Network<D> {
                 n,
             )?;
         }
+        let fused_rate = self.fused_rate(lr);
         for l in (0..self.plan.layers.len()).rev() {
-            self.backward_layer(l, n, step)
+            self.backward_layer(l, n, step, fused_rate)
                 .with_context(|| format!("backward {}", self.plan.layers[l].name()))?;
         }
         if let Some(c) = self.collective.as_mut() {
@@ -550,7 +565,15 @@ impl<D: Device> Network<D> {
         })
     }
 
-    fn backward_layer(&mut self, l: usize, n: usize, step: u64) -> Result<()> {
+    /// `fused_rate`: the base rate at which a layer whose device fuses its filter gradient and
+    /// update takes both here (`Network::fused_rate`).
+    fn backward_layer(
+        &mut self,
+        l: usize,
+        n: usize,
+        step: u64,
+        fused_rate: Option<f32>,
+    ) -> Result<()> {
         let lp = &self.plan.layers[l];
         let prec = self.plan.spec.precision;
         let (before, rest) = self.layers.split_at_mut(l);
@@ -635,6 +658,22 @@ impl<D: Device> Network<D> {
                     &prev_out[t]
                 };
                 let (dy, wt) = (&st.grad[t], &mut st.weights[t]);
+                // The weights' update here, with their gradient, where the device fuses the
+                // two (the data gradient above has read the weights as they were).
+                let fused = match (fused_rate, &lp.layer) {
+                    (Some(rate), Layer::Fc(_)) => {
+                        let optim = &self.plan.spec.optim;
+                        let (step, _) = update::sgd_steps(optim, &lp.layer, rate).expect("fc");
+                        let g = lp.fc_geom(n);
+                        let (w, v, db) = (&mut wt.w, &mut wt.vel_w, &mut wt.grad_b);
+                        dev.fc_backward_filter_sgd(&g, prec, x, dy, &step, w, v, db)?
+                    }
+                    _ => false,
+                };
+                (wt.stepped, wt.grad_w_stale) = (fused, fused);
+                if fused {
+                    continue;
+                }
                 let (dw, db) = (&mut wt.grad_w, &mut wt.grad_b);
                 match &lp.layer {
                     Layer::Conv(_) => {
@@ -649,45 +688,6 @@ impl<D: Device> Network<D> {
         }
         if let Some((homing, prev_grad)) = exchange {
             homing.sum(&self.devices, st, prev_grad)?;
-        }
-        Ok(())
-    }
-
-    /// Applies one SGD step with base learning rate `lr` (the spec's multipliers and decay
-    /// switches applied per parameter).
-    pub fn update(&mut self, lr: f32) -> Result<()> {
-        let optim = self.plan.spec.optim;
-        for (lp, st) in self.plan.layers.iter().zip(&mut self.layers) {
-            let lr_mult = match &lp.layer {
-                Layer::Conv(c) => c.init.lr_mult,
-                Layer::Fc(f) => f.init.lr_mult,
-                _ => continue,
-            };
-            let weight_step = SgdStep {
-                lr: lr * lr_mult,
-                momentum: optim.momentum,
-                weight_decay: optim.weight_decay,
-            };
-            let bias_step = SgdStep {
-                lr: lr * lr_mult * optim.bias_lr_mult,
-                momentum: optim.momentum,
-                weight_decay: if optim.bias_decay {
-                    optim.weight_decay
-                } else {
-                    0.0
-                },
-            };
-            for (t, wt) in st.weights.iter_mut().enumerate() {
-                let dev = &self.devices[t];
-                dev.sgd_update(&weight_step, &mut wt.w, &mut wt.vel_w, &wt.grad_w)?;
-                dev.sgd_update(&bias_step, &mut wt.b, &mut wt.vel_b, &wt.grad_b)?;
-            }
-        }
-        if cfg!(debug_assertions) && self.collective.is_some() {
-            // Every replica applied the same averaged gradient to the same weights.
-            let digest = replicas::digest(&self.params()?);
-            let c = self.collective.as_mut().expect("checked");
-            c.check_same(&self.devices[0], digest)?;
         }
         Ok(())
     }
@@ -775,6 +775,14 @@ impl<D: Device> Network<D> {
 
     /// Gradients of the last backward pass, `[layer][tower]`.
     pub fn gradients(&self) -> Result<NetParams> {
+        for (lp, st) in self.plan.layers.iter().zip(&self.layers) {
+            ensure!(
+                !st.weights.iter().any(|w| w.grad_w_stale),
+                "{}: its weight gradient was taken into the update and not kept \
+                 (Network::keep_gradients(false))",
+                lp.name()
+            );
+        }
         self.collect(|w| (&w.grad_w, &w.grad_b))
     }
 

@@ -118,7 +118,7 @@ impl<D: Device> Network<D> {
         self.loaded = n;
         self.loaded_labels = labels;
         self.staging.pending = true;
-        self.queue_forward_backward(step)?;
+        self.queue_forward_backward(step, Some(lr))?;
         self.update(lr)
     }
 
