@@ -96,10 +96,16 @@ impl Plane {
     }
 }
 
-/// Copies `maps` (`cin` maps of `ih × iw`) into `xp` with the plane's zero padding.
+/// Copies `maps` (`cin` maps of `ih × iw`) into the maps' places in `xp`, whose zero padding is
+/// left as it is: `xp` starts zeroed (a fresh `vec![0; padded_len()]`) and is reused only for
+/// this plane, whose copies never write the padding (zeroing all of it again for each sample
+/// was a second write of every value).
 pub(super) fn pad_into<T: Real>(p: &Plane, maps: &[T], xp: &mut [T]) {
     let (hp, wp) = (p.hp(), p.wp());
-    xp.fill(T::zero());
+    debug_assert!(
+        xp[..p.pad * wp].iter().all(|v| *v == T::zero()),
+        "xp's padding is zero"
+    );
     for (map, plane) in maps.chunks_exact(p.ih * p.iw).zip(xp.chunks_mut(hp * wp)) {
         for (row, dst) in map
             .chunks_exact(p.iw)

@@ -95,12 +95,18 @@ fn backward_filter_f32(
                 let (xs, dys) = (&x[n * x_per..][..x_per], &dy[n * y_per..][..y_per]);
                 for grp in 0..g.groups {
                     pad_into(&p, &xs[grp * cig * g.h * g.w..][..cig * g.h * g.w], &mut xp);
-                    // Position by position, reading the filters' maps side by side: writing
-                    // one map at a time strode the whole of `dyt` once per filter.
+                    // 16 positions at a time, filter by filter: a line of each map read whole,
+                    // into 16 rows of `dyt` that stay in L1 (one position at a time read one
+                    // float of every filter's map per line; one map at a time strode the whole
+                    // of `dyt` once per filter).
                     let maps = &dys[grp * cog * ohw..][..cog * ohw];
-                    for (q, row) in dyt.chunks_exact_mut(ct).enumerate() {
-                        for (co, d) in row[..cog].iter_mut().enumerate() {
-                            *d = maps[co * ohw + q];
+                    for q0 in (0..ohw).step_by(LANES) {
+                        let qn = LANES.min(ohw - q0);
+                        let rows = &mut dyt[q0 * ct..(q0 + qn) * ct];
+                        for (co, map) in maps.chunks_exact(ohw).enumerate() {
+                            for (row, &v) in rows.chunks_exact_mut(ct).zip(&map[q0..q0 + qn]) {
+                                row[co] = v;
+                            }
                         }
                     }
                     // SAFETY: the CPU has AVX-512F (`applies`).
