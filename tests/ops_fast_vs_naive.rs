@@ -183,8 +183,9 @@ fn conv_direct_filter_blocks() {
     // (11x11 at stride 4) is in conv_paper_geometries.
     check_conv(conv_geom(3, 3, (17, 15), 16, 5, 2, (2, 1), 1), 28);
     check_conv(conv_geom(2, 2, (20, 19), 40, 9, 2, (3, 4), 1), 29);
-    // The cifar preset's three layers as one tower runs them, at a batch of 20 (two samples a
-    // slice of the filter gradient's 16 partials, the last slices short).
+    // The cifar preset's three layers as one tower runs them, at a batch of 20 (the filter
+    // gradient's slices of 4 samples, `conv::filter_slice_len`; conv_ragged's batch of 35 has
+    // the short last slice).
     check_conv(conv_geom(20, 3, (32, 32), 16, 5, 1, (2, 2), 1), 25);
     check_conv(conv_geom(20, 16, (15, 15), 16, 5, 1, (2, 2), 1), 26);
     check_conv(conv_geom(20, 32, (7, 7), 32, 5, 1, (2, 2), 1), 27);

@@ -295,11 +295,7 @@ pub(super) unsafe fn outer_rows(
     // The tail past the last whole vector, in the same order.
     for (r, row) in dw.chunks_exact_mut(inputs).enumerate() {
         for (i, out) in row.iter_mut().enumerate().skip(body) {
-            let mut sum = grad(r, 0) * x[i];
-            for j in 1..n {
-                sum = grad(r, j).mul_add(x[j * inputs + i], sum);
-            }
-            *out = sum;
+            *out = tail_gradient(x, inputs, n, i, |j| grad(r, j));
         }
     }
 }
@@ -363,13 +359,9 @@ pub(super) unsafe fn outer_rows_sgd(
     // The tail past the last whole vector: `outer_rows`' sums, then the update.
     for r in 0..rows {
         for i in body..inputs {
-            let mut g = grad(r, 0) * x[i];
-            for j in 1..n {
-                g = grad(r, j).mul_add(x[j * inputs + i], g);
-            }
-            let (w, v) = (&mut w[r * inputs + i], &mut v[r * inputs + i]);
-            *v = mu * *v - decay * *w - lr * g;
-            *w += *v;
+            let g = tail_gradient(x, inputs, n, i, |j| grad(r, j));
+            let at = r * inputs + i;
+            crate::ops::sgd::update_naive(step, &mut w[at..=at], &mut v[at..=at], &[g]);
         }
     }
 }
@@ -423,13 +415,7 @@ unsafe fn outer_pair_sgd<const S: usize>(
         for c in range.step_by(LANES) {
             prefetch_next_pair(rows.w0.cast_const(), rows.w1.cast_const(), inputs, c);
             prefetch_next_pair(rows.v0.cast_const(), rows.v1.cast_const(), inputs, c);
-            let xv = _mm512_loadu_ps(x.add(c));
-            let (mut a0, mut a1) = (_mm512_mul_ps(b0[0], xv), _mm512_mul_ps(b1[0], xv));
-            for j in 1..S {
-                let xv = _mm512_loadu_ps(x.add(j * inputs + c));
-                a0 = _mm512_fmadd_ps(b0[j], xv, a0);
-                a1 = _mm512_fmadd_ps(b1[j], xv, a1);
-            }
+            let (a0, a1) = pair_sums(x, inputs, c, &b0, &b1, None);
             step(rows.w0.add(c), rows.v0.add(c), a0);
             if rows.pair {
                 step(rows.w1.add(c), rows.v1.add(c), a1);
@@ -463,24 +449,52 @@ unsafe fn outer_pair<const S: usize>(
     unsafe {
         for c in range.step_by(LANES) {
             prefetch_next_pair(out0.cast_const(), out1.cast_const(), inputs, c);
-            let (mut a0, mut a1, j1) = if first {
-                let xv = _mm512_loadu_ps(x.add(c));
-                (_mm512_mul_ps(b0[0], xv), _mm512_mul_ps(b1[0], xv), 1)
-            } else {
-                (
-                    _mm512_loadu_ps(out0.add(c)),
-                    _mm512_loadu_ps(out1.add(c)),
-                    0,
-                )
-            };
-            for j in j1..S {
-                let xv = _mm512_loadu_ps(x.add(j * inputs + c));
-                a0 = _mm512_fmadd_ps(b0[j], xv, a0);
-                a1 = _mm512_fmadd_ps(b1[j], xv, a1);
-            }
+            let so_far =
+                (!first).then(|| (_mm512_loadu_ps(out0.add(c)), _mm512_loadu_ps(out1.add(c))));
+            let (a0, a1) = pair_sums(x, inputs, c, &b0, &b1, so_far);
             // Where the rows are one (an odd last row), both stores write the same value.
             _mm512_storeu_ps(out1.add(c), a1);
             _mm512_storeu_ps(out0.add(c), a0);
         }
     }
+}
+
+/// `(Σ_j b0[j]·x_j[c..c + 16], Σ_j b1[j]·x_j[c..c + 16])` over the `S` samples `x_j = x +
+/// j·inputs`, in sample order by fused multiply-adds: on from `so_far` (the sums over an earlier
+/// block of samples), or else from the first sample's product.
+///
+/// # Safety
+/// AVX-512F; 16 floats readable at `x_j + c` for each `j < S`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_sums<const S: usize>(
+    x: *const f32,
+    inputs: usize,
+    c: usize,
+    b0: &[__m512; S],
+    b1: &[__m512; S],
+    so_far: Option<(__m512, __m512)>,
+) -> (__m512, __m512) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (mut a0, mut a1, from) = match so_far {
+            Some((a0, a1)) => (a0, a1, 0),
+            None => {
+                let xv = _mm512_loadu_ps(x.add(c));
+                (_mm512_mul_ps(b0[0], xv), _mm512_mul_ps(b1[0], xv), 1)
+            }
+        };
+        for j in from..S {
+            let xv = _mm512_loadu_ps(x.add(j * inputs + c));
+            a0 = _mm512_fmadd_ps(b0[j], xv, a0);
+            a1 = _mm512_fmadd_ps(b1[j], xv, a1);
+        }
+        (a0, a1)
+    }
+}
+
+/// The gradient of weight `i` of a row past its last whole vector, `Σ_j d(j)·x[j][i]` over the
+/// `n` samples, summed as the vectors sum it (the first product, then fused multiply-adds).
+fn tail_gradient(x: &[f32], inputs: usize, n: usize, i: usize, d: impl Fn(usize) -> f32) -> f32 {
+    (1..n).fold(d(0) * x[i], |sum, j| d(j).mul_add(x[j * inputs + i], sum))
 }
