@@ -23,6 +23,31 @@ fn model_prints_the_papers_totals() {
     );
 }
 
+/// `alexnet model --json | head -1`: a reader that closed the pipe took what it wanted, so the
+/// command ends quietly and well, not with a panic. The pipe's read end is closed before the
+/// binary starts, so every write it makes meets the closed pipe.
+#[test]
+fn output_into_a_closed_pipe_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["model", "--json"][..], &["model"], &["devices"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && err.is_empty(),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+}
+
 #[test]
 fn train_resume_eval_predict_filters_on_the_synthetic_set() {
     let dir = tempfile::tempdir().unwrap();

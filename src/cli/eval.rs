@@ -241,7 +241,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             "seconds": t.elapsed().as_secs_f64(),
             "unreadable": bad.iter().map(|b| serde_json::json!({"path": b.path, "error": b.error})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
         return Ok(());
     }
     println!(
@@ -370,12 +370,13 @@ pub fn predict(args: PredictArgs) -> Result<()> {
                 }
                 scored.push(item);
             } else {
-                println!("{}", path.display());
+                let mut lines = format!("{}\n", path.display());
                 for c in best {
                     let (name, desc) = described(c);
                     let name = desc.map_or(name.clone(), |d| format!("{name} {d}"));
-                    println!("  {:6.2}%  {name}", 100.0 * mean[c]);
+                    lines += &format!("  {:6.2}%  {name}\n", 100.0 * mean[c]);
                 }
+                super::print_out(&lines)?;
             }
         }
         Ok((scored, failed))
@@ -402,7 +403,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
             "images": scored,
             "unreadable": failed.iter().map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
     }
     if !failed.is_empty() {
         bail!(

@@ -160,17 +160,30 @@ pub fn error_report(e: &anyhow::Error) -> String {
     text
 }
 
+/// Writes a command's output to standard output. A reader that has closed the pipe (`alexnet
+/// model --json | head`) has taken what it wanted, so that is not an error; `print!` would
+/// panic on it.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Model { net, json } => {
             let spec = net.spec_or("paper")?;
             let plan = Plan::new(&spec).context("the network spec does not make sense")?;
             if json {
-                println!("{}", spec.to_json());
+                print_out(&format!("{}\n", spec.to_json()))
             } else {
-                print!("{}", plan.table());
+                print_out(&plan.table())
             }
-            Ok(())
         }
         Command::Prepare(args) => data_args::prepare(&args),
         Command::Train(args) => train::run(*args),
@@ -208,10 +221,7 @@ pub fn main() -> Result<()> {
             println!("wrote {}", png.display());
             Ok(())
         }
-        Command::Devices => {
-            print!("{}", devices::report());
-            Ok(())
-        }
+        Command::Devices => print_out(&devices::report()),
         Command::RendezvousCheck(args) => rendezvous_check::run(&args),
     }
 }
