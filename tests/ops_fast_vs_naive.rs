@@ -299,13 +299,14 @@ fn fc_ragged_and_paper() {
     );
 }
 
-/// The fc filter gradient fused with its SGD step against the two apart: the weights, momentum
-/// and bias gradient equal bit for bit (the fused kernel's promise, `fc::backward_filter_sgd`).
+/// The fc filter gradient fused with its SGD step (and with the data gradient, or without it)
+/// against the three apart: the weights, momentum, bias and input gradients equal bit for bit
+/// (the fused kernel's promise, `fc::backward_filter_sgd`).
 #[test]
-fn fc_filter_gradient_fused_with_sgd_is_the_two_apart() {
+fn fc_gradients_fused_with_sgd_are_the_three_apart() {
     use alexnet::ops::sgd::{self, SgdStep};
-    // Every sample count of one register block; 67 outputs (a row block of 64 and an odd 3),
-    // 1100 inputs (a 1024-column block, then 68 vectors of 16 in all and 12 left over).
+    // Every sample count of one register block; 67 outputs (pairs and an odd last row), 1100
+    // inputs (two 512-column tasks, then one of 4 vectors of 16 and 12 left over).
     let shapes = (1..=8).map(|n| FcGeom {
         n,
         inputs: 1100,
@@ -330,16 +331,31 @@ fn fc_filter_gradient_fused_with_sgd_is_the_two_apart() {
             momentum: 0.9,
             weight_decay: 0.0005,
         };
-        let (mut w, mut v, mut db) = (w0.clone(), v0.clone(), vec![0.0; g.outputs]);
-        fc::backward_filter_sgd(&g, &x, &dy, &step, &mut w, &mut v, &mut db);
         let (mut dw, mut db_ref) = (vec![0.0; w0.len()], vec![0.0; g.outputs]);
         fc::backward_filter(&g, &x, &dy, &mut dw, &mut db_ref);
         let (mut w_ref, mut v_ref) = (w0.clone(), v0.clone());
         sgd::update(&step, &mut w_ref, &mut v_ref, &dw);
-        assert_bits_equal(&format!("fused fc {g:?} weights"), &w, &w_ref);
-        assert_bits_equal(&format!("fused fc {g:?} momentum"), &v, &v_ref);
-        assert_bits_equal(&format!("fused fc {g:?} bias gradient"), &db, &db_ref);
-        assert!(w != w0, "fused fc {g:?}: the weights did not move");
+        let mut dx_ref = vec![0.0; x.len()];
+        fc::backward_data(&g, &dy, &w0, &mut dx_ref);
+        for with_data in [true, false] {
+            let what = format!("fused fc {g:?} (data gradient: {with_data})");
+            let (mut w, mut v, mut db) = (w0.clone(), v0.clone(), vec![0.0; g.outputs]);
+            let mut dx = vec![f32::NAN; x.len()];
+            let wanted = with_data.then_some(&mut dx[..]);
+            fc::backward_filter_sgd(&g, &x, &dy, &step, &mut w, &mut v, &mut db, wanted);
+            assert_bits_equal(&format!("{what} weights"), &w, &w_ref);
+            assert_bits_equal(&format!("{what} momentum"), &v, &v_ref);
+            assert_bits_equal(&format!("{what} bias gradient"), &db, &db_ref);
+            if with_data {
+                assert_bits_equal(&format!("{what} input gradient"), &dx, &dx_ref);
+            } else {
+                assert!(
+                    dx.iter().all(|d| d.is_nan()),
+                    "{what}: wrote the input gradient"
+                );
+            }
+            assert!(w != w0, "{what}: the weights did not move");
+        }
     }
 }
 

@@ -271,13 +271,14 @@ impl Device for CpuDevice {
         w: &mut Vec<f32>,
         v: &mut Vec<f32>,
         db: &mut Vec<f32>,
+        dx: Option<&mut Vec<f32>>,
     ) -> Result<bool> {
         // In fp32 only: the other precisions round x and dy first, and take the bias gradient
         // from the unrounded dy (see `fc_backward_filter`).
         if prec != Precision::Fp32 || !ops::fc::sgd_fuses::<f32>(g) {
             return Ok(false);
         }
-        ops::fc::backward_filter_sgd(g, x, dy, step, w, v, db);
+        ops::fc::backward_filter_sgd(g, x, dy, step, w, v, db, dx.map(|d| &mut d[..]));
         Ok(true)
     }
 }

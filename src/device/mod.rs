@@ -320,9 +320,10 @@ pub trait Device {
     ) -> Result<()>;
 
     /// `fc_backward_filter` and then `sgd_update` of the weights with that gradient, in one
-    /// pass, where this device has it for `g` and `prec`: `w`, `v` and `db` end as the two
-    /// calls leave them, and the weights' gradient is not kept. `Ok(false)` where it has not,
-    /// having done nothing.
+    /// pass, where this device has it for `g` and `prec`, and with them `fc_backward_data`
+    /// (from the weights before their step) where `dx` is given: `w`, `v`, `db` and `dx` end
+    /// as those calls leave them, and the weights' gradient is not kept. `Ok(false)` where it
+    /// has not, having done nothing.
     #[allow(clippy::too_many_arguments)]
     fn fc_backward_filter_sgd(
         &self,
@@ -334,6 +335,7 @@ pub trait Device {
         _w: &mut Self::Buf,
         _v: &mut Self::Buf,
         _db: &mut Self::Buf,
+        _dx: Option<&mut Self::Buf>,
     ) -> Result<bool> {
         Ok(false)
     }

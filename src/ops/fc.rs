@@ -318,10 +318,13 @@ pub fn sgd_fuses<T: Real>(g: &FcGeom) -> bool {
 }
 
 /// The filter gradient and the weights' SGD step in one pass over the weights, where
-/// [`sgd_fuses`]: `w`, `v` end as `backward_filter` then `sgd::update` leave them, bit for bit,
-/// and `db` as `backward_filter` leaves it; the weights' gradient itself is not kept. At the
-/// paper's batch 8 the step is bound by the weights' traffic, and this cuts fc6's passes over
-/// them (after the data gradient's read) from six to four.
+/// [`sgd_fuses`], and with them the data gradient where `dx` is given: `w`, `v` end as
+/// `backward_filter` then `sgd::update` leave them, bit for bit, `db` as `backward_filter` and
+/// `dx` as `backward_data` (from the weights before their step) leave them; the weights'
+/// gradient itself is not kept. At the paper's batch 8 the step is bound by the weights'
+/// traffic, and this takes fc6's 75 MB a tower in four passes (a read and a write of `w` and
+/// `v`) where the three apart take seven.
+#[allow(clippy::too_many_arguments)]
 pub fn backward_filter_sgd<T: Real>(
     g: &FcGeom,
     x: &[T],
@@ -330,10 +333,11 @@ pub fn backward_filter_sgd<T: Real>(
     w: &mut [T],
     v: &mut [T],
     db: &mut [T],
+    dx: Option<&mut [T]>,
 ) {
     g.check(x.len(), w.len(), db.len(), dy.len());
     assert!(
-        sgd_fuses::<T>(g) && v.len() == w.len(),
+        sgd_fuses::<T>(g) && v.len() == w.len() && dx.as_ref().is_none_or(|d| d.len() == x.len()),
         "fc: {g:?} does not fuse its update"
     );
     bias_gradient(g, dy, db);
@@ -341,29 +345,70 @@ pub fn backward_filter_sgd<T: Real>(
     if let (Some(x), Some(dy), Some(w), Some(v)) =
         (as_f32(x), as_f32(dy), as_f32_mut(w), as_f32_mut(v))
     {
-        let rows = OUTPUT_BLOCK * g.inputs;
-        w.par_chunks_mut(rows)
-            .zip(v.par_chunks_mut(rows))
-            .enumerate()
-            .for_each(|(blk, (w, v))| {
-                // SAFETY: the CPU has AVX-512F (`sgd_fuses`).
+        let dx = dx.map(|d| as_f32_mut(d).expect("dx is f32 as x is"));
+        // Tasks of whole columns, each over every row, so that each input gradient sums its
+        // outputs in order (as `backward_data` does) from weights no other task steps.
+        let columns = SharedColumns {
+            w: w.as_mut_ptr(),
+            v: v.as_mut_ptr(),
+            dx: dx.map_or(std::ptr::null_mut(), |d| d.as_mut_ptr()),
+        };
+        (0..g.inputs.div_ceil(DATA_COLUMNS))
+            .into_par_iter()
+            .for_each(|blk| {
+                let cols = blk * DATA_COLUMNS..(blk * DATA_COLUMNS + DATA_COLUMNS).min(g.inputs);
+                let width = cols.len();
+                let (w, v, dx) = columns.pointers();
+                let mut acc = (!dx.is_null()).then(|| vec![0.0; g.n * width]);
+                // SAFETY: the CPU has AVX-512F (`sgd_fuses`); `w`, `v` are `outputs × inputs`
+                // and `dx` `n × inputs` (checked above), and the tasks' columns are disjoint.
                 unsafe {
-                    fc_stream::outer_rows_sgd(
+                    let a = acc.as_deref_mut();
+                    fc_stream::columns_sgd(
                         g.inputs,
                         g.outputs,
                         dy,
                         x,
-                        blk * OUTPUT_BLOCK,
                         step,
-                        w,
-                        v,
-                    )
+                        cols.clone(),
+                        (w, v),
+                        a,
+                    );
+                    if let Some(acc) = acc {
+                        for (j, a) in acc.chunks_exact(width).enumerate() {
+                            let to = dx.add(j * g.inputs + cols.start);
+                            std::ptr::copy_nonoverlapping(a.as_ptr(), to, width);
+                        }
+                    }
                 }
             });
         return;
     }
-    let _ = (x, dy, step, w, v);
+    let _ = (x, dy, step, w, v, dx);
     unreachable!("sgd_fuses holds only for f32 on x86-64")
+}
+
+/// The weights, velocities and input gradient (null where not wanted) that the tasks of
+/// `backward_filter_sgd` write, each its own columns of them.
+#[cfg(target_arch = "x86_64")]
+struct SharedColumns {
+    w: *mut f32,
+    v: *mut f32,
+    dx: *mut f32,
+}
+
+// SAFETY: the tasks that share it write disjoint columns, and the slices it points into outlive
+// them (borrowed mutably for the whole parallel loop).
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for SharedColumns {}
+
+#[cfg(target_arch = "x86_64")]
+impl SharedColumns {
+    /// `(w, v, dx)`; a task takes them through this, so that it shares the whole (`Sync`)
+    /// struct rather than its pointer fields one by one.
+    fn pointers(&self) -> (*mut f32, *mut f32, *mut f32) {
+        (self.w, self.v, self.dx)
+    }
 }
 
 /// `db = Σₙ dy`, summed in sample order.

@@ -300,69 +300,100 @@ pub(super) unsafe fn outer_rows(
     }
 }
 
-/// `outer_rows` for a batch of at most `SAMPLES`, each weight row's gradient taken straight into
-/// its SGD step instead of being stored: `v ← μ·v − λ·ε·w − ε·dw;  w ← w + v` on the rows `w`,
-/// `v` (a block from output `o0`), as `sgd::update_naive` computes it from the gradient
-/// `outer_rows` writes, so the same bits. The gradient is never written nor read back: per
-/// weight, the reads and writes of `w` and `v` and no more (fc6's gradient write, and the
-/// update's read of it, were two of six passes over its 75 MB a tower).
+/// The data gradient, the filter gradient and the weights' SGD step of the weight columns `cols`
+/// (of every output row), for a batch of at most `SAMPLES`, in one pass over the weights:
+/// - where `acc` is given (`[n][cols.len()]`), the columns' input gradient `acc[j][c] = Σ_o
+///   dy[j][o]·w[o][c]` from the weights as they were, summed over the outputs as
+///   `accumulate_columns` sums it, so the same bits;
+/// - each weight's gradient `Σ_j dy[j][o]·x[j][c]` (as `outer_rows` sums it) taken straight into
+///   its step `v ← μ·v − λ·ε·w − ε·dw;  w ← w + v`, as `sgd::update_naive` computes it.
+///
+/// The weights' gradient is never written nor read back: per weight, one read and one write of
+/// `w` and `v`, where the three apart took seven passes (the data gradient's read, the
+/// gradient's write, the update's three reads and two writes) over fc6's 75 MB a tower.
 ///
 /// # Safety
-/// The CPU has AVX-512F.
+/// The CPU has AVX-512F; `w` and `v` point at `outputs × inputs` floats each, whose columns
+/// `cols` no other thread reads or writes meanwhile.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn outer_rows_sgd(
+pub(super) unsafe fn columns_sgd(
     inputs: usize,
     outputs: usize,
     dy: &[f32],
     x: &[f32],
-    o0: usize,
     step: &crate::ops::sgd::SgdStep,
-    w: &mut [f32],
-    v: &mut [f32],
+    cols: std::ops::Range<usize>,
+    (w, v): (*mut f32, *mut f32),
+    mut acc: Option<&mut [f32]>,
 ) {
     let n = dy.len() / outputs;
-    let rows = w.len() / inputs;
-    assert!(x.len() >= n * inputs && o0 + rows <= outputs && (1..=SAMPLES).contains(&n));
-    assert!(v.len() == w.len() && w.len() == rows * inputs);
-    let body = inputs / LANES * LANES;
-    let grad = |row: usize, j: usize| dy[j * outputs + o0 + row];
-    let (mu, decay, lr) = step.coefficients::<f32>();
-    for i0 in (0..body).step_by(FILTER_INPUTS) {
-        let cols = i0..(i0 + FILTER_INPUTS).min(body);
-        let mut r = 0;
-        while r < rows {
-            let pair = rows - r >= 2;
-            let d = |row: usize| -> [f32; SAMPLES] {
-                std::array::from_fn(|j| if j < n { grad(row, j) } else { 0.0 })
-            };
-            let r1 = r + pair as usize;
-            // SAFETY: AVX-512F; rows r, r1 of `w` and `v` and the columns `cols` of the n
-            // samples are inside the slices asserted above.
-            unsafe {
-                let rows = SgdRows {
-                    w0: w.as_mut_ptr().add(r * inputs),
-                    w1: w.as_mut_ptr().add(r1 * inputs),
-                    v0: v.as_mut_ptr().add(r * inputs),
-                    v1: v.as_mut_ptr().add(r1 * inputs),
-                    pair,
-                    coefficients: (mu, decay, lr),
-                };
-                by_samples!(
-                    n,
-                    outer_pair_sgd(x.as_ptr(), inputs, cols.clone(), &d(r), &d(r1), &rows)
-                );
-            }
-            r = r1 + 1;
-        }
+    let width = cols.len();
+    assert!(x.len() >= n * inputs && (1..=SAMPLES).contains(&n) && cols.end <= inputs);
+    assert!(acc.as_ref().is_none_or(|a| a.len() == n * width));
+    if let Some(a) = acc.as_deref_mut() {
+        a.fill(0.0);
     }
-    // The tail past the last whole vector: `outer_rows`' sums, then the update.
-    for r in 0..rows {
-        for i in body..inputs {
-            let g = tail_gradient(x, inputs, n, i, |j| grad(r, j));
-            let at = r * inputs + i;
-            crate::ops::sgd::update_naive(step, &mut w[at..=at], &mut v[at..=at], &[g]);
+    let body = cols.start + width / LANES * LANES;
+    let coefficients = step.coefficients::<f32>();
+    let grads = |o: usize| -> [f32; SAMPLES] {
+        std::array::from_fn(|j| if j < n { dy[j * outputs + o] } else { 0.0 })
+    };
+    let mut o = 0;
+    while o < outputs {
+        let pair = outputs - o >= 2;
+        let o1 = o + pair as usize;
+        let (d0, d1) = (grads(o), grads(o1));
+        // SAFETY: AVX-512F; rows o, o1 of `w` and `v` and the columns `cols` are inside what
+        // the caller gave, and no one else touches those columns.
+        unsafe {
+            let rows = SgdRows {
+                w0: w.add(o * inputs),
+                w1: w.add(o1 * inputs),
+                v0: v.add(o * inputs),
+                v1: v.add(o1 * inputs),
+                pair,
+                coefficients,
+            };
+            let a = acc.as_deref_mut().map(|a| a.as_mut_ptr());
+            by_samples!(
+                n,
+                columns_pair_sgd(
+                    x.as_ptr(),
+                    inputs,
+                    cols.start..body,
+                    &d0,
+                    &d1,
+                    &rows,
+                    a,
+                    width
+                )
+            );
+            // The columns past the last whole vector, in the same orders.
+            for c in body..cols.end {
+                let (w0, w1) = (*rows.w0.add(c), *rows.w1.add(c));
+                if let Some(a) = acc.as_deref_mut() {
+                    for j in 0..n {
+                        let p = &mut a[j * width + c - cols.start];
+                        *p = d0[j].mul_add(w0, *p);
+                        if pair {
+                            *p = d1[j].mul_add(w1, *p);
+                        }
+                    }
+                }
+                for (row, d) in [(o, &d0), (o1, &d1)].into_iter().take(1 + pair as usize) {
+                    let g = tail_gradient(x, inputs, n, c, |j| d[j]);
+                    let at = row * inputs + c;
+                    crate::ops::sgd::update_naive(
+                        step,
+                        std::slice::from_raw_parts_mut(w.add(at), 1),
+                        std::slice::from_raw_parts_mut(v.add(at), 1),
+                        &[g],
+                    );
+                }
+            }
         }
+        o = o1 + 1;
     }
 }
 
@@ -377,19 +408,25 @@ struct SgdRows {
     coefficients: (f32, f32, f32),
 }
 
-/// `outer_pair`'s sums over the `S` samples (from the first product), each vector then stepped
-/// into its row of `rows` at once.
+/// `columns_sgd` over the whole vectors `c` of `range`: where `acc` is given (the sums of the
+/// columns from `range.start`, a sample's `width` apart), `acc_j[c] += d0[j]·w0[c] (+ d1[j]·w1[c])` from the rows
+/// as they were (`add_pair`'s sums), then `outer_pair`'s sums over the `S` samples, each vector
+/// stepped into its row of `rows` at once.
 ///
 /// # Safety
-/// AVX-512F; `range` within each sample's `inputs` and the rows of `rows`.
+/// AVX-512F; `range` within each sample's `inputs` and the rows of `rows`, and `acc` (where
+/// given) `S` rows of `width >= range.len()` floats.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn outer_pair_sgd<const S: usize>(
+unsafe fn columns_pair_sgd<const S: usize>(
     x: *const f32,
     inputs: usize,
     range: std::ops::Range<usize>,
     d0: &[f32; SAMPLES],
     d1: &[f32; SAMPLES],
     rows: &SgdRows,
+    acc: Option<*mut f32>,
+    width: usize,
 ) {
     let b0: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d0[j]));
     let b1: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d1[j]));
@@ -399,26 +436,42 @@ unsafe fn outer_pair_sgd<const S: usize>(
         _mm512_set1_ps(decay),
         _mm512_set1_ps(lr),
     );
-    // `v ← μ·v − λ·ε·w − ε·g;  w ← w + v`, rounded step by step as `sgd::update_naive`.
-    let step = |w: *mut f32, v: *mut f32, g: __m512| {
+    // `v ← μ·v − λ·ε·w − ε·g;  w ← w + v` for the weights `wv` read from `w`, rounded step by
+    // step as `sgd::update_naive`.
+    let step = |wv: __m512, w: *mut f32, v: *mut f32, g: __m512| {
         // SAFETY: the caller's contract: `w`, `v` point at 16 floats of the rows.
         unsafe {
-            let (wv, vv) = (_mm512_loadu_ps(w), _mm512_loadu_ps(v));
+            let vv = _mm512_loadu_ps(v);
             let m = _mm512_sub_ps(_mm512_mul_ps(mu, vv), _mm512_mul_ps(decay, wv));
             let nv = _mm512_sub_ps(m, _mm512_mul_ps(lr, g));
             _mm512_storeu_ps(v, nv);
             _mm512_storeu_ps(w, _mm512_add_ps(wv, nv));
         }
     };
+    let start = range.start;
     // SAFETY: the caller's contract.
     unsafe {
         for c in range.step_by(LANES) {
             prefetch_next_pair(rows.w0.cast_const(), rows.w1.cast_const(), inputs, c);
             prefetch_next_pair(rows.v0.cast_const(), rows.v1.cast_const(), inputs, c);
-            let (a0, a1) = pair_sums(x, inputs, c, &b0, &b1, None);
-            step(rows.w0.add(c), rows.v0.add(c), a0);
+            let (w0, w1) = (
+                _mm512_loadu_ps(rows.w0.add(c)),
+                _mm512_loadu_ps(rows.w1.add(c)),
+            );
+            if let Some(acc) = acc {
+                for j in 0..S {
+                    let p = acc.add(j * width + c - start);
+                    let mut a = _mm512_fmadd_ps(b0[j], w0, _mm512_loadu_ps(p));
+                    if rows.pair {
+                        a = _mm512_fmadd_ps(b1[j], w1, a);
+                    }
+                    _mm512_storeu_ps(p, a);
+                }
+            }
+            let (g0, g1) = pair_sums(x, inputs, c, &b0, &b1, None);
+            step(w0, rows.w0.add(c), rows.v0.add(c), g0);
             if rows.pair {
-                step(rows.w1.add(c), rows.v1.add(c), a1);
+                step(w1, rows.w1.add(c), rows.v1.add(c), g1);
             }
         }
     }

@@ -565,8 +565,8 @@ impl<D: Device> Network<D> {
         })
     }
 
-    /// `fused_rate`: the base rate at which a layer whose device fuses its filter gradient and
-    /// update takes both here (`Network::fused_rate`).
+    /// `fused_rate`: the base rate at which a layer whose device fuses its gradients and update
+    /// takes them all here (`Network::fused_rate`).
     fn backward_layer(
         &mut self,
         l: usize,
@@ -585,6 +585,15 @@ impl<D: Device> Network<D> {
             let p = &mut before[l - 1];
             (&p.out, Some(&mut p.grad))
         };
+        // An fc layer's SGD step for weights whose device takes it with their gradients here.
+        let fused_step = match (fused_rate, &lp.layer) {
+            (Some(rate), Layer::Fc(_)) => {
+                let optim = &self.plan.spec.optim;
+                Some(update::sgd_steps(optim, &lp.layer, rate).expect("fc").0)
+            }
+            _ => None,
+        };
+        let mut stepped = vec![false; lp.active_towers];
         for t in 0..lp.active_towers {
             let dev = &self.devices[t];
             // Fetched by the layers that read them: a convolution that fused its ReLU has no
@@ -600,7 +609,7 @@ impl<D: Device> Network<D> {
             let y = || &st.out[t];
             // Where this tower's input gradient goes: its own slot of the previous layer, or at
             // an exchange the gathered buffer that is split between the owners below.
-            let dx = match (lp.exchange, prev_grad.as_deref_mut()) {
+            let mut dx = match (lp.exchange, prev_grad.as_deref_mut()) {
                 (true, _) => Some(&mut st.grad_gathered[t]),
                 (false, Some(g)) => Some(&mut g[t]),
                 (false, None) => None,
@@ -614,8 +623,17 @@ impl<D: Device> Network<D> {
                     }
                 }
                 Layer::Fc(_) => {
-                    if let Some(dx) = dx {
-                        dev.fc_backward_data(&lp.fc_geom(n), prec, dy, &st.weights[t].w, dx)?;
+                    let (g, wt) = (lp.fc_geom(n), &mut st.weights[t]);
+                    // The data gradient, the filter gradient and the update in one pass over
+                    // the weights, where the device has it.
+                    if let Some(step) = &fused_step {
+                        let (w, v, db) = (&mut wt.w, &mut wt.vel_w, &mut wt.grad_b);
+                        let dx = dx.as_deref_mut();
+                        stepped[t] =
+                            dev.fc_backward_filter_sgd(&g, prec, x(), dy, step, w, v, db, dx)?;
+                    }
+                    if let (false, Some(dx)) = (stepped[t], dx) {
+                        dev.fc_backward_data(&g, prec, dy, &wt.w, dx)?;
                     }
                 }
                 // Unweighted layers have no use for the image's gradient.
@@ -658,20 +676,9 @@ impl<D: Device> Network<D> {
                     &prev_out[t]
                 };
                 let (dy, wt) = (&st.grad[t], &mut st.weights[t]);
-                // The weights' update here, with their gradient, where the device fuses the
-                // two (the data gradient above has read the weights as they were).
-                let fused = match (fused_rate, &lp.layer) {
-                    (Some(rate), Layer::Fc(_)) => {
-                        let optim = &self.plan.spec.optim;
-                        let (step, _) = update::sgd_steps(optim, &lp.layer, rate).expect("fc");
-                        let g = lp.fc_geom(n);
-                        let (w, v, db) = (&mut wt.w, &mut wt.vel_w, &mut wt.grad_b);
-                        dev.fc_backward_filter_sgd(&g, prec, x, dy, &step, w, v, db)?
-                    }
-                    _ => false,
-                };
-                (wt.stepped, wt.grad_w_stale) = (fused, fused);
-                if fused {
+                // Weights stepped above have no gradient to take.
+                (wt.stepped, wt.grad_w_stale) = (stepped[t], stepped[t]);
+                if stepped[t] {
                     continue;
                 }
                 let (dw, db) = (&mut wt.grad_w, &mut wt.grad_b);
