@@ -593,7 +593,6 @@ impl<D: Device> Network<D> {
             }
             _ => None,
         };
-        let mut stepped = vec![false; lp.active_towers];
         for t in 0..lp.active_towers {
             let dev = &self.devices[t];
             // Fetched by the layers that read them: a convolution that fused its ReLU has no
@@ -625,14 +624,17 @@ impl<D: Device> Network<D> {
                 Layer::Fc(_) => {
                     let (g, wt) = (lp.fc_geom(n), &mut st.weights[t]);
                     // The data gradient, the filter gradient and the update in one pass over
-                    // the weights, where the device has it.
-                    if let Some(step) = &fused_step {
-                        let (w, v, db) = (&mut wt.w, &mut wt.vel_w, &mut wt.grad_b);
-                        let dx = dx.as_deref_mut();
-                        stepped[t] =
-                            dev.fc_backward_filter_sgd(&g, prec, x(), dy, step, w, v, db, dx)?;
-                    }
-                    if let (false, Some(dx)) = (stepped[t], dx) {
+                    // the weights, where the device has it; stepped weights keep no gradient.
+                    let fused = match &fused_step {
+                        Some(step) => {
+                            let (w, v, db) = (&mut wt.w, &mut wt.vel_w, &mut wt.grad_b);
+                            let dx = dx.as_deref_mut();
+                            dev.fc_backward_filter_sgd(&g, prec, x(), dy, step, w, v, db, dx)?
+                        }
+                        None => false,
+                    };
+                    (wt.stepped, wt.grad_w_stale) = (fused, fused);
+                    if let (false, Some(dx)) = (fused, dx) {
                         dev.fc_backward_data(&g, prec, dy, &wt.w, dx)?;
                     }
                 }
@@ -677,8 +679,7 @@ impl<D: Device> Network<D> {
                 };
                 let (dy, wt) = (&st.grad[t], &mut st.weights[t]);
                 // Weights stepped above have no gradient to take.
-                (wt.stepped, wt.grad_w_stale) = (stepped[t], stepped[t]);
-                if stepped[t] {
+                if wt.stepped {
                     continue;
                 }
                 let (dw, db) = (&mut wt.grad_w, &mut wt.grad_b);
