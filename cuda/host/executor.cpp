@@ -89,14 +89,25 @@ BlockState g_block;
 WarpState g_warps[kMaxWarps];
 
 // cp.async queues, one per CUDA thread (each touched only by its own thread, in both modes).
+// One flat list per thread, cleared (capacity kept) once everything in it was performed: the
+// convolution and fc kernels issue a copy per float of every tile, so a queue that allocated
+// per group cost more than the kernels' arithmetic.
 struct AsyncCopy {
     void* dst;
     const void* src;
     unsigned bytes, src_bytes;
 };
 struct AsyncQueue {
-    std::vector<AsyncCopy> open;                  // issued, not yet committed
-    std::vector<std::vector<AsyncCopy>> groups;  // committed, oldest first, not yet performed
+    std::vector<AsyncCopy> copies;  // issued, oldest first; those before `performed` are done
+    std::vector<size_t> ends;       // each committed group's end in `copies`, oldest first
+    size_t performed = 0;           // copies[..performed] have landed
+    size_t groups_done = 0;         // ends[..groups_done] have landed
+    void clear() {
+        copies.clear();
+        ends.clear();
+        performed = 0;
+        groups_done = 0;
+    }
 };
 AsyncQueue g_async[kMaxThreads];
 
@@ -336,11 +347,17 @@ void fiber_main() {
     fiber_exit();
 }
 
+// Each fiber's thread index, set once per launch (the divisions cost more than a small block's
+// kernel body when done for every block).
+void set_thread_indices(unsigned n) {
+    for (unsigned i = 0; i < n; ++i)
+        g_fibers[i].tid = uint3{i % blockDim.x, (i / blockDim.x) % blockDim.y, i / (blockDim.x * blockDim.y)};
+}
+
 bool run_block_fibers(unsigned n) {
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = g_fibers[i];
         ctx_make(&f.ctx, g_stacks + i * g_stack_slot + g_page, g_stack_slot - g_page, &fiber_main);
-        f.tid = uint3{i % blockDim.x, (i / blockDim.x) % blockDim.y, i / (blockDim.x * blockDim.y)};
         f.next = (i + 1) % n;
         f.prev = (i + n - 1) % n;
         f.wait = kRunning;
@@ -408,8 +425,7 @@ bool run_block_threads(unsigned n) {
 void reset_block(unsigned n) {
     // Copies a block never waited for are dropped with it: nothing can read them any more.
     for (unsigned i = 0; i < n; ++i) {
-        g_async[i].open.clear();
-        g_async[i].groups.clear();
+        g_async[i].clear();
     }
     g_block.alive = (int)n;
     g_block.arrived = 0;
@@ -487,29 +503,41 @@ unsigned lane_id() { return g_linear % 32; }
 void* dynamic_shared() { return g_dynamic_shared; }
 
 void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
-    std::memset(dst, kPoison, bytes);
-    g_async[g_linear].open.push_back(AsyncCopy{dst, src, bytes, src_bytes});
+    // Poisoned until the wait that covers it (the 4-byte case inline: it is nearly every copy).
+    if (bytes == 4) {
+        const uint32_t poison = 0xFFFFFFFFu;
+        std::memcpy(dst, &poison, 4);
+    } else {
+        std::memset(dst, kPoison, bytes);
+    }
+    g_async[g_linear].copies.push_back(AsyncCopy{dst, src, bytes, src_bytes});
 }
 
 void async_commit() {
     AsyncQueue& q = g_async[g_linear];
-    q.groups.push_back(std::move(q.open));
-    q.open.clear();
+    q.ends.push_back(q.copies.size());
 }
 
 void async_wait(int pending) {
     AsyncQueue& q = g_async[g_linear];
     const size_t keep = pending > 0 ? (size_t)pending : 0;
-    if (q.groups.size() <= keep) return;
-    const size_t done = q.groups.size() - keep;
-    for (size_t g = 0; g < done; ++g) {
-        for (const AsyncCopy& c : q.groups[g]) {
-            // src_bytes < bytes zero-fills the rest, as cp.async's src-size operand does.
+    const size_t outstanding = q.ends.size() - q.groups_done;
+    if (outstanding <= keep) return;
+    q.groups_done += outstanding - keep;
+    const size_t end = q.ends[q.groups_done - 1];
+    for (size_t i = q.performed; i < end; ++i) {
+        const AsyncCopy& c = q.copies[i];
+        // src_bytes < bytes zero-fills the rest, as cp.async's src-size operand does.
+        if (c.bytes == 4 && c.src_bytes == 4) {
+            std::memcpy(c.dst, c.src, 4);
+        } else {
             std::memcpy(c.dst, c.src, c.src_bytes);
             std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
         }
     }
-    q.groups.erase(q.groups.begin(), q.groups.begin() + (long)done);
+    q.performed = end;
+    // Everything issued has landed: start the list again (its capacity stays).
+    if (q.performed == q.copies.size() && q.groups_done == q.ends.size()) q.clear();
 }
 
 unsigned active_lanes() {
@@ -648,6 +676,7 @@ extern "C" int alexnet_emu_launch(KernelFn kernel, void** args, const unsigned g
     g_dynamic_shared = std::malloc(shared_bytes ? shared_bytes : 1);
     blockDim = dim3(block[0], block[1], block[2]);
     gridDim = dim3(grid[0], grid[1], grid[2]);
+    if (mode == kFibers) set_thread_indices(n);
     bool ok = true;
     for (unsigned z = 0; ok && z < grid[2]; ++z)
         for (unsigned y = 0; ok && y < grid[1]; ++y)
