@@ -5,6 +5,10 @@
 //! - for the CPU with the host C++ compiler (the `cc` crate), each file unchanged after
 //!   `cuda/host/shim.h`, plus a registry of its `extern "C" __global__` kernels: the host executor
 //!   (`src/emu`). This needs no CUDA toolkit, so every build can run the kernels.
+//!
+//! and builds the simulated CUDA platform (`cuda/sim`) from the same host objects:
+//! `target/<profile>/sim/` with `libcuda.so.1`, `libcublas.so.13` and `libnccl.so.2`, named as a
+//! real installation names them, for running the GPU path without a GPU (README).
 
 use std::env;
 use std::fmt::Write as _;
@@ -44,7 +48,8 @@ fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=cuda");
     let sources = kernel_sources(&cuda)?;
     gpu::build(&sources, &cuda, &out)?;
-    host::build(&sources, &cuda, &out)
+    let host_objects = host::build(&sources, &cuda, &out)?;
+    sim::build(&cuda, &out, &host_objects)
 }
 
 fn env_var(name: &str) -> Result<String, String> {
@@ -364,6 +369,97 @@ mod gpu {
     }
 }
 
+/// The simulated CUDA platform (DESIGN.md §5, level 3b): `cuda/sim/*.cpp` with the host
+/// executor's objects, linked into the three libraries a real installation provides, under the
+/// names it gives them (and no other), in `target/<profile>/sim/`. Their exports are listed
+/// here; everything else stays inside each library.
+mod sim {
+    use super::*;
+
+    /// (library, its sources in cuda/sim, the symbols it exports by prefix)
+    const LIBRARIES: &[(&str, &[&str], &[&str])] = &[
+        (
+            "libcuda.so.1",
+            &[
+                "config.cpp",
+                "copy.cpp",
+                "driver.cpp",
+                "errors.cpp",
+                "memory.cpp",
+                "module.cpp",
+                "sanitizer.cpp",
+                "scheduler.cpp",
+                "sim_api.cpp",
+                "trace.cpp",
+            ],
+            &["cu", "alexnet_sim_"],
+        ),
+        ("libcublas.so.13", &["cublas.cpp"], &["cublas"]),
+        ("libnccl.so.2", &["nccl.cpp"], &["nccl"]),
+    ];
+
+    pub fn build(cuda: &Path, out: &Path, host_objects: &[PathBuf]) -> Result<(), String> {
+        let src = cuda.join("sim");
+        let dir = profile_dir(out).join("sim");
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .std("c++17")
+            .pic(true)
+            .include(&src)
+            .include(cuda.join("host"))
+            .flag("-fvisibility=hidden")
+            .flag("-fno-strict-aliasing")
+            .flag("-pthread")
+            .warnings(false);
+        let linker = build.get_compiler();
+        for (library, sources, exports) in LIBRARIES {
+            let objects = build
+                .clone()
+                .files(sources.iter().map(|f| src.join(f)))
+                .try_compile_intermediates()
+                .map_err(|e| format!("building the simulated {library} failed: {e}"))?;
+            let script = out.join(format!("{library}.map"));
+            write_file(&script, &version_script(exports))?;
+            let mut cmd = linker.to_command();
+            cmd.arg("-shared")
+                .arg("-o")
+                .arg(dir.join(library))
+                .arg(format!("-Wl,-soname,{library}"))
+                .arg(format!("-Wl,--version-script={}", script.display()))
+                .args(&objects);
+            if *library == "libcuda.so.1" {
+                // The kernels and the executor that runs them.
+                cmd.args(host_objects);
+            } else {
+                // The core it queues its work on: the libcuda.so.1 beside it.
+                cmd.arg(format!("-L{}", dir.display()))
+                    .arg("-l:libcuda.so.1")
+                    .arg("-Wl,-rpath,$ORIGIN");
+            }
+            cmd.arg("-pthread");
+            let output = cmd
+                .output()
+                .map_err(|e| format!("linking the simulated {library}: {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "linking the simulated {library} failed:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+        }
+        // Where tests find it.
+        println!("cargo:rustc-env=ALEXNET_SIM_DIR={}", dir.display());
+        Ok(())
+    }
+
+    fn version_script(prefixes: &[&str]) -> String {
+        let globals: String = prefixes.iter().map(|p| format!("    {p}*;\n")).collect();
+        format!("{{\n  global:\n{globals}  local: *;\n}};\n")
+    }
+}
+
 mod host {
     use super::*;
 
@@ -385,7 +481,9 @@ mod host {
         }
     }
 
-    pub fn build(sources: &[Source], cuda: &Path, out: &Path) -> Result<(), String> {
+    /// Builds the host executor and every kernel file for it into the static library the crate
+    /// links; returns their objects (the simulated platform links them too).
+    pub fn build(sources: &[Source], cuda: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
         let host_dir = cuda.join("host");
         let mut units = Vec::new();
         for src in sources {
@@ -436,9 +534,31 @@ mod host {
             .files(&generated)
             .file(&registry)
             .file(host_dir.join("executor.cpp"));
-        build
-            .try_compile("alexnet_emu")
-            .map_err(|e| format!("host build of the kernels failed: {e}"))
+        let objects = build
+            .try_compile_intermediates()
+            .map_err(|e| format!("host build of the kernels failed: {e}"))?;
+        archive(&build, out, "alexnet_emu", &objects)?;
+        Ok(objects)
+    }
+
+    /// `lib<name>.a` in `out` from `objects`, linked into the crate (with the C++ library).
+    fn archive(build: &cc::Build, out: &Path, name: &str, objects: &[PathBuf]) -> Result<(), String> {
+        let lib = out.join(format!("lib{name}.a"));
+        let _ = fs::remove_file(&lib);
+        let status = build
+            .get_archiver()
+            .arg("crs")
+            .arg(&lib)
+            .args(objects)
+            .status()
+            .map_err(|e| format!("running the archiver: {e}"))?;
+        if !status.success() {
+            return Err(format!("the archiver failed making {}", lib.display()));
+        }
+        println!("cargo:rustc-link-search=native={}", out.display());
+        println!("cargo:rustc-link-lib=static={name}");
+        println!("cargo:rustc-link-lib=stdc++");
+        Ok(())
     }
 
     /// The `extern "C"` kernels the unit defines, found in its preprocessed text (so `#if`

@@ -23,7 +23,7 @@ use alexnet::ops::precision::Precision;
 use alexnet::parallel::{Network, StepStats};
 use alexnet::tensor::max_rel_err;
 use common::device_checks::*;
-use common::step_checks::{tensors, tiny_steps_match_the_cpu};
+use common::step_checks::{staged_steps_equal_synchronous_steps, tensors, tiny_steps_match_the_cpu};
 use common::{batch, tiny_spec};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
@@ -233,6 +233,20 @@ fn a_tiny_two_tower_step_matches_the_cpu() {
     for prec in Precision::ALL {
         tiny_steps_match_the_cpu(|| alexnet::cuda::devices(&[0], 2).unwrap(), prec, 2);
     }
+}
+
+/// The double-buffered input (pinned staging, the upload on the copy stream, the slot events)
+/// against plain uploads before each step: the same bits.
+#[test]
+fn the_double_buffered_upload_trains_bit_identically_to_the_synchronous_one() {
+    let Some((_l, _lock)) =
+        gpu("the_double_buffered_upload_trains_bit_identically_to_the_synchronous_one")
+    else {
+        return;
+    };
+    let gpus = driver::init().unwrap().devices;
+    let placement: &[usize] = if gpus >= 2 { &[0, 1] } else { &[0] };
+    staged_steps_equal_synchronous_steps(|| alexnet::cuda::devices(placement, 2).unwrap());
 }
 
 /// `steps` training steps of `plan` on `devices`, a new batch each step: the stats of each and

@@ -20,11 +20,13 @@
 //!    after everything queued so far on both compute streams, and neither compute stream waits
 //!    for it until its `join_copies`: until then the tower computes on (the network queues its
 //!    filter gradients there), reading neither the destination nor writing the source.
-//! 5. `upload_async` (the next training batch) copies into a pinned host buffer of its input
-//!    slot, which first waits for that buffer's previous copy to finish (cudarc's pinned slices
-//!    carry an event), then runs the host-to-device copy on the copy stream after the event
-//!    `input_slot_free` recorded on the compute stream (the last work reading the slot), and
-//!    leaves its completion to `join_copies`: the step computing on the other slot runs on.
+//! 5. `upload_async` (the next training batch) copies into the pinned host buffer its device
+//!    buffer has in its input slot, which first waits for that buffer's previous copy to finish
+//!    (an event recorded after it), then runs the host-to-device copy on the copy stream after
+//!    the event `input_slot_free` recorded on the compute stream (the last work reading the
+//!    slot) and, for a device buffer new to the slot, after the compute stream's work so far
+//!    (its allocation), and leaves its completion to `join_copies`: the step computing on the
+//!    other slot runs on.
 
 use super::blas::{self, Blas};
 use super::driver::{CheckDriver, error_text};
@@ -94,12 +96,44 @@ pub struct CudaLauncher {
     slots: Arc<Mutex<[InputSlot; 2]>>,
 }
 
-/// One input slot: where its batches are staged on the host, and the point of the compute
-/// stream after which nothing reads its device buffer.
+/// One input slot: the point of the compute stream after which nothing reads its device
+/// buffers, and where each of them is staged on the host.
 #[derive(Default)]
 struct InputSlot {
-    pinned: Option<PinnedHostSlice<f32>>,
     free: Option<CudaEvent>,
+    /// By the device buffer's address: a slot holds a batch's images and (on the first tower)
+    /// its labels, each staged in pinned memory of its own.
+    staged: HashMap<u64, Staged>,
+}
+
+/// Pinned host memory a device buffer's uploads are staged in, and the end of the last copy
+/// out of it.
+struct Staged {
+    pinned: Option<PinnedHostSlice<f32>>,
+    /// Recorded after the copy on the copy stream. (cudarc's pinned slices carry an event for
+    /// this, but record it only with event tracking on, which `Gpu` turns off.)
+    copied: Option<CudaEvent>,
+    /// When it was last used, for keeping the few the slot's buffers need.
+    used: u64,
+}
+
+impl Staged {
+    /// Waits for the last copy out of it: the host may then rewrite or free it.
+    fn wait_for_copy(&mut self) -> Result<(), cudarc::driver::DriverError> {
+        match self.copied.take() {
+            Some(e) => e.synchronize(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.wait_for_copy().is_err() {
+            // The copy may still read it: better lost than freed under it.
+            std::mem::forget(self.pinned.take());
+        }
+    }
 }
 
 /// The copies each compute stream must wait for at its next `join_copies` (rule 4), by the
@@ -439,10 +473,13 @@ impl Launcher for CudaLauncher {
     fn upload(&self, data: &[f32]) -> Result<CudaBuf> {
         let mut buf = self.new_buf(data.len())?;
         if !data.is_empty() {
-            // From pageable memory the driver stages `data` before returning, so it may be
-            // dropped as soon as this returns.
+            // The driver documents an asynchronous copy from pageable memory as one that "might
+            // be synchronous": it may read `data` when the copy runs. `data` is the caller's to
+            // reuse once this returns, so wait for the copy (the staged input, which must not
+            // wait, goes through pinned memory: `upload_async`).
             self.stream
                 .memcpy_htod(data, &mut buf.slice)
+                .and_then(|()| self.stream.synchronize())
                 .or_fail(|| format!("{}: uploading {} floats", self.what(), data.len()))?;
         }
         Ok(buf)
@@ -517,27 +554,53 @@ impl Launcher for CudaLauncher {
             )
         };
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let InputSlot { pinned, free } = &mut slots[slot];
-        if pinned.as_ref().is_none_or(|p| p.len() != data.len()) {
-            *pinned = None; // waits for its last copy, then frees it
+        let InputSlot { free, staged } = &mut slots[slot];
+        let key = dst.ptr();
+        let first_use = !staged.contains_key(&key);
+        let counter = staged.values().map(|s| s.used).max().unwrap_or(0) + 1;
+        if first_use {
+            // The slot's buffers (images and labels) and, after a change of batch size, the ones
+            // before them: keep the four used last.
+            while staged.len() >= 4 {
+                let oldest = *staged.iter().min_by_key(|(_, s)| s.used).expect("not empty").0;
+                staged.remove(&oldest); // waits for its last copy, then frees it
+            }
+        }
+        let entry = staged.entry(key).or_insert(Staged {
+            pinned: None,
+            copied: None,
+            used: 0,
+        });
+        entry.used = counter;
+        // The copy of two batches ago reads it until it is done.
+        entry.wait_for_copy().or_fail(what)?;
+        if entry.pinned.as_ref().is_none_or(|p| p.len() != data.len()) {
+            entry.pinned = None;
             // SAFETY: f32 is valid for any bits; the buffer is fully written below before use.
             let fresh = unsafe { self.gpu.context().alloc_pinned::<f32>(data.len()) };
-            *pinned = Some(fresh.or_fail(what)?);
+            entry.pinned = Some(fresh.or_fail(what)?);
         }
-        let pinned = pinned.as_mut().expect("allocated above");
-        // Waits for this buffer's previous copy, two batches ago.
+        let pinned = entry.pinned.as_mut().expect("allocated above");
         let host = pinned.as_mut_slice().or_fail(what)?;
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 18;
         host.par_chunks_mut(CHUNK)
             .zip(data.par_chunks(CHUNK))
             .for_each(|(d, s)| d.copy_from_slice(s));
+        // A buffer new to the slot was allocated (and zero-filled) on the compute stream: the
+        // copy must follow that too, not only the slot's last reader. It happens when the slot
+        // is first used or the batch size changes, so the step queued meanwhile is waited for
+        // then only.
+        if first_use || free.is_none() {
+            self.copy_stream.join(&self.stream).or_fail(what)?;
+        }
         if let Some(free) = free.as_ref() {
             self.copy_stream.wait(free).or_fail(what)?;
         }
         self.copy_stream
             .memcpy_htod(&*pinned, &mut dst.slice)
             .or_fail(what)?;
+        entry.copied = Some(self.copy_stream.record_event(None).or_fail(what)?);
         let done = Arc::new(self.copy_stream.record_event(None).or_fail(what)?);
         pending_copies()
             .lock()

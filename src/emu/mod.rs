@@ -29,6 +29,10 @@ struct RawEntry {
     name: *const c_char,
     launch: KernelFn,
     n_params: u32,
+    /// Per parameter: size, alignment and kind (for the simulated platform; unused here).
+    _param_sizes: *const u32,
+    _param_aligns: *const u32,
+    _param_kinds: *const u8,
 }
 
 /// `alexnet_emu::KernelTable` (cuda/host/registry.h).
