@@ -513,8 +513,16 @@ mod host {
             .flag("-fno-strict-aliasing")
             // No errno from math functions on the GPU either; lets g++ vectorise expf & co.
             .flag("-fno-math-errno")
+            // Sums stay as written (no contraction of a*b+c), as the kernels' references expect.
+            .flag("-ffp-contract=off")
             .flag("-Wno-unknown-pragmas")
             .warnings(false);
+        // fmaf (the tensor-core emulation's inner loop) as one instruction instead of a call
+        // into libm, where the machine building (and running) the tests has it.
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("fma") {
+            build.flag("-mfma");
+        }
         // The kernels run thousands of fibers; unoptimised they are far too slow even for tests.
         if matches!(env::var("OPT_LEVEL").as_deref(), Ok("0" | "1" | "s" | "z")) {
             build.opt_level(2);

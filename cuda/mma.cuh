@@ -69,8 +69,7 @@ __device__ __forceinline__ void mma_tf32_m16n8k8(float (&d)[4], const unsigned (
         unsigned a[4], b[2];
     };
     const Regs mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
-    Regs all[32];
-    alexnet_emu::warp_allgather(&mine, sizeof mine, all);
+    const Regs* all = static_cast<const Regs*>(alexnet_emu::warp_share(&mine, sizeof mine));
     const int lane = alexnet_emu::lane_id(), g = lane >> 2, t = lane & 3;
     // A(row, k) lives in lane (row % 8)·4 + k % 4, register (row >= 8) + 2·(k >= 4);
     // B(k, col) in lane col·4 + k % 4, register (k >= 4).
@@ -102,8 +101,7 @@ __device__ __forceinline__ void mma_bf16_m16n8k16(float (&d)[4], const unsigned 
         unsigned a[4], b[2];
     };
     const Regs mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
-    Regs all[32];
-    alexnet_emu::warp_allgather(&mine, sizeof mine, all);
+    const Regs* all = static_cast<const Regs*>(alexnet_emu::warp_share(&mine, sizeof mine));
     const int lane = alexnet_emu::lane_id(), g = lane >> 2, t = lane & 3;
     // A(row, k): lane (row % 8)·4 + (k % 8) / 2, register (row >= 8) + 2·(k >= 8), half k % 2;
     // B(k, col): lane col·4 + (k % 8) / 2, register (k >= 8), half k % 2.

@@ -12,6 +12,7 @@ pub mod files;
 pub mod model;
 pub mod ops;
 pub mod parallel;
+pub mod planted;
 pub mod progress;
 pub mod tensor;
 pub mod train;

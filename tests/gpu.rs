@@ -7,6 +7,15 @@
 //! line and passes — unless `ALEXNET_REQUIRE_GPU=1`, which turns the skip into a failure (the
 //! GPU machine's check script sets it). The tests take a lock so they run one at a time: they
 //! share the GPU and its memory counter.
+//!
+//! Without a GPU, `the_gpu_tests_run_on_the_simulated_platform` runs them all again in child
+//! processes on the simulated platform (DESIGN.md §5, level 3b; build.rs builds it), with one
+//! simulated GPU and with two, the stream sanitizer on, and
+//! `the_sanitizer_catches_each_planted_fault` shows that each ordering the GPU path needs is
+//! checked: with the fault planted (`alexnet::planted`), its scenario (the `planted_*` tests,
+//! ignored otherwise) must end with the sanitizer's report. The simulation runs kernels on the
+//! CPU, so there the paper-net tests take fewer steps and a smaller batch
+//! (`ALEXNET_GPU_TEST_SCALE=small`, which the harness sets).
 
 mod common;
 
@@ -51,6 +60,11 @@ fn gpu(test: &str) -> Option<(CudaLauncher, MutexGuard<'static, ()>)> {
     }
 }
 
+/// Whether the tests run at the reduced scale of a slow (simulated) platform.
+fn small() -> bool {
+    std::env::var("ALEXNET_GPU_TEST_SCALE").is_ok_and(|v| v == "small")
+}
+
 fn plan(name: &str) -> Plan {
     Plan::new(&preset(name, &Ablations::default()).unwrap()).unwrap()
 }
@@ -76,12 +90,16 @@ fn every_kernel_at_the_papers_shapes() {
     let dev = KernelDevice::new(l);
     // Batch 2, full channel counts, one tower's share of each layer as the network runs it;
     // net145 adds the spatial normalisation and its 224-pixel conv1 with end padding.
-    let n = 2;
+    let n = if small() { 1 } else { 2 };
+    // net145 shares most of its layers' shapes with paper: each shape is checked once.
+    let mut checked = std::collections::HashSet::new();
     for (p, name) in [(plan("paper"), "paper"), (plan("net145"), "net145")] {
         for lp in &p.layers {
             let seed = 100 + lp.index as u64;
             let what = format!("{name} {}", lp.name());
             let r = match &lp.layer {
+                Layer::Conv(_) if !checked.insert(format!("{:?}", lp.conv_geom(n))) => Ok(()),
+                Layer::Fc(_) if !checked.insert(format!("{:?}", lp.fc_geom(n))) => Ok(()),
                 // Every precision: the SIMT kernels and the tensor-core ones (cuBLAS's TF32
                 // and bf16 GEMMs for fc), each against the reference rounded as it rounds.
                 Layer::Conv(_) => Precision::ALL
@@ -282,10 +300,11 @@ fn two_towers_on_two_placements_match_one_stream_bit_for_bit() {
         ("paper", plan("paper")),
     ] {
         let one: Vec<CudaDevice> = vec![KernelDevice::new(l.clone()), KernelDevice::new(l.clone())];
-        let (s1, w1) = run(&p, one, 3, 2);
+        let steps = if small() && name == "paper" { 1 } else { 3 };
+        let (s1, w1) = run(&p, one, steps, 2);
         let two = alexnet::cuda::devices(placement, 2).unwrap();
         let names: Vec<String> = two.iter().map(|d| d.describe()).collect();
-        let (s2, w2) = run(&p, two, 3, 2);
+        let (s2, w2) = run(&p, two, steps, 2);
         // Identical kernels, configurations and inputs, and deterministic kernels (no atomics):
         // only an ordering fault (a copy before its source was written, a write before the
         // copy read it) can make these differ. Two GPUs of different models could round
@@ -329,8 +348,9 @@ fn ten_steps_are_bit_identical_across_two_runs() {
         return;
     };
     let p = plan("paper");
-    let (s1, w1) = run(&p, alexnet::cuda::devices(&[0], 2).unwrap(), 10, 2);
-    let (s2, w2) = run(&p, alexnet::cuda::devices(&[0], 2).unwrap(), 10, 2);
+    let steps = if small() { 3 } else { 10 };
+    let (s1, w1) = run(&p, alexnet::cuda::devices(&[0], 2).unwrap(), steps, 2);
+    let (s2, w2) = run(&p, alexnet::cuda::devices(&[0], 2).unwrap(), steps, 2);
     let losses = |s: &[StepStats]| s.iter().map(|x| x.loss.to_bits()).collect::<Vec<_>>();
     assert_eq!(losses(&s1), losses(&s2), "losses differ between runs");
     for (t, (a, b)) in w1.iter().zip(&w2).enumerate() {
@@ -339,7 +359,7 @@ fn ten_steps_are_bit_identical_across_two_runs() {
     // The net learnt something from the same batches, so the comparison is not of constants.
     assert!(
         s1.iter().any(|s| s.loss != s1[0].loss),
-        "ten steps gave one loss"
+        "{steps} steps gave one loss"
     );
 }
 
@@ -543,4 +563,206 @@ fn launch_errors_name_the_kernel_and_memory_is_counted() {
     let ms = timer.stop().unwrap();
     assert!(ms.is_finite() && ms >= 0.0, "{ms}");
     assert!(l.download(&buf).unwrap().iter().all(|&v| v == 1.0));
+}
+
+// ---- without a GPU: the simulated platform ----------------------------------------------------
+
+/// The simulated platform's libraries, built by build.rs beside the crate's binaries.
+const SIM_DIR: &str = env!("ALEXNET_SIM_DIR");
+
+/// Whether this process can load a CUDA driver (a real one, or the simulation when it runs as a
+/// child of the harness below): the tests above then ran on it.
+fn driver_loaded() -> bool {
+    alexnet::cuda::driver::library_present()
+}
+
+/// This test binary again, on the simulated platform: `args` for the test harness, `env` besides
+/// the platform's defaults (sanitizer on, the small scale).
+fn on_sim(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .env("LD_LIBRARY_PATH", SIM_DIR)
+        .env("ALEXNET_REQUIRE_GPU", "1")
+        .env("ALEXNET_GPU_TEST_SCALE", "small")
+        .env("ALEXNET_SIM_SANITIZE", "1")
+        .env("ALEXNET_SIM_HANG_SECONDS", "120")
+        .env_remove("ALEXNET_PLANTED_FAULT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running the test binary on the simulated platform")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_gpu_tests_run_on_the_simulated_platform() {
+    if driver_loaded() {
+        eprintln!("SKIP the_gpu_tests_run_on_the_simulated_platform: a CUDA driver is loaded, so the tests above ran on it");
+        return;
+    }
+    let _lock = gpu_lock();
+    // One GPU (both towers on it, two streams) and two, side by side; the seeds differ so
+    // their streams interleave differently.
+    let runs: Vec<(String, std::process::Output)> = std::thread::scope(|s| {
+        let handles: Vec<_> = [("1", "11"), ("2", "12")]
+            .into_iter()
+            .map(|(gpus, seed)| {
+                s.spawn(move || {
+                    let out = on_sim(
+                        &["--test-threads", "1", "--skip", "on_the_simulated_platform", "--skip", "planted_fault"],
+                        &[("ALEXNET_SIM_GPUS", gpus), ("ALEXNET_SIM_SEED", seed)],
+                    );
+                    (format!("{gpus} simulated GPU(s), seed {seed}"), out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (what, out) in &runs {
+        let all = text(out);
+        assert!(out.status.success(), "the GPU tests on {what} failed:\n{all}");
+        let summary = all.lines().find(|l| l.starts_with("test result")).unwrap_or("");
+        assert!(summary.contains(" 0 failed"), "{what}: {summary}");
+        println!("{what}: {summary}");
+    }
+}
+
+#[test]
+fn the_sanitizer_catches_each_planted_fault() {
+    if driver_loaded() {
+        eprintln!("SKIP the_sanitizer_catches_each_planted_fault: a CUDA driver is loaded (the planted faults are shown on the simulated platform)");
+        return;
+    }
+    let _lock = gpu_lock();
+    let scenario = |name: &str, env: &[(&str, &str)]| {
+        on_sim(
+            &["--exact", name, "--ignored", "--nocapture", "--test-threads", "1"],
+            env,
+        )
+    };
+    // Each scenario passes as the engine is.
+    for (name, gpus) in [
+        ("planted_fault_scenario_steps", "2"),
+        ("planted_fault_scenario_uploads", "1"),
+        ("planted_fault_scenario_replicas", "4"),
+    ] {
+        let out = scenario(name, &[("ALEXNET_SIM_GPUS", gpus)]);
+        assert!(out.status.success(), "{name} without a planted fault:\n{}", text(&out));
+    }
+    // (fault, its scenario, simulated GPUs, more of the platform's settings, what the report says)
+    let cases: [(&str, &str, &str, &[(&str, &str)], &str); 7] = [
+        ("exchange-no-wait", "planted_fault_scenario_steps", "2", &[], "race between two operations"),
+        ("copy-source-unjoined", "planted_fault_scenario_steps", "2", &[], "race between two operations"),
+        ("peer-kernel", "planted_fault_scenario_steps", "2", &[("ALEXNET_SIM_PEERS", "none")], "touches a peer's memory without peer access"),
+        ("upload-rewrite", "planted_fault_scenario_uploads", "1", &[], "host write to pinned memory while a queued copy reads it"),
+        ("slot-reuse", "planted_fault_scenario_uploads", "1", &[], "race between two operations"),
+        ("upload-free", "planted_fault_scenario_uploads", "1", &[], "pinned memory freed while a queued copy may still use it"),
+        ("nccl-no-wait", "planted_fault_scenario_replicas", "4", &[], "race between two operations"),
+    ];
+    for (fault, name, gpus, extra, says) in cases {
+        let mut env = vec![("ALEXNET_PLANTED_FAULT", fault), ("ALEXNET_SIM_GPUS", gpus)];
+        env.extend_from_slice(extra);
+        let out = scenario(name, &env);
+        let all = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(86),
+            "planted fault {fault}: {name} did not end with the sanitizer's report:\n{all}"
+        );
+        assert!(all.contains(says), "planted fault {fault}: the report does not say {says:?}:\n{all}");
+        let report = all.lines().find(|l| l.contains("SANITIZER")).unwrap_or("");
+        println!("{fault}: {report}");
+    }
+}
+
+/// Planted-fault scenario: three training steps of the tiny net on two GPUs (or two streams of
+/// one), the last at a smaller batch, so that the network's buffers are reallocated while only
+/// the first tower's stream has been synchronised (by the loss's download).
+#[test]
+#[ignore = "a planted-fault scenario, run by the_sanitizer_catches_each_planted_fault"]
+fn planted_fault_scenario_steps() {
+    let Some((_l, _lock)) = gpu("planted_fault_scenario_steps") else {
+        return;
+    };
+    let gpus = driver::init().unwrap().devices;
+    let placement: &[usize] = if gpus >= 2 { &[0, 1] } else { &[0] };
+    let p = Plan::new(&tiny_spec(false, false)).unwrap();
+    let params = init_params(&p, 21);
+    let mut net = Network::new(&p, alexnet::cuda::devices(placement, 2).unwrap(), &params, 22).unwrap();
+    for (step, n) in [(0, 4), (1, 4), (2, 2)] {
+        let (images, labels) = batch(&p, n, 30 + step);
+        net.train_step(&images, &labels, 0.05, step).unwrap();
+    }
+}
+
+/// Planted-fault scenario: the double-buffered input's uploads through the device API: two
+/// into one slot back to back, a kernel reading the slot, the slot marked free and filled
+/// again, and five buffers through the other slot without a pause (the slot keeps the staging
+/// of four: the first's is let go while its copy may still be queued).
+#[test]
+#[ignore = "a planted-fault scenario, run by the_sanitizer_catches_each_planted_fault"]
+fn planted_fault_scenario_uploads() {
+    let Some((l, _lock)) = gpu("planted_fault_scenario_uploads") else {
+        return;
+    };
+    let dev = KernelDevice::new(l);
+    let (first, second, third) = (data(1000, 1, -1.0, 1.0), data(1000, 2, -1.0, 1.0), data(1000, 3, -1.0, 1.0));
+    let mut slot = dev.alloc(1000).unwrap();
+    let mut sum = dev.alloc(1000).unwrap();
+    dev.upload_async(&first, &mut slot, 0).unwrap();
+    dev.upload_async(&second, &mut slot, 0).unwrap();
+    dev.join_copies().unwrap();
+    dev.add_assign(&mut sum, &slot).unwrap();
+    dev.input_slot_free(0).unwrap();
+    dev.upload_async(&third, &mut slot, 0).unwrap();
+    dev.join_copies().unwrap();
+    assert_eq!(bits(&dev.download(&sum).unwrap()), bits(&second));
+    assert_eq!(bits(&dev.download(&slot).unwrap()), bits(&third));
+    let mut more: Vec<_> = (0..5).map(|_| dev.alloc(1000).unwrap()).collect();
+    for (i, b) in more.iter_mut().enumerate() {
+        dev.upload_async(&data(1000, 10 + i as u64, -1.0, 1.0), b, 1).unwrap();
+    }
+    dev.join_copies().unwrap();
+    for (i, b) in more.iter().enumerate() {
+        assert_eq!(bits(&dev.download(b).unwrap()), bits(&data(1000, 10 + i as u64, -1.0, 1.0)));
+    }
+}
+
+/// Planted-fault scenario: two data-parallel replicas of the tiny net over NCCL (four GPUs),
+/// two steps each.
+#[test]
+#[ignore = "a planted-fault scenario, run by the_sanitizer_catches_each_planted_fault"]
+fn planted_fault_scenario_replicas() {
+    let Some((_l, _lock)) = gpu("planted_fault_scenario_replicas") else {
+        return;
+    };
+    use alexnet::cuda::nccl::{NcclCollective, unique_id};
+    use alexnet::parallel::replicas::Replica;
+    let p = Plan::new(&tiny_spec(false, false)).unwrap();
+    let params = init_params(&p, 5);
+    let ids: Vec<Vec<u8>> = (0..2).map(|_| unique_id().unwrap()).collect();
+    let (images, labels) = batch(&p, 4, 9);
+    std::thread::scope(|s| {
+        for r in 0..2usize {
+            let (p, params, ids, images, labels) = (&p, &params, &ids, &images, &labels);
+            s.spawn(move || {
+                let devices = alexnet::cuda::devices(&[2 * r, 2 * r + 1], 2).unwrap();
+                let timeout = std::time::Duration::from_secs(60);
+                let c = NcclCollective::new(&devices, ids, r, 2, timeout).unwrap();
+                let net = Network::new(p, devices, params, 6).unwrap();
+                let mut replica = Replica::new(net, Box::new(c), 4).unwrap();
+                for step in 0..2 {
+                    replica.train_step(images, labels, 0.05, step).unwrap();
+                }
+            });
+        }
+    });
 }

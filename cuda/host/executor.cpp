@@ -111,6 +111,14 @@ struct AsyncQueue {
 };
 AsyncQueue g_async[kMaxThreads];
 
+// Per warp, two staging areas for warp_share, used in turn: a lane publishes into the one its
+// collective count selects, and can publish for its next collective while others still read
+// the last one (they read it before arriving at the next one's barrier, which it needs).
+constexpr unsigned kShareBytes = 64;
+alignas(16) unsigned char g_share[kMaxWarps][2][32 * kShareBytes];
+unsigned g_share_turn[kMaxWarps][32];
+
+
 // Which CUDA thread (linear id in the block) is running on this OS thread.
 ALEXNET_EMU_INDEX_STORAGE unsigned g_linear;
 
@@ -437,6 +445,7 @@ void reset_block(unsigned n) {
         const unsigned lanes = n - w * 32 >= 32 ? 32 : n - w * 32;
         ws.live = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
         ws.arrived = 0;
+        for (int l = 0; l < 32; ++l) g_share_turn[w][l] = 0;
         for (int l = 0; l < 32; ++l) {
             ws.want[l] = 0;
             ws.released[l] = 0;
@@ -610,28 +619,21 @@ uint64_t warp_exchange(unsigned mask, uint64_t value, int src) {
     return got;
 }
 
-// Per-warp staging for warp_allgather: each lane's published bytes.
-constexpr unsigned kGatherBytes = 64;
-unsigned char g_gather[kMaxWarps][32][kGatherBytes];
-
-void warp_allgather(const void* mine, unsigned bytes, void* all) {
+const void* warp_share(const void* mine, unsigned bytes) {
     const unsigned w = g_linear / 32, lane = g_linear % 32;
-    if (bytes > kGatherBytes) {
-        fprintf(stderr, "alexnet emu: warp_allgather of %u bytes (at most %u)\n", bytes, kGatherBytes);
+    if (bytes > kShareBytes) {
+        fprintf(stderr, "alexnet emu: warp_share of %u bytes (at most %u)\n", bytes, kShareBytes);
         std::abort();
     }
-    std::memcpy(g_gather[w][lane], mine, bytes);
-    // Everyone published; then everyone read before anyone publishes again. A lane of the warp
-    // that has exited or does not take part leaves its slot as it was: warp-level MMA needs
-    // the whole warp, and the kernels give it.
+    unsigned char* area = g_share[w][g_share_turn[w][lane]++ & 1];
+    std::memcpy(area + lane * bytes, mine, bytes);
+    // Warp-level MMA needs the whole warp, and the kernels give it.
     const unsigned group = syncwarp(0xffffffffu);
     if (group != 0xffffffffu) {
         fprintf(stderr, "alexnet emu: a warp collective MMA without all 32 lanes (lanes %08x)\n", group);
         std::abort();
     }
-    for (unsigned l = 0; l < 32; ++l)
-        std::memcpy(static_cast<char*>(all) + l * bytes, g_gather[w][l], bytes);
-    syncwarp(0xffffffffu);
+    return area;
 }
 
 unsigned warp_ballot(unsigned mask, int pred, unsigned* group_out) {

@@ -131,9 +131,10 @@ unsigned syncwarp(unsigned mask);
 uint64_t warp_exchange(unsigned mask, uint64_t value, int src);
 // The lanes of `mask` (not exited) whose `pred` is non-zero; `*group` gets the lanes that took part.
 unsigned warp_ballot(unsigned mask, int pred, unsigned* group);
-// Every lane of the (whole) warp publishes `bytes` (at most 64) from `mine`; each gets all 32
-// lanes' bytes back in `all`, lane by lane: the staging of warp-level MMA (cuda/mma.cuh).
-void warp_allgather(const void* mine, unsigned bytes, void* all);
+// Every lane of the (whole) warp publishes `bytes` (at most 64) from `mine`; each gets the 32
+// lanes' bytes, lane by lane `bytes` apart, valid until its next call: the staging of
+// warp-level MMA (cuda/mma.cuh).
+const void* warp_share(const void* mine, unsigned bytes);
 // Lanes of this warp that have not exited.
 unsigned active_lanes();
 unsigned lane_id();

@@ -258,7 +258,9 @@ void install_fault_handler() {
     struct sigaction sa;
     std::memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    // On the faulting thread's own stack, not the alternate one the Rust runtime gives each
+    // thread for stack overflows: a report needs far more than that small stack holds.
+    sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &g_previous);
 }

@@ -40,7 +40,7 @@ bool starts_with(const std::string& s, const char* p) { return s.compare(0, std:
 bool is_runtime(const Frame& f) {
     static const char* const prefixes[] = {
         "core::", "std::", "alloc::", "cudarc::", "<core::", "<alloc::", "<std::", "<cudarc::",
-        "__rust", "rust_begin_unwind", "rayon", "<rayon", "start_thread", "clone", "__libc",
+        "__", "rust_begin_unwind", "rayon", "<rayon", "<<rayon", "start_thread", "clone", "__libc",
         "_start", "main", "test::", "<test::", "<F as", "<&", "??", "<alloc", "anyhow::", "<fn(",
     };
     for (const char* p : prefixes)

@@ -73,6 +73,21 @@ impl CudaBuf {
 impl Drop for CudaBuf {
     fn drop(&mut self) {
         self.counter.sub(self.bytes());
+        // cudarc frees the buffer on its stream next. A copy on a copy stream into or out of it
+        // that the stream has not joined yet (a staged batch dropped before its step, an
+        // exchange abandoned by an error) must come first: the free waits for every copy its
+        // stream has pending (rules 4 and 5). Errors cannot be reported from here; cudarc
+        // records the free's own.
+        let stream = self.slice.stream();
+        if let Some(events) = pending_copies()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&stream_key(stream))
+        {
+            for e in events {
+                let _ = stream.wait(e);
+            }
+        }
     }
 }
 
@@ -129,6 +144,9 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
+        if crate::planted::planted("upload-free") {
+            return;
+        }
         if self.wait_for_copy().is_err() {
             // The copy may still read it: better lost than freed under it.
             std::mem::forget(self.pinned.take());
@@ -402,6 +420,9 @@ impl CudaLauncher {
             // earlier use of `dst`; the copy's completion is joined later by both compute
             // streams, which meanwhile run on.
             for stream in [&src_stream, &self.stream] {
+                if stream == &src_stream && crate::planted::planted("exchange-no-wait") {
+                    continue;
+                }
                 stream
                     .record_event(None)
                     .and_then(|e| self.copy_stream.wait(&e))
@@ -415,6 +436,9 @@ impl CudaLauncher {
             );
             let mut pending = pending_copies().lock().unwrap_or_else(|p| p.into_inner());
             for stream in [&self.stream, &src_stream] {
+                if stream == &src_stream && crate::planted::planted("copy-source-unjoined") {
+                    continue;
+                }
                 pending
                     .entry(stream_key(stream))
                     .or_default()
@@ -573,7 +597,9 @@ impl Launcher for CudaLauncher {
         });
         entry.used = counter;
         // The copy of two batches ago reads it until it is done.
-        entry.wait_for_copy().or_fail(what)?;
+        if !crate::planted::planted("upload-rewrite") {
+            entry.wait_for_copy().or_fail(what)?;
+        }
         if entry.pinned.as_ref().is_none_or(|p| p.len() != data.len()) {
             entry.pinned = None;
             // SAFETY: f32 is valid for any bits; the buffer is fully written below before use.
@@ -594,7 +620,7 @@ impl Launcher for CudaLauncher {
         if first_use || free.is_none() {
             self.copy_stream.join(&self.stream).or_fail(what)?;
         }
-        if let Some(free) = free.as_ref() {
+        if let Some(free) = free.as_ref().filter(|_| !crate::planted::planted("slot-reuse")) {
             self.copy_stream.wait(free).or_fail(what)?;
         }
         self.copy_stream

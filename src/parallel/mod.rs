@@ -87,6 +87,11 @@ fn dropout_stream(step: u64, layer: usize) -> u64 {
 }
 
 pub struct Network<D: Device> {
+    /// Data parallel (see `replicas`): how each tower's gradients are averaged with the other
+    /// replicas'. Declared first so that it is dropped first: dropping the devices waits for
+    /// their streams, and an all-reduce whose peer is gone never completes until its
+    /// communicator is aborted (NCCL's drop does that).
+    collective: Option<Box<dyn collective::Collective<D>>>,
     plan: Plan,
     devices: Vec<D>,
     layers: Vec<LayerState<D::Buf>>,
@@ -108,9 +113,7 @@ pub struct Network<D: Device> {
     seed: u64,
     /// The double-buffered input's other slot (see `staging`).
     staging: staging::Staging<D::Buf>,
-    /// Data parallel (see `replicas`): how each tower's gradients are averaged with the other
-    /// replicas', and where this replica's batch starts in the global batch (for dropout).
-    collective: Option<Box<dyn collective::Collective<D>>>,
+    /// Where this replica's batch starts in the global batch (for dropout; see `collective`).
     first_sample: usize,
     /// Whether training steps keep the weights' gradients for `gradients` (see
     /// `keep_gradients`).
@@ -430,7 +433,9 @@ impl<D: Device> Network<D> {
         for t in 0..lp.active_towers {
             let dev = &self.devices[t];
             let x = if lp.exchange {
-                &st.gathered[t]
+                // The planted fault: tower 1 reads tower 0's copy of the input.
+                let planted = t == 1 && crate::planted::planted("peer-kernel");
+                &st.gathered[if planted { 0 } else { t }]
             } else {
                 &prev_out[t]
             };
