@@ -14,8 +14,8 @@
 //! `the_sanitizer_catches_each_planted_fault` shows that each ordering the GPU path needs is
 //! checked: with the fault planted (`alexnet::planted`), its scenario (the `planted_*` tests,
 //! ignored otherwise) must end with the sanitizer's report. The simulation runs kernels on the
-//! CPU, so there the paper-net tests take fewer steps and a smaller batch
-//! (`ALEXNET_GPU_TEST_SCALE=small`, which the harness sets).
+//! CPU, so there the paper-net step tests take fewer steps (`ALEXNET_GPU_TEST_SCALE=small`,
+//! which the harness sets).
 
 mod common;
 
@@ -90,7 +90,7 @@ fn every_kernel_at_the_papers_shapes() {
     let dev = KernelDevice::new(l);
     // Batch 2, full channel counts, one tower's share of each layer as the network runs it;
     // net145 adds the spatial normalisation and its 224-pixel conv1 with end padding.
-    let n = if small() { 1 } else { 2 };
+    let n = 2;
     // net145 shares most of its layers' shapes with paper: each shape is checked once.
     let mut checked = std::collections::HashSet::new();
     for (p, name) in [(plan("paper"), "paper"), (plan("net145"), "net145")] {
@@ -576,6 +576,20 @@ fn driver_loaded() -> bool {
     alexnet::cuda::driver::library_present()
 }
 
+/// Whether the harness below runs here (no driver of the machine's own, GPU kernels built),
+/// else one SKIP line.
+fn simulate(test: &str) -> bool {
+    if driver_loaded() {
+        eprintln!("SKIP {test}: a CUDA driver is loaded, so the tests above ran on it");
+        return false;
+    }
+    if !alexnet::fatbins::KERNELS_EMBEDDED {
+        eprintln!("SKIP {test}: {}", alexnet::cuda::NO_KERNELS);
+        return false;
+    }
+    true
+}
+
 /// This test binary again, on the simulated platform: `args` for the test harness, `env` besides
 /// the platform's defaults (sanitizer on, the small scale).
 fn on_sim(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -604,8 +618,7 @@ fn text(out: &std::process::Output) -> String {
 
 #[test]
 fn the_gpu_tests_run_on_the_simulated_platform() {
-    if driver_loaded() {
-        eprintln!("SKIP the_gpu_tests_run_on_the_simulated_platform: a CUDA driver is loaded, so the tests above ran on it");
+    if !simulate("the_gpu_tests_run_on_the_simulated_platform") {
         return;
     }
     let _lock = gpu_lock();
@@ -637,8 +650,7 @@ fn the_gpu_tests_run_on_the_simulated_platform() {
 
 #[test]
 fn the_sanitizer_catches_each_planted_fault() {
-    if driver_loaded() {
-        eprintln!("SKIP the_sanitizer_catches_each_planted_fault: a CUDA driver is loaded (the planted faults are shown on the simulated platform)");
+    if !simulate("the_sanitizer_catches_each_planted_fault") {
         return;
     }
     let _lock = gpu_lock();

@@ -106,7 +106,7 @@ pub struct CudaLauncher {
     /// Where `copy_2d_async` runs, so an exchange overlaps the tower's compute (rule 4).
     copy_stream: Arc<CudaStream>,
     /// cuBLAS on this stream for the fc layers, or why they run on our kernels instead.
-    blas: Result<Arc<Blas>, &'static str>,
+    blas: Result<Arc<Blas>, Arc<str>>,
     /// The double-buffered input's two slots (rule 5).
     slots: Arc<Mutex<[InputSlot; 2]>>,
 }
@@ -203,9 +203,14 @@ impl CudaLauncher {
             .context()
             .new_stream()
             .or_fail(|| format!("cuda:{}: creating a copy stream", gpu.ordinal()))?;
+        // Where cuBLAS is missing or cannot start on this GPU, the fc layers run on the
+        // engine's own GEMM kernels; the launcher's description (in the run's log) says why.
         let blas = match blas::why_not_cublas() {
-            Some(why) => Err(why),
-            None => Ok(Arc::new(Blas::new(&gpu, &stream)?)),
+            Some(why) => Err(Arc::from(why)),
+            None => match Blas::new(&gpu, &stream) {
+                Ok(b) => Ok(Arc::new(b)),
+                Err(e) => Err(Arc::from(format!("cublasCreate failed ({e:#})").as_str())),
+            },
         };
         Ok(CudaLauncher {
             gpu,
@@ -221,7 +226,7 @@ impl CudaLauncher {
     /// time those kernels on a GPU).
     pub fn without_cublas(&self) -> Self {
         CudaLauncher {
-            blas: Err("requested"),
+            blas: Err(Arc::from("requested")),
             ..self.clone()
         }
     }

@@ -17,7 +17,7 @@
 
 use super::CudaDevice;
 use crate::device::launch::Launcher;
-use crate::parallel::collective::Collective;
+use crate::parallel::collective::{Collective, PEER_FAILED};
 use anyhow::{Result, anyhow, bail, ensure};
 use cudarc::driver::{CudaEvent, CudaStream};
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -32,6 +32,7 @@ const LIBRARY_NAMES: [&str; 2] = ["libnccl.so.2", "libnccl.so"];
 
 type NcclResult = c_int;
 const NCCL_SUCCESS: NcclResult = 0;
+const NCCL_REMOTE_ERROR: NcclResult = 6;
 const NCCL_IN_PROGRESS: NcclResult = 7;
 const NCCL_FLOAT32: c_int = 7;
 const NCCL_AVG: c_int = 4;
@@ -289,6 +290,9 @@ impl NcclCollective {
                 )
             };
             let what = format!("tower {t}: ncclCommInitRankConfig (rank {rank} of {replicas})");
+            if r == NCCL_REMOTE_ERROR {
+                bail!("{what}: {} ({PEER_FAILED}: it gave up on the set-up)", describe(r));
+            }
             if r != NCCL_IN_PROGRESS {
                 check(&what, r)?;
             }
@@ -327,7 +331,7 @@ impl NcclCollective {
             let why = describe(if r != NCCL_SUCCESS { r } else { state });
             self.abort_all();
             bail!(
-                "replica {} of {}: tower {t}'s NCCL {what} failed ({why}): a peer replica failed or is unreachable",
+                "replica {} of {}: tower {t}'s NCCL {what} failed ({why}): {PEER_FAILED} or is unreachable",
                 self.rank,
                 self.replicas
             );
@@ -338,7 +342,7 @@ impl NcclCollective {
         if Instant::now() >= deadline {
             self.abort_all();
             bail!(
-                "replica {} of {}: tower {t}'s NCCL {what} did not complete within {:?} (--peer-timeout): another replica died, hangs, or never started; aborting",
+                "replica {} of {}: tower {t}'s NCCL {what} did not complete within {:?} (--peer-timeout): {PEER_FAILED}, hangs, or never started; aborting",
                 self.rank,
                 self.replicas,
                 self.timeout
@@ -447,7 +451,7 @@ impl Collective<CudaDevice> for NcclCollective {
                 if Instant::now() >= deadline {
                     self.abort_all();
                     bail!(
-                        "replica {} of {}: tower {t}'s gradient all-reduce did not finish within {:?} (--peer-timeout): another replica died or hangs; aborting",
+                        "replica {} of {}: tower {t}'s gradient all-reduce did not finish within {:?} (--peer-timeout): {PEER_FAILED} or hangs; aborting",
                         self.rank,
                         self.replicas,
                         self.timeout

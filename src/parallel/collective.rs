@@ -11,6 +11,16 @@ use anyhow::{Result, bail, ensure};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// What an error says when it only reports that another replica failed (it left the group, or
+/// did not answer in time): the error shown for a run is the cause, not these
+/// (`replicas::on_threads`).
+pub const PEER_FAILED: &str = "another replica failed";
+
+/// Whether `e` only reports another replica's failure (see [`PEER_FAILED`]).
+pub fn only_peer_failed(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains(PEER_FAILED)
+}
+
 pub trait Collective<D: Device> {
     /// How many replicas take part, and which one this is (0-based).
     fn replicas(&self) -> usize;
@@ -196,7 +206,10 @@ impl Drop for LocalCollective {
     fn drop(&mut self) {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.broken.is_none() {
-            st.broken = Some(format!("replica {} left the group", self.rank));
+            st.broken = Some(format!(
+                "replica {} left the group ({PEER_FAILED})",
+                self.rank
+            ));
         }
         self.shared.turn.notify_all();
     }

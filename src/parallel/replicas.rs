@@ -208,7 +208,7 @@ pub fn on_threads<T: Send>(
     });
     let (ok, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     let errors: Vec<anyhow::Error> = errors.into_iter().filter_map(Result::err).collect();
-    let left = |e: &anyhow::Error| format!("{e:#}").contains("left the group");
+    let left = super::collective::only_peer_failed;
     match errors
         .iter()
         .position(|e| !left(e))
