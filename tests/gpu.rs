@@ -622,18 +622,31 @@ fn the_gpu_tests_run_on_the_simulated_platform() {
         return;
     }
     let _lock = gpu_lock();
-    // One GPU (both towers on it, two streams) and two, side by side; the seeds differ so
-    // their streams interleave differently.
+    // One GPU (both towers on it, two streams), every operation as late as the API allows,
+    // and two GPUs with the streams interleaved in a seeded order, side by side.
     let runs: Vec<(String, std::process::Output)> = std::thread::scope(|s| {
-        let handles: Vec<_> = [("1", "11"), ("2", "12")]
+        let handles: Vec<_> = [("1", "late", "11"), ("2", "seeded", "12")]
             .into_iter()
-            .map(|(gpus, seed)| {
+            .map(|(gpus, schedule, seed)| {
                 s.spawn(move || {
                     let out = on_sim(
-                        &["--test-threads", "1", "--skip", "on_the_simulated_platform", "--skip", "planted_fault"],
-                        &[("ALEXNET_SIM_GPUS", gpus), ("ALEXNET_SIM_SEED", seed)],
+                        &[
+                            "--test-threads",
+                            "1",
+                            "--skip",
+                            "simulated_platform",
+                            "--skip",
+                            "planted_fault",
+                            "--skip",
+                            "3gib",
+                        ],
+                        &[
+                            ("ALEXNET_SIM_GPUS", gpus),
+                            ("ALEXNET_SIM_SCHEDULE", schedule),
+                            ("ALEXNET_SIM_SEED", seed),
+                        ],
                     );
-                    (format!("{gpus} simulated GPU(s), seed {seed}"), out)
+                    (format!("{gpus} simulated GPU(s), {schedule} schedule"), out)
                 })
             })
             .collect();
@@ -777,4 +790,48 @@ fn planted_fault_scenario_replicas() {
             });
         }
     });
+}
+
+/// The paper's net at the paper's batch, 128, on two GPUs of the paper's size (GTX 580s,
+/// 3 GiB each): one training step's launches, ordering and memory, its values not computed
+/// (`ALEXNET_SIM_COMPUTE=0`: the simulation runs kernels on the CPU), and each GPU's peak.
+#[test]
+fn paper_at_batch_128_trains_a_step_on_two_3gib_gpus() {
+    if !simulate("paper_at_batch_128_trains_a_step_on_two_3gib_gpus") {
+        return;
+    }
+    let _lock = gpu_lock();
+    let out = on_sim(
+        &["--exact", "paper_at_batch_128_scenario", "--ignored", "--nocapture"],
+        &[
+            ("ALEXNET_SIM_GPUS", "2"),
+            ("ALEXNET_SIM_MEMORY", "3GiB"),
+            ("ALEXNET_SIM_COMPUTE", "0"),
+        ],
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "the paper net at batch 128 on two 3 GiB GPUs:\n{all}");
+    let peaks = all.lines().find(|l| l.starts_with("peak memory")).unwrap_or("");
+    assert!(!peaks.is_empty(), "{all}");
+    println!("paper, batch 128, two simulated 3 GiB GPUs: {peaks}");
+}
+
+#[test]
+#[ignore = "run by paper_at_batch_128_trains_a_step_on_two_3gib_gpus on the simulated platform"]
+fn paper_at_batch_128_scenario() {
+    let Some((_l, _lock)) = gpu("paper_at_batch_128_scenario") else {
+        return;
+    };
+    let p = plan("paper");
+    let params = init_params(&p, 1);
+    let mut net = Network::new(&p, alexnet::cuda::devices(&[0, 1], 2).unwrap(), &params, 2).unwrap();
+    // As `alexnet train` runs it.
+    net.keep_gradients(false);
+    let (images, labels) = batch(&p, 128, 3);
+    net.train_step(&images, &labels, 0.01, 0).unwrap();
+    let gpus: Vec<String> = alexnet::cuda::memory::all()
+        .into_iter()
+        .map(|(o, s)| format!("cuda:{o} {:.2} GB", s.peak as f64 / 1e9))
+        .collect();
+    println!("peak memory: {}", gpus.join(", "));
 }

@@ -238,6 +238,16 @@ API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) {
     return CUDA_SUCCESS;
 }
 
+// cudarc destroys the contexts it did not get as primary ones this way; the engine makes none.
+API CUresult cuCtxDestroy_v2(CUcontext ctx) {
+    Call c;
+    auto* x = reinterpret_cast<Context*>(ctx);
+    if (!valid_context(x)) return CUDA_ERROR_INVALID_CONTEXT;
+    if (x->dev->primary == x) return CUDA_ERROR_INVALID_CONTEXT;  // released, not destroyed
+    destroy_context(c.lk, x);
+    return CUDA_SUCCESS;
+}
+
 API CUresult cuCtxGetCurrent(CUcontext* ctx) {
     Call c;
     if (!state().initialized) return CUDA_ERROR_NOT_INITIALIZED;
