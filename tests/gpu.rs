@@ -267,6 +267,43 @@ fn the_double_buffered_upload_trains_bit_identically_to_the_synchronous_one() {
     staged_steps_equal_synchronous_steps(|| alexnet::cuda::devices(placement, 2).unwrap());
 }
 
+/// Two kernels, on two streams with nothing ordering them, each filling its own half of one
+/// buffer: no race. (On the simulated platform the sanitizer measures what each kernel touches;
+/// taking each pointer to reach the end of its allocation, it reported these two as a race.)
+#[test]
+fn kernels_on_two_streams_may_fill_disjoint_halves_of_one_buffer() {
+    let Some((a, _lock)) = gpu("kernels_on_two_streams_may_fill_disjoint_halves_of_one_buffer") else {
+        return;
+    };
+    let b = a.another_stream().unwrap();
+    let half = 4096usize;
+    let buf = a.alloc(2 * half).unwrap();
+    // The allocation (and its zero fill, on a's stream) before both kernels.
+    a.synchronize().unwrap();
+    let fill = Kernel {
+        module: "elementwise",
+        name: "fill_f32",
+    };
+    let cfg = LaunchConfig {
+        grid: [(half as u32).div_ceil(256), 1, 1],
+        block: [256, 1, 1],
+        shared_bytes: 0,
+    };
+    let n = half as i32;
+    for (launcher, offset, value) in [(&a, 0usize, 1.0f32), (&b, half, 2.0)] {
+        let dst = a.device_ptr(&buf) + 4 * offset as u64;
+        let args = [
+            &n as *const i32 as *mut std::ffi::c_void,
+            &value as *const f32 as *mut std::ffi::c_void,
+            &dst as *const u64 as *mut std::ffi::c_void,
+        ];
+        launcher.launch(fill, cfg, &args).unwrap();
+    }
+    b.synchronize().unwrap();
+    let got = a.download(&buf).unwrap();
+    assert!(got[..half].iter().all(|&v| v == 1.0) && got[half..].iter().all(|&v| v == 2.0));
+}
+
 /// `steps` training steps of `plan` on `devices`, a new batch each step: the stats of each and
 /// the final weights.
 fn run<D: Device>(

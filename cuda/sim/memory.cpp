@@ -14,9 +14,12 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cstring>
 
 #include "sim.h"
@@ -198,6 +201,71 @@ PinnedAccess::~PinnedAccess() {
         mprotect(reinterpret_cast<void*>(a->base), a->mapped, a->protection);
 }
 
+// ---- what a running kernel touches ----------------------------------------------------------
+//
+// While a kernel runs, the device memory its arguments point into is inaccessible; each first
+// read of a page faults, is recorded and makes the page readable, each first write likewise
+// makes it writable. So the sanitizer learns, to the page, what the kernel read and wrote,
+// however narrower than its allocations that is. (The kernel runs on the thread that holds the
+// state's lock, and nothing else touches device memory meanwhile.)
+
+namespace {
+
+struct Watch {
+    uint64_t lo, hi;  // the allocation's mapping
+    uint8_t* pages;   // per page: 1 read, 2 written
+};
+constexpr int kMaxWatches = 64;
+Watch g_watch[kMaxWatches];
+std::atomic<int> g_watches{0};
+
+// The fault handler's first look: a watched page? Then record and open it, and retry.
+bool watched_fault(uint64_t addr, void* uctx) {
+    const int n = g_watches.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i) {
+        Watch& w = g_watch[i];
+        if (addr < w.lo || addr >= w.hi) continue;
+        const size_t p = (addr - w.lo) / page();
+        const bool write = static_cast<ucontext_t*>(uctx)->uc_mcontext.gregs[REG_ERR] & 2;
+        w.pages[p] |= write ? 2 : 1;
+        void* at = reinterpret_cast<void*>(w.lo + p * page());
+        mprotect(at, page(), write ? PROT_READ | PROT_WRITE : PROT_READ);
+        return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+std::vector<Touched> watch_run(const std::vector<Allocation*>& allocs, const std::function<void()>& run) {
+    std::vector<std::vector<uint8_t>> pages(allocs.size());
+    const int n = std::min<int>((int)allocs.size(), kMaxWatches);
+    for (int i = 0; i < n; ++i) {
+        Allocation* a = allocs[i];
+        pages[i].assign(a->mapped / page(), 0);
+        g_watch[i] = Watch{a->base, a->base + a->mapped, pages[i].data()};
+        mprotect(reinterpret_cast<void*>(a->base), a->mapped, PROT_NONE);
+    }
+    g_watches.store(n, std::memory_order_release);
+    run();
+    g_watches.store(0, std::memory_order_release);
+    std::vector<Touched> out;
+    for (int i = 0; i < n; ++i) {
+        Allocation* a = allocs[i];
+        mprotect(reinterpret_cast<void*>(a->base), a->mapped, PROT_READ | PROT_WRITE);
+        // Runs of pages in the same state, within the allocation's bytes.
+        const auto& pg = pages[i];
+        for (size_t p = 0; p < pg.size();) {
+            size_t q = p;
+            while (q < pg.size() && pg[q] == pg[p]) ++q;
+            const uint64_t lo = a->base + p * page(), hi = std::min(a->end(), a->base + q * page());
+            if (pg[p] && lo < hi) out.push_back(Touched{a, lo, hi, (pg[p] & 1) != 0, (pg[p] & 2) != 0});
+            p = q;
+        }
+    }
+    return out;
+}
+
 // ---- the host touching pinned memory it may not ---------------------------------------------
 
 namespace {
@@ -214,6 +282,7 @@ Allocation* pinned_at(uint64_t p) {
 
 void on_fault(int sig, siginfo_t* info, void* uctx) {
     const uint64_t addr = reinterpret_cast<uint64_t>(info->si_addr);
+    if (watched_fault(addr, uctx)) return;
     // The state's lock: another thread may hold it for a while (a kernel running); the
     // faulting thread itself never touches pinned memory with it held.
     std::unique_lock<std::mutex> lk(state().mu, std::defer_lock);
@@ -314,7 +383,9 @@ bool check_accesses(Op& op) {
             ctx->sticky = CUDA_ERROR_ILLEGAL_ADDRESS;
             return false;
         }
-        check_access(a, x.lo, x.hi, x.kind, op.info, op.clock);
+        // A kernel's device memory is checked after it ran, as far as it touched it.
+        if (!(op.measured && x.device_side && a->device >= 0))
+            check_access(a, x.lo, x.hi, x.kind, op.info, op.clock);
     }
     return true;
 }

@@ -13,6 +13,7 @@
 #include <elf.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <set>
@@ -281,12 +282,45 @@ CUresult launch(Lock& lk, Function* f, const unsigned grid[3], const unsigned bl
                                       true});
     }
     const std::array<unsigned, 3> g{grid[0], grid[1], grid[2]}, b{block[0], block[1], block[2]};
+    // With the sanitizer on, what the kernel reads and writes is measured as it runs; without
+    // compute it does not run, and each pointer's access is taken to reach the end of its
+    // allocation.
+    op->measured = config().compute && config().sanitize != Sanitize::Off;
     op->run = [f, values, g, b, shared](Op& self) {
         if (!config().compute) return;
         std::vector<void*> args(f->entry->n_params + 1);
         for (unsigned i = 0; i < f->entry->n_params; ++i) args[i] = values->data() + f->offsets[i];
         char err[512] = {0};
-        if (alexnet_emu_launch(f->entry->launch, args.data(), g.data(), b.data(), shared, 0, err, sizeof err)) {
+        int failed = 0;
+        auto execute = [&] {
+            failed = alexnet_emu_launch(f->entry->launch, args.data(), g.data(), b.data(), shared, 0, err, sizeof err);
+        };
+        if (!self.measured) {
+            execute();
+        } else {
+            // The device memory its pointers reach (pinned memory keeps its whole-extent check).
+            std::vector<Allocation*> allocs;
+            std::set<Allocation*> writable;
+            for (unsigned i = 0; i < f->entry->n_params; ++i) {
+                if (f->entry->param_kinds[i] == alexnet_emu::kValue) continue;
+                uint64_t p;
+                std::memcpy(&p, values->data() + f->offsets[i], 8);
+                Allocation* a = p ? find_live(p) : nullptr;
+                if (!a || a->device < 0) continue;
+                if (std::find(allocs.begin(), allocs.end(), a) == allocs.end()) allocs.push_back(a);
+                if (f->entry->param_kinds[i] == alexnet_emu::kWritePointer) writable.insert(a);
+            }
+            for (const Touched& t : watch_run(allocs, execute)) {
+                if (t.read) check_access(t.alloc, t.lo, t.hi, AccessKind::Read, self.info, self.clock);
+                if (t.written) {
+                    if (!writable.count(t.alloc))
+                        report("a kernel wrote memory it was handed only as const: " + describe_alloc(t.alloc),
+                               "  the kernel\n" + describe_op(self.info, "      "));
+                    check_access(t.alloc, t.lo, t.hi, AccessKind::Write, self.info, self.clock);
+                }
+            }
+        }
+        if (failed) {
             note("%s on %s failed in the host executor: %s; the context now holds CUDA_ERROR_LAUNCH_FAILED",
                  self.info->what.c_str(), self.info->where.c_str(), err);
             self.stream->ctx->sticky = CUDA_ERROR_LAUNCH_FAILED;

@@ -163,6 +163,9 @@ struct Op {
     void* cancel_token = nullptr;  // ops sharing a token can be cancelled together
     bool cancelled = false;
     std::vector<Access> accesses;  // checked when it runs, before `run`
+    // A kernel whose device memory accesses are measured as it runs (watch_run): before it,
+    // those are only checked for being allowed at all.
+    bool measured = false;
     std::function<void(Op&)> run;  // the work; may be empty
     std::function<std::string()> pending_note;  // for hang reports: what it still waits for
 };
@@ -301,6 +304,14 @@ struct PinnedAccess {
     Allocation* a;
 };
 void install_fault_handler();
+// What `run` touched of `allocs` (device memory), to the page: each run of pages read, written
+// or both.
+struct Touched {
+    Allocation* alloc;
+    uint64_t lo, hi;
+    bool read, written;
+};
+std::vector<Touched> watch_run(const std::vector<Allocation*>& allocs, const std::function<void()>& run);
 // Checks `op`'s accesses when it runs (sanitizer, uses after free, addresses outside every
 // allocation, peer access). False when one is illegal: the context then holds
 // CUDA_ERROR_ILLEGAL_ADDRESS and the op does not run.
