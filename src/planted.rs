@@ -16,6 +16,8 @@
 //!   its own (`parallel`): on two GPUs without peer access, a kernel touching a peer's memory.
 //! - `nccl-no-wait`: the NCCL stream does not wait for backward before an all-reduce
 //!   (`cuda::nccl`).
+//! - `nccl-no-abort`: communicators are never aborted (`cuda::nccl`): after a peer dies, the
+//!   error path then waits forever for its all-reduce (the simulated platform reports a hang).
 
 use std::sync::OnceLock;
 

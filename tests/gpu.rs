@@ -719,8 +719,12 @@ fn the_sanitizer_catches_each_planted_fault() {
         let out = scenario(name, &[("ALEXNET_SIM_GPUS", gpus)]);
         assert!(out.status.success(), "{name} without a planted fault:\n{}", text(&out));
     }
+    // A replica dying mid-step ends both replicas with errors, as the engine is.
+    let dies = [("ALEXNET_SIM_GPUS", "4"), ("ALEXNET_SIM_FAULT", "nccl-fail:1:2")];
+    let out = scenario("planted_fault_scenario_replicas", &dies);
+    assert!(out.status.success(), "a replica dying mid-step:\n{}", text(&out));
     // (fault, its scenario, simulated GPUs, more of the platform's settings, what the report says)
-    let cases: [(&str, &str, &str, &[(&str, &str)], &str); 7] = [
+    let cases: [(&str, &str, &str, &[(&str, &str)], &str); 8] = [
         ("exchange-no-wait", "planted_fault_scenario_steps", "2", &[], "race between two operations"),
         ("copy-source-unjoined", "planted_fault_scenario_steps", "2", &[], "race between two operations"),
         ("peer-kernel", "planted_fault_scenario_steps", "2", &[("ALEXNET_SIM_PEERS", "none")], "touches a peer's memory without peer access"),
@@ -728,19 +732,22 @@ fn the_sanitizer_catches_each_planted_fault() {
         ("slot-reuse", "planted_fault_scenario_uploads", "1", &[], "race between two operations"),
         ("upload-free", "planted_fault_scenario_uploads", "1", &[], "pinned memory freed while a queued copy may still use it"),
         ("nccl-no-wait", "planted_fault_scenario_replicas", "4", &[], "race between two operations"),
+        // Without aborts, the dead replica's all-reduce is waited for forever: a hang (87).
+        ("nccl-no-abort", "planted_fault_scenario_replicas", "4", &[("ALEXNET_SIM_FAULT", "nccl-fail:1:2"), ("ALEXNET_SIM_HANG_SECONDS", "5")], "HANG"),
     ];
     for (fault, name, gpus, extra, says) in cases {
         let mut env = vec![("ALEXNET_PLANTED_FAULT", fault), ("ALEXNET_SIM_GPUS", gpus)];
         env.extend_from_slice(extra);
         let out = scenario(name, &env);
         let all = text(&out);
+        let code = if says == "HANG" { 87 } else { 86 };
         assert_eq!(
             out.status.code(),
-            Some(86),
-            "planted fault {fault}: {name} did not end with the sanitizer's report:\n{all}"
+            Some(code),
+            "planted fault {fault}: {name} did not end with the platform's report:\n{all}"
         );
         assert!(all.contains(says), "planted fault {fault}: the report does not say {says:?}:\n{all}");
-        let report = all.lines().find(|l| l.contains("SANITIZER")).unwrap_or("");
+        let report = all.lines().find(|l| l.contains("SANITIZER") || l.contains("HANG")).unwrap_or("");
         println!("{fault}: {report}");
     }
 }
@@ -799,7 +806,8 @@ fn planted_fault_scenario_uploads() {
 }
 
 /// Planted-fault scenario: two data-parallel replicas of the tiny net over NCCL (four GPUs),
-/// two steps each.
+/// two steps each; with `ALEXNET_SIM_FAULT=nccl-fail:1:N` replica 1's N-th all-reduce fails and
+/// both replicas must end with an error (replica 0 after its 3-second timeout), not hang.
 #[test]
 #[ignore = "a planted-fault scenario, run by the_sanitizer_catches_each_planted_fault"]
 fn planted_fault_scenario_replicas() {
@@ -817,12 +825,18 @@ fn planted_fault_scenario_replicas() {
             let (p, params, ids, images, labels) = (&p, &params, &ids, &images, &labels);
             s.spawn(move || {
                 let devices = alexnet::cuda::devices(&[2 * r, 2 * r + 1], 2).unwrap();
-                let timeout = std::time::Duration::from_secs(60);
+                let timeout = std::time::Duration::from_secs(3);
                 let c = NcclCollective::new(&devices, ids, r, 2, timeout).unwrap();
                 let net = Network::new(p, devices, params, 6).unwrap();
                 let mut replica = Replica::new(net, Box::new(c), 4).unwrap();
-                for step in 0..2 {
-                    replica.train_step(images, labels, 0.05, step).unwrap();
+                let dies = std::env::var("ALEXNET_SIM_FAULT").is_ok_and(|f| f.starts_with("nccl-fail"));
+                let steps: Result<Vec<_>, _> =
+                    (0..2).map(|step| replica.train_step(images, labels, 0.05, step)).collect();
+                match (steps, dies) {
+                    (Ok(_), false) => {}
+                    (Err(e), true) => println!("replica {r} stopped: {e:#}"),
+                    (Err(e), false) => panic!("replica {r}: {e:#}"),
+                    (Ok(_), true) => panic!("replica {r} trained on although replica 1 died"),
                 }
             });
         }
