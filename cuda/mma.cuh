@@ -79,10 +79,15 @@ __device__ __forceinline__ void mma_tf32_m16n8k8(float (&d)[4], const unsigned (
     const auto B = [&](int k, int col) {
         return alexnet_emu_mma::tf32_value(all[col * 4 + k % 4].b[k >= 4]);
     };
+    // This lane's outputs take rows g and g + 8 and columns 2t and 2t + 1: each read once.
+    float rows[2][8], cols[2][8];
+    for (int k = 0; k < 8; ++k) {
+        rows[0][k] = A(g, k), rows[1][k] = A(g + 8, k);
+        cols[0][k] = B(k, 2 * t), cols[1][k] = B(k, 2 * t + 1);
+    }
     for (int i = 0; i < 4; ++i) {
-        const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
         float sum = d[i];
-        for (int k = 0; k < 8; ++k) sum = fmaf(A(row, k), B(k, col), sum);
+        for (int k = 0; k < 8; ++k) sum = fmaf(rows[i >> 1][k], cols[i & 1][k], sum);
         d[i] = sum;
     }
 #else
@@ -114,10 +119,15 @@ __device__ __forceinline__ void mma_bf16_m16n8k16(float (&d)[4], const unsigned 
         const unsigned reg = all[col * 4 + (k % 8) / 2].b[k >= 8];
         return alexnet_emu_mma::from_bf16(half_of(reg, k % 2));
     };
+    // As in the TF32 product: rows g and g + 8, columns 2t and 2t + 1, each read once.
+    float rows[2][16], cols[2][16];
+    for (int k = 0; k < 16; ++k) {
+        rows[0][k] = A(g, k), rows[1][k] = A(g + 8, k);
+        cols[0][k] = B(k, 2 * t), cols[1][k] = B(k, 2 * t + 1);
+    }
     for (int i = 0; i < 4; ++i) {
-        const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
         float sum = d[i];
-        for (int k = 0; k < 16; ++k) sum = fmaf(A(row, k), B(k, col), sum);
+        for (int k = 0; k < 16; ++k) sum = fmaf(rows[i >> 1][k], cols[i & 1][k], sum);
         d[i] = sum;
     }
 #else

@@ -385,7 +385,7 @@ fn ten_steps_are_bit_identical_across_two_runs() {
         return;
     };
     let p = plan("paper");
-    let steps = if small() { 3 } else { 10 };
+    let steps = if small() { 2 } else { 10 };
     let (s1, w1) = run(&p, alexnet::cuda::devices(&[0], 2).unwrap(), steps, 2);
     let (s2, w2) = run(&p, alexnet::cuda::devices(&[0], 2).unwrap(), steps, 2);
     let losses = |s: &[StepStats]| s.iter().map(|x| x.loss.to_bits()).collect::<Vec<_>>();
@@ -704,51 +704,53 @@ fn the_sanitizer_catches_each_planted_fault() {
         return;
     }
     let _lock = gpu_lock();
-    let scenario = |name: &str, env: &[(&str, &str)]| {
-        on_sim(
-            &["--exact", name, "--ignored", "--nocapture", "--test-threads", "1"],
-            env,
-        )
-    };
-    // Each scenario passes as the engine is.
-    for (name, gpus) in [
-        ("planted_fault_scenario_steps", "2"),
-        ("planted_fault_scenario_uploads", "1"),
-        ("planted_fault_scenario_replicas", "4"),
-    ] {
-        let out = scenario(name, &[("ALEXNET_SIM_GPUS", gpus)]);
-        assert!(out.status.success(), "{name} without a planted fault:\n{}", text(&out));
-    }
-    // A replica dying mid-step ends both replicas with errors, as the engine is.
-    let dies = [("ALEXNET_SIM_GPUS", "4"), ("ALEXNET_SIM_FAULT", "nccl-fail:1:2")];
-    let out = scenario("planted_fault_scenario_replicas", &dies);
-    assert!(out.status.success(), "a replica dying mid-step:\n{}", text(&out));
-    // (fault, its scenario, simulated GPUs, more of the platform's settings, what the report says)
-    let cases: [(&str, &str, &str, &[(&str, &str)], &str); 8] = [
-        ("exchange-no-wait", "planted_fault_scenario_steps", "2", &[], "race between two operations"),
-        ("copy-source-unjoined", "planted_fault_scenario_steps", "2", &[], "race between two operations"),
-        ("peer-kernel", "planted_fault_scenario_steps", "2", &[("ALEXNET_SIM_PEERS", "none")], "touches a peer's memory without peer access"),
-        ("upload-rewrite", "planted_fault_scenario_uploads", "1", &[], "host write to pinned memory while a queued copy reads it"),
-        ("slot-reuse", "planted_fault_scenario_uploads", "1", &[], "race between two operations"),
-        ("upload-free", "planted_fault_scenario_uploads", "1", &[], "pinned memory freed while a queued copy may still use it"),
-        ("nccl-no-wait", "planted_fault_scenario_replicas", "4", &[], "race between two operations"),
+    // (what, scenario, simulated GPUs, the platform's settings, the exit status, what it says:
+    // nothing for a run that must pass)
+    type Run<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, i32, &'a str);
+    let race = "race between two operations";
+    let runs: Vec<Run> = vec![
+        // Each scenario passes as the engine is; a replica dying mid-step ends both replicas
+        // with errors (the scenario checks that).
+        ("no fault", "planted_fault_scenario_steps", "2", vec![], 0, ""),
+        ("no fault", "planted_fault_scenario_uploads", "1", vec![], 0, ""),
+        ("no fault", "planted_fault_scenario_replicas", "4", vec![], 0, ""),
+        ("replica 1 dies", "planted_fault_scenario_replicas", "4", vec![("ALEXNET_SIM_FAULT", "nccl-fail:1:2")], 0, ""),
+        // Each planted fault ends its scenario with the sanitizer's report (exit status 86).
+        ("exchange-no-wait", "planted_fault_scenario_steps", "2", vec![], 86, race),
+        ("copy-source-unjoined", "planted_fault_scenario_steps", "2", vec![], 86, race),
+        ("peer-kernel", "planted_fault_scenario_steps", "2", vec![("ALEXNET_SIM_PEERS", "none")], 86, "touches a peer's memory without peer access"),
+        ("upload-rewrite", "planted_fault_scenario_uploads", "1", vec![], 86, "host write to pinned memory while a queued copy reads it"),
+        ("slot-reuse", "planted_fault_scenario_uploads", "1", vec![], 86, race),
+        ("upload-free", "planted_fault_scenario_uploads", "1", vec![], 86, "pinned memory freed while a queued copy may still use it"),
+        ("nccl-no-wait", "planted_fault_scenario_replicas", "4", vec![], 86, race),
         // Without aborts, the dead replica's all-reduce is waited for forever: a hang (87).
-        ("nccl-no-abort", "planted_fault_scenario_replicas", "4", &[("ALEXNET_SIM_FAULT", "nccl-fail:1:2"), ("ALEXNET_SIM_HANG_SECONDS", "5")], "HANG"),
+        ("nccl-no-abort", "planted_fault_scenario_replicas", "4", vec![("ALEXNET_SIM_FAULT", "nccl-fail:1:2"), ("ALEXNET_SIM_HANG_SECONDS", "5")], 87, "HANG"),
     ];
-    for (fault, name, gpus, extra, says) in cases {
-        let mut env = vec![("ALEXNET_PLANTED_FAULT", fault), ("ALEXNET_SIM_GPUS", gpus)];
+    let run = |(what, name, gpus, extra, _, _): &Run| {
+        let mut env = vec![("ALEXNET_SIM_GPUS", *gpus)];
+        if *what != "no fault" && !what.contains(' ') {
+            env.push(("ALEXNET_PLANTED_FAULT", *what));
+        }
         env.extend_from_slice(extra);
-        let out = scenario(name, &env);
-        let all = text(&out);
-        let code = if says == "HANG" { 87 } else { 86 };
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "planted fault {fault}: {name} did not end with the platform's report:\n{all}"
-        );
-        assert!(all.contains(says), "planted fault {fault}: the report does not say {says:?}:\n{all}");
-        let report = all.lines().find(|l| l.contains("SANITIZER") || l.contains("HANG")).unwrap_or("");
-        println!("{fault}: {report}");
+        on_sim(&["--exact", name, "--ignored", "--nocapture", "--test-threads", "1"], &env)
+    };
+    // Two at a time (the machine's cores).
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let (first, second) = runs.split_at(runs.len() / 2);
+        let a = s.spawn(|| first.iter().map(run).collect::<Vec<_>>());
+        let b = s.spawn(|| second.iter().map(run).collect::<Vec<_>>());
+        let mut outs = a.join().unwrap();
+        outs.extend(b.join().unwrap());
+        outs
+    });
+    for ((what, name, _, _, code, says), out) in runs.iter().zip(&outs) {
+        let all = text(out);
+        assert_eq!(out.status.code(), Some(*code), "{what}: {name} did not end as it must:\n{all}");
+        assert!(all.contains(says), "{what}: the report does not say {says:?}:\n{all}");
+        if *code != 0 {
+            let report = all.lines().find(|l| l.contains("SANITIZER") || l.contains("HANG")).unwrap_or("");
+            println!("{what}: {report}");
+        }
     }
 }
 

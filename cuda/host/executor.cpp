@@ -72,6 +72,7 @@ struct WarpState {
     uint32_t released[32];  // bumped when the lane's sync completes
     uint32_t group[32];     // the lanes it completed with
     uint64_t slot[32];      // values published for shuffles and votes
+    uint32_t partial;       // waiting lanes whose mask leaves out some live lane
     std::mutex mu;          // thread mode
     std::condition_variable cv;
 };
@@ -143,11 +144,28 @@ bool warp_release_ready(WarpState& w) {
                 w.group[j] = need;
             }
             w.arrived &= ~need;
+            w.partial &= ~need;
             pending &= ~need;
             any = true;
         }
     }
     return any;
+}
+
+// After a lane arrived with `mask`: completes what its arrival completes. While every waiting
+// lane asks for the whole warp (the collectives: MMA, shuffles, votes) that is one test, not a
+// pass over the waiting lanes for each arrival.
+bool warp_arrived(WarpState& w, unsigned lane, uint32_t mask) {
+    if (((mask | (1u << lane)) & w.live) != w.live) w.partial |= 1u << lane;
+    if (w.partial) return warp_release_ready(w);
+    if ((w.arrived & w.live) != w.live) return false;
+    for (uint32_t m = w.live; m; m &= m - 1) {
+        const int j = __builtin_ctz(m);
+        w.released[j]++;
+        w.group[j] = w.live;
+    }
+    w.arrived &= ~w.live;
+    return true;
 }
 
 bool block_release_ready(BlockState& b) {
@@ -445,6 +463,7 @@ void reset_block(unsigned n) {
         const unsigned lanes = n - w * 32 >= 32 ? 32 : n - w * 32;
         ws.live = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
         ws.arrived = 0;
+        ws.partial = 0;
         for (int l = 0; l < 32; ++l) g_share_turn[w][l] = 0;
         for (int l = 0; l < 32; ++l) {
             ws.want[l] = 0;
@@ -591,7 +610,7 @@ unsigned syncwarp(unsigned mask) {
         w.arrived |= 1u << lane;
         w.want[lane] = mask;
         note_progress();
-        warp_release_ready(w);
+        warp_arrived(w, lane, mask);
         fiber_wait(kAtWarpSync, [&] { return w.released[lane] != ticket; });
         return w.group[lane];
     }
