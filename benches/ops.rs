@@ -278,6 +278,7 @@ fn bench<D: Timed>(
             Layer::Dropout(d) => {
                 let units = lp.output.len();
                 let g = DropoutGeom {
+                    first_sample: 0,
                     n,
                     units,
                     units_total: units * lp.active_towers,

@@ -27,7 +27,7 @@ use alexnet::model::init::init_params;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::philox;
 use alexnet::ops::precision::Precision;
-use alexnet::parallel::Network;
+use alexnet::engine::Network;
 use anyhow::{Result, bail};
 use std::time::Instant;
 

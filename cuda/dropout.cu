@@ -1,7 +1,7 @@
 // Dropout as the paper writes it (`src/ops/dropout.rs`): in training y = x where kept, else 0,
 // no rescaling; at test y = (1 - p)·x. Unit (s, u) is kept iff
-// uniform(word(seed, stream, s·units_total + unit_offset + u)) >= p: the mask is regenerated,
-// never stored, and matches the CPU's bit for bit.
+// uniform(word(seed, stream, (first_sample + s)·units_total + unit_offset + u)) >= p: the mask is
+// regenerated, never stored, and matches the CPU's bit for bit.
 
 #include "common.cuh"
 #include "params.cuh"
@@ -14,7 +14,8 @@
 template <class Apply>
 __device__ __forceinline__ void dropout_block(const DropoutParams& p, Apply apply) {
     const int s = blockIdx.y;
-    const unsigned long long first = (unsigned long long)s * p.units_total + p.unit_offset;
+    const unsigned long long first =
+        (unsigned long long)(p.first_sample + s) * p.units_total + p.unit_offset;
     const unsigned long long b = first / 4 + blockIdx.x * blockDim.x + threadIdx.x;
     if (4 * b >= first + p.units) return;
     unsigned c[4] = {(unsigned)b, (unsigned)(b >> 32), (unsigned)p.stream,

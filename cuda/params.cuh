@@ -1,5 +1,5 @@
 // Launch parameter structs of every kernel, passed by value. Each is mirrored field for field by
-// a `#[repr(C)]` struct in `src/device/kernels.rs` (plain 4-byte int/float fields, 8-byte
+// a `#[repr(C)]` struct in `src/device/kernels/params.rs` (plain 4-byte int/float fields, 8-byte
 // integers first where present), so the host side fills them and the launcher copies the bytes.
 
 #pragma once
@@ -59,7 +59,7 @@ struct DropoutParams {
     unsigned long long seed, stream;
     int n, units, units_total, unit_offset;
     float p;
-    int pad_;
+    int first_sample;  // the slice's first sample in the global batch (data-parallel replicas)
 };
 
 // Softmax + cross-entropy over [n, classes] rows.

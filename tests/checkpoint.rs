@@ -6,7 +6,7 @@ use alexnet::data::Augment;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::model::init::init_params;
 use alexnet::model::{NetSpec, Plan};
-use alexnet::parallel::Network;
+use alexnet::engine::Network;
 use alexnet::train::checkpoint::{self, TrainState};
 use common::{batch, flatten, tiny_spec};
 

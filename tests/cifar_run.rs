@@ -12,10 +12,12 @@ use alexnet::device::cpu::CpuDevice;
 use alexnet::model::init::init_params;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::precision::Precision;
-use alexnet::parallel::Network;
+use alexnet::engine::Network;
 use alexnet::train::batches::{LoaderBatches, LoaderEval};
 use alexnet::train::checkpoint::TrainState;
-use alexnet::train::run::{EvalResult, TrainConfig, train};
+use alexnet::dist::replicas::Replica;
+use alexnet::train::evaluate::EvalResult;
+use alexnet::train::run::{TrainConfig, train};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -118,7 +120,7 @@ fn one_epoch(
     let mut spec = preset("cifar", &Ablations::default()).unwrap();
     spec.precision = precision;
     let plan = Plan::new(&spec).unwrap();
-    let mut net = Network::new(
+    let net = Network::new(
         &plan,
         vec![CpuDevice, CpuDevice],
         &init_params(&plan, seed),
@@ -160,6 +162,7 @@ fn one_epoch(
         batch: 128,
         ..TrainState::default()
     };
+    let mut net = Replica::alone(net, 128);
     let outcome = train(&mut net, state, &mut data, Some(&mut test), &cfg).unwrap();
     let eval = outcome.last_eval.unwrap();
     println!(

@@ -7,8 +7,8 @@ mod common;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::model::init::{NetParams, init_params};
 use alexnet::model::{Ablations, Plan, preset};
-use alexnet::parallel::Network;
-use alexnet::parallel::replicas::{digest, run_in_process};
+use alexnet::engine::Network;
+use alexnet::dist::replicas::{digest, run_in_process};
 use common::batch;
 use common::step_checks::{tensor_errors_with_floor, tensors};
 
@@ -238,7 +238,8 @@ fn replicas_without_nccl_are_a_clear_error() {
 /// (the mean over one replica is the gradient itself; NCCL's average of one rank copies it).
 #[test]
 fn a_world_of_one_over_nccl_equals_the_plain_step() {
-    use alexnet::cuda::nccl::{NcclCollective, unique_id};
+    use alexnet::cuda::nccl::unique_id;
+    use alexnet::dist::nccl::NcclCollective;
     let why_not = if !alexnet::cuda::nccl::library_present() {
         Some("no libnccl")
     } else if !alexnet::fatbins::KERNELS_EMBEDDED {
@@ -262,7 +263,7 @@ fn a_world_of_one_over_nccl_equals_the_plain_step() {
     let nccl =
         NcclCollective::new(&devices, &ids, 0, 1, std::time::Duration::from_secs(60)).unwrap();
     let net = Network::new(&plan, devices, &params, 5).unwrap();
-    let mut rep = alexnet::parallel::replicas::Replica::new(net, Box::new(nccl), 8).unwrap();
+    let mut rep = alexnet::dist::replicas::Replica::new(net, Box::new(nccl), 8).unwrap();
     for (step, (x, y)) in data.iter().enumerate() {
         let a = plain.train_step(x, y, LR, step as u64).unwrap();
         let b = rep.train_step(x, y, LR, step as u64).unwrap();

@@ -7,7 +7,7 @@
 use alexnet::device::cpu::CpuDevice;
 use alexnet::model::init::{NetParams, TowerParams};
 use alexnet::model::{NetSpec, Plan};
-use alexnet::parallel::Network;
+use alexnet::engine::Network;
 use alexnet::tensor::{Tensor, max_rel_err};
 use serde_json::Value;
 

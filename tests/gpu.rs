@@ -29,7 +29,7 @@ use alexnet::model::spec::Layer;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::dropout::DropoutGeom;
 use alexnet::ops::precision::Precision;
-use alexnet::parallel::{Network, StepStats};
+use alexnet::engine::{Network, StepStats};
 use alexnet::tensor::max_rel_err;
 use common::device_checks::*;
 use common::step_checks::{staged_steps_equal_synchronous_steps, tensors, tiny_steps_match_the_cpu};
@@ -119,6 +119,7 @@ fn every_kernel_at_the_papers_shapes() {
                     let units = lp.output.len();
                     // The second tower's slice, so the unit offset is exercised.
                     let g = DropoutGeom {
+                        first_sample: 0,
                         n,
                         units,
                         units_total: units * lp.active_towers,
@@ -816,8 +817,9 @@ fn planted_fault_scenario_replicas() {
     let Some((_l, _lock)) = gpu("planted_fault_scenario_replicas") else {
         return;
     };
-    use alexnet::cuda::nccl::{NcclCollective, unique_id};
-    use alexnet::parallel::replicas::Replica;
+    use alexnet::cuda::nccl::unique_id;
+    use alexnet::dist::nccl::NcclCollective;
+    use alexnet::dist::replicas::Replica;
     let p = Plan::new(&tiny_spec(false, false)).unwrap();
     let params = init_params(&p, 5);
     let ids: Vec<Vec<u8>> = (0..2).map(|_| unique_id().unwrap()).collect();

@@ -355,6 +355,8 @@ fn elementwise_normalisation_pooling_dropout_softmax_sgd() {
         check_dropout(
             &d,
             &DropoutGeom {
+                // A replica's slice: the kernel indexes the stream by the global sample.
+                first_sample: 3,
                 n,
                 units,
                 units_total,

@@ -595,6 +595,7 @@ fn dropout_matches_the_reference_mask() {
     ];
     for (i, (n, units, units_total, unit_offset, p)) in geoms.into_iter().enumerate() {
         let g = DropoutGeom {
+            first_sample: 5 * i,
             n,
             units,
             units_total,
@@ -687,6 +688,7 @@ fn results_do_not_depend_on_thread_count() {
         out.extend([y, dx]);
 
         let g = DropoutGeom {
+            first_sample: 0,
             n: 6,
             units: 50,
             units_total: 100,

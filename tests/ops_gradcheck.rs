@@ -517,6 +517,7 @@ fn dropout() {
         ),
     ];
     let g = DropoutGeom {
+        first_sample: 0,
         n: 3,
         units: 10,
         units_total: 16,

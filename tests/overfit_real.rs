@@ -7,7 +7,7 @@ use alexnet::data::Dataset;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::model::init::init_params;
 use alexnet::model::{NetSpec, Plan};
-use alexnet::parallel::Network;
+use alexnet::engine::Network;
 use std::path::PathBuf;
 
 fn samples_dir() -> Option<PathBuf> {

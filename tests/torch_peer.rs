@@ -13,7 +13,7 @@
 use alexnet::data::{EvalViews, Geometry, image_views};
 use alexnet::device::cpu::CpuDevice;
 use alexnet::model::Plan;
-use alexnet::parallel::Network;
+use alexnet::engine::Network;
 use alexnet::train::checkpoint;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -6,8 +6,10 @@ mod common;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::model::Plan;
 use alexnet::ops::philox;
-use alexnet::parallel::Network;
-use alexnet::train::run::{Batch, EvalBatches, TrainBatches, TrainConfig, starting_point, train};
+use alexnet::engine::Network;
+use alexnet::dist::replicas::Replica;
+use alexnet::train::batches::{Batch, EvalBatches, TrainBatches};
+use alexnet::train::run::{TrainConfig, starting_point, train};
 use alexnet::train::schedule::Schedule;
 use common::{flatten, tiny_spec};
 
@@ -108,8 +110,9 @@ fn run(
         },
         false,
     );
-    let outcome = train(&mut net, state, &mut data, Some(&mut val), &cfg).unwrap();
-    (flatten(&net.params().unwrap()), outcome)
+    let mut replica = Replica::alone(net, 4);
+    let outcome = train(&mut replica, state, &mut data, Some(&mut val), &cfg).unwrap();
+    (flatten(&replica.net.params().unwrap()), outcome)
 }
 
 #[test]
@@ -179,14 +182,14 @@ fn training_stops_at_the_goal_error_and_logs_each_epochs_training_error() {
         data: None,
     };
     let (params, _, state) = starting_point(&plan, None, 4, 0.05).unwrap();
-    let mut net = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, state.seed).unwrap();
+    let net = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, state.seed).unwrap();
     let mut data = Synthetic {
         plan: plan.clone(),
         batch: 4,
         per_epoch: 3,
         pos: (0, 0),
     };
-    let outcome = train(&mut net, state, &mut data, None, &cfg).unwrap();
+    let outcome = train(&mut Replica::alone(net, 4), state, &mut data, None, &cfg).unwrap();
     assert_eq!((outcome.state.epoch, outcome.state.step), (1, 3));
     let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     let end: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
@@ -247,7 +250,7 @@ fn waiting_for_data_is_measured_and_a_failed_fetch_saves_the_step_before_it() {
     let start = || {
         let (params, _, state) = starting_point(&plan, None, 4, 0.05).unwrap();
         let net = Network::new(&plan, vec![CpuDevice, CpuDevice], &params, state.seed).unwrap();
-        (net, state)
+        (Replica::alone(net, 4), state)
     };
     // The tiny net's steps take about a millisecond: most of the run is the 40 ms waits.
     let dir = tempfile::tempdir().unwrap();

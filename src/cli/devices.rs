@@ -5,12 +5,12 @@ use crate::device::Device;
 use crate::device::cpu::CpuDevice;
 use crate::device::kernels::KernelDevice;
 use crate::emu::EmuLauncher;
-use crate::parallel::collective::{Collective, LocalCollective};
-use crate::parallel::rendezvous::Group;
-use crate::parallel::replicas::{on_threads, take_each};
-use crate::parallel::tcp_collective::TcpCollective;
+use crate::dist::collective::{Collective, LocalCollective};
+use crate::dist::rendezvous::Group;
+use crate::dist::replicas::{on_threads, take_each};
+use crate::dist::tcp_collective::TcpCollective;
 use anyhow::{Result, ensure};
-use cuda::nccl::NcclCollective;
+use crate::dist::nccl::NcclCollective;
 use std::fmt::Write;
 use std::time::Duration;
 

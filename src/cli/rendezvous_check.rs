@@ -3,8 +3,8 @@
 //! the id it got and the images of the epoch its shard reads, then checks liveness `--checks`
 //! times, printing `alive K` after each.
 
-use crate::parallel::rendezvous::{Launch, join};
-use crate::parallel::slice;
+use crate::dist::rendezvous::{Launch, join};
+use crate::data::shard;
 use anyhow::Result;
 use std::io::Write;
 use std::time::Duration;
@@ -52,7 +52,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     })?;
     let order = crate::data::loader::epoch_order(args.seed, args.epoch, args.images);
-    let mine = slice::range(args.batch, launch.world_size, launch.rank)?;
+    let mine = shard::range(args.batch, launch.world_size, launch.rank)?;
     let shard: Vec<u32> = order
         .chunks_exact(args.batch)
         .flat_map(|b| b[mine.clone()].to_vec())

@@ -20,17 +20,18 @@ use crate::device::Device;
 use crate::model::Plan;
 use crate::model::init::NetParams;
 use crate::ops::precision::Precision;
-use crate::parallel::collective::Collective;
-use crate::parallel::rendezvous::{Launch, Rendezvous, join};
-use crate::parallel::{Network, slice};
+use crate::dist::collective::Collective;
+use crate::dist::rendezvous::{Launch, Rendezvous, join};
+use crate::data::shard;
+use crate::dist::replicas::Replica;
+use crate::engine::Network;
 use crate::progress::Progress;
 use crate::train::batches::{LoaderBatches, LoaderEval};
 use crate::train::checkpoint::{self, Checkpoint, DataRecord, DataSource, TrainState};
 use crate::train::plot::plot_metrics;
 use crate::train::replicated::Peers;
-use crate::train::run::{
-    EvalBatches, TrainConfig, TrainOutcome, checkpoint_path, interrupt_flag, train,
-};
+use crate::train::batches::EvalBatches;
+use crate::train::run::{TrainConfig, TrainOutcome, checkpoint_path, interrupt_flag, train};
 use crate::train::run_folder::RunFolder;
 use crate::train::schedule::Schedule;
 use anyhow::{Context, Result, bail, ensure};
@@ -186,14 +187,14 @@ impl TrainJob {
         if let Some(m) = &self.momentum {
             net.set_velocities(m)?;
         }
-        let mut batch = self.batch;
-        if let Some(c) = collective {
-            let mine = slice::range(self.batch, c.replicas(), c.rank())?;
-            batch = mine.len();
-            net.join_replicas(c, mine.start);
-        }
-        net.reserve_batch(batch)?;
-        let mb: Vec<String> = net
+        let mut replica = match collective {
+            Some(c) => Replica::new(net, c, self.batch)?,
+            None => Replica::alone(net, self.batch),
+        };
+        let batch = replica.samples().len();
+        replica.net.reserve_batch(batch)?;
+        let mb: Vec<String> = replica
+            .net
             .bytes_per_tower()
             .iter()
             .map(|b| format!("{:.0} MB", *b as f64 / 1e6))
@@ -206,15 +207,15 @@ impl TrainJob {
             !interrupt_flag().load(Ordering::SeqCst),
             "interrupted before training began; the run folder is as it was"
         );
-        if let Some(peers) = Peers::of(&mut net) {
+        if let Some(peers) = Peers::of(&replica) {
             // The place in the run and the arguments that shape every step.
             let place = format!("{:?} batch {}", self.state, self.batch);
             let place = xxhash_rust::xxh3::xxh3_64(place.as_bytes());
-            peers.check_same_start(&mut net, place)?;
+            peers.check_same_start(&mut replica, place)?;
         }
         self.started.store(true, Ordering::SeqCst);
         let val = self.val.as_mut().map(|v| v as &mut dyn EvalBatches);
-        train(&mut net, self.state, &mut self.train, val, &self.cfg)
+        train(&mut replica, self.state, &mut self.train, val, &self.cfg)
     }
 }
 
@@ -494,7 +495,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let local = local_replicas(&args, device, &gpus, spec.towers)?;
     let replicas = local * launch.world_size;
-    slice::range(args.batch, replicas, 0)?;
+    shard::range(args.batch, replicas, 0)?;
     ensure!(
         device == DeviceKind::Cuda || launch.world_size == 1 || local == 1,
         "--replicas {local} in each of {} processes: on the CPU a run of several processes takes one replica per process (start more processes instead)",
@@ -825,7 +826,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     let waited = outcome.data_wait_seconds / outcome.seconds.max(1e-9);
-    if waited >= crate::train::run::DATA_WAIT_SHOWN {
+    if waited >= crate::train::report::DATA_WAIT_SHOWN {
         println!(
             "The steps waited {:.0} s for data ({:.0}% of the run): the loader set the pace. A pack \
              (alexnet prepare --pack) decodes several times faster; more --threads help too.",

@@ -319,14 +319,6 @@ impl Gpu {
             .insert(peer.ordinal);
         Ok(true)
     }
-
-    /// Whether `enable_peer_access(peer)` made access direct.
-    pub fn has_peer_access(&self, peer: usize) -> bool {
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&peer)
-    }
 }
 
 /// The pool `cuMemAllocAsync` draws from on `ctx`'s device (the device's current pool).

@@ -69,17 +69,6 @@ pub fn all() -> Vec<(usize, MemoryStats)> {
         .collect()
 }
 
-/// Restarts every GPU's peak from its current use.
-pub fn reset_peaks() {
-    for c in counters()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-    {
-        c.reset_peak();
-    }
-}
-
 /// One line per GPU: `cuda:0 peak 1.51 GB (now 1.20 GB)`; empty when nothing was allocated.
 pub fn summary() -> String {
     all()

@@ -65,7 +65,7 @@ pub struct LoaderConfig {
 }
 
 /// Replica `rank` of `of`'s part: in training, its equal slice of the slots of every global
-/// batch of `batch_size` (`parallel::slice::range`), so each replica decodes only the images it
+/// batch of `batch_size` (`data::shard::range`), so each replica decodes only the images it
 /// trains on, each exactly as the undivided batch would have them (same epoch order, same
 /// augmentation by global position); in evaluation, every `of`-th batch from batch `rank` on.
 /// `Shard::WHOLE` (rank 0 of 1) is everything.
@@ -182,7 +182,7 @@ impl Loader {
         let sh = config.shard;
         ensure!(sh.rank < sh.of, "shard {} of {}", sh.rank, sh.of);
         if let Mode::Train { .. } = config.mode {
-            crate::parallel::slice::range(config.batch_size, sh.of, sh.rank)?;
+            crate::data::shard::range(config.batch_size, sh.of, sh.rank)?;
         }
         ensure!(
             stats.base == g.base && stats.mean.len() == 3 * g.base * g.base,
@@ -457,7 +457,7 @@ impl Shared {
     ) -> Result<Batch> {
         let (g, bs, n) = (self.config.geometry, self.config.batch_size, order.len());
         let sh = self.config.shard;
-        let mine = crate::parallel::slice::range(bs, sh.of, sh.rank)?;
+        let mine = crate::data::shard::range(bs, sh.of, sh.rank)?;
         let len = mine.len() * g.input_len();
         let recycled = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         // Every element is written below (each slot's render fills it, or the batch fails).

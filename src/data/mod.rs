@@ -64,6 +64,7 @@ pub mod augment;
 pub mod decode;
 pub mod loader;
 pub mod pack;
+pub mod shard;
 pub mod source;
 pub mod stats;
 pub mod synthetic;

@@ -105,7 +105,7 @@ impl Dataset {
         let path = path.as_ref();
         let meta = std::fs::metadata(path)
             .with_context(|| format!("dataset not found: {}", path.display()))?;
-        if meta.is_dir() && path.join(super::pack::MANIFEST).exists() {
+        if meta.is_dir() && path.join(super::pack::format::MANIFEST).exists() {
             return Self::open_pack(path, options);
         }
         let flat = options.labels.is_some();
@@ -138,7 +138,7 @@ impl Dataset {
             "{} is a pack, which carries its labels: no labels file is read for it",
             path.display()
         );
-        let opened = super::pack::open(path)?;
+        let opened = super::pack::reader::open(path)?;
         let m = &opened.manifest;
         if let Some(classes) = &options.classes {
             ensure!(
@@ -156,7 +156,7 @@ impl Dataset {
                 path.display(),
                 m.skipped.len(),
                 m.source,
-                super::pack::MANIFEST
+                super::pack::format::MANIFEST
             ));
         }
         let (mut samples, mut shard_of, mut keys) = (Vec::new(), Vec::new(), Vec::new());

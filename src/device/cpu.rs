@@ -6,7 +6,7 @@ use crate::ops::{
     self, conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom,
     sgd::SgdStep, spatial_norm::SpatialNormGeom,
 };
-use anyhow::Result;
+use anyhow::{Result, ensure};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuDevice;
@@ -261,6 +261,11 @@ impl Device for CpuDevice {
         ops::sgd::update(step, w, v, grad);
         Ok(())
     }
+    fn fuses_fc_sgd(&self, g: &FcGeom, prec: Precision) -> bool {
+        // In fp32 only: the other precisions round x and dy first, and take the bias gradient
+        // from the unrounded dy (see `fc_backward_filter`).
+        prec == Precision::Fp32 && ops::fc::sgd_fuses::<f32>(g)
+    }
     fn fc_backward_filter_sgd(
         &self,
         g: &FcGeom,
@@ -272,13 +277,9 @@ impl Device for CpuDevice {
         v: &mut Vec<f32>,
         db: &mut Vec<f32>,
         dx: Option<&mut Vec<f32>>,
-    ) -> Result<bool> {
-        // In fp32 only: the other precisions round x and dy first, and take the bias gradient
-        // from the unrounded dy (see `fc_backward_filter`).
-        if prec != Precision::Fp32 || !ops::fc::sgd_fuses::<f32>(g) {
-            return Ok(false);
-        }
+    ) -> Result<()> {
+        ensure!(self.fuses_fc_sgd(g, prec), "fc_backward_filter_sgd at {g:?}, {prec:?}");
         ops::fc::backward_filter_sgd(g, x, dy, step, w, v, db, dx.map(|d| &mut d[..]));
-        Ok(true)
+        Ok(())
     }
 }

@@ -319,16 +319,21 @@ pub trait Device {
         grad: &Self::Buf,
     ) -> Result<()>;
 
+    /// Whether this device has `fc_backward_filter_sgd` for `g` and `prec` (decided once per
+    /// batch size, when the network allocates its buffers).
+    fn fuses_fc_sgd(&self, _g: &FcGeom, _prec: Precision) -> bool {
+        false
+    }
+
     /// `fc_backward_filter` and then `sgd_update` of the weights with that gradient, in one
-    /// pass, where this device has it for `g` and `prec`, and with them `fc_backward_data`
-    /// (from the weights before their step) where `dx` is given: `w`, `v`, `db` and `dx` end
-    /// as those calls leave them, and the weights' gradient is not kept. `Ok(false)` where it
-    /// has not, having done nothing.
+    /// pass, and with them `fc_backward_data` (from the weights before their step) where `dx`
+    /// is given: `w`, `v`, `db` and `dx` end as those calls leave them, and the weights'
+    /// gradient is not kept. Only where `fuses_fc_sgd` says so.
     #[allow(clippy::too_many_arguments)]
     fn fc_backward_filter_sgd(
         &self,
-        _g: &FcGeom,
-        _prec: Precision,
+        g: &FcGeom,
+        prec: Precision,
         _x: &Self::Buf,
         _dy: &Self::Buf,
         _step: &SgdStep,
@@ -336,8 +341,8 @@ pub trait Device {
         _v: &mut Self::Buf,
         _db: &mut Self::Buf,
         _dx: Option<&mut Self::Buf>,
-    ) -> Result<bool> {
-        Ok(false)
+    ) -> Result<()> {
+        anyhow::bail!("this device does not fuse the fc filter gradient and update ({g:?}, {prec:?})")
     }
 }
 

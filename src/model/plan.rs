@@ -50,6 +50,11 @@ pub struct LayerPlan {
     pub params: usize,
     /// Multiply-adds per image of the whole layer (weighted layers only, as the paper counts).
     pub macs: usize,
+    /// A convolution whose ReLU (the next layer) is fused into it: the convolution writes the
+    /// ReLU's output directly (one pass over it instead of three), the ReLU's forward is
+    /// skipped, and the convolution keeps no output of its own (its backward pass reads only its
+    /// input and the ReLU's gradient). Decided here, once, for every device.
+    pub fuses_relu: bool,
 }
 
 impl LayerPlan {
@@ -196,6 +201,7 @@ impl Plan {
                         exchange,
                         params: c.filters * taps + c.filters,
                         macs: oh * ow * c.filters * taps,
+                        fuses_relu: false,
                     }
                 }
                 Layer::Fc(f) => {
@@ -214,6 +220,7 @@ impl Plan {
                         exchange,
                         params: f.units * input.len() + f.units,
                         macs: f.units * input.len(),
+                        fuses_relu: false,
                     }
                 }
                 Layer::MaxPool(p) => {
@@ -279,6 +286,7 @@ impl Plan {
             );
         };
         let classes = last.output_total().c;
+        mark_fused_relus(&mut layers);
         Ok(Plan {
             spec: spec.clone(),
             layers,
@@ -365,6 +373,18 @@ impl Plan {
     }
 }
 
+/// Sets `fuses_relu` on each convolution followed by a ReLU on the same towers that reads it
+/// without an exchange.
+fn mark_fused_relus(layers: &mut [LayerPlan]) {
+    for l in 1..layers.len() {
+        let (a, b) = (&layers[l - 1], &layers[l]);
+        layers[l - 1].fuses_relu = matches!(a.layer, Layer::Conv(_))
+            && matches!(b.layer, Layer::Relu(_))
+            && !b.exchange
+            && a.active_towers == b.active_towers;
+    }
+}
+
 fn elementwise(
     index: usize,
     layer: &Layer,
@@ -381,6 +401,7 @@ fn elementwise(
         exchange: false,
         params: 0,
         macs: 0,
+        fuses_relu: false,
     }
 }
 

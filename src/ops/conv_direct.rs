@@ -18,7 +18,7 @@
 //! fused multiply-adds: correctly rounded, so the same bits on every CPU, with or without FMA
 //! hardware, and on every thread count (the work is split by sample).
 
-use super::conv::ConvGeom;
+use super::conv_geom::ConvGeom;
 use crate::tensor::Real;
 #[cfg(target_arch = "x86_64")]
 use crate::tensor::{as_f32, as_f32_mut};

@@ -12,7 +12,7 @@
 //! The sums run over the phase channels' taps in their order, not the reference's `(ci, ky, kx)`:
 //! within tolerance of it, and the same bits on every run and thread count.
 
-use super::conv::ConvGeom;
+use super::conv_geom::ConvGeom;
 use crate::tensor::Real;
 use rayon::prelude::*;
 

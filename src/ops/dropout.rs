@@ -3,9 +3,11 @@
 //! by `1 - p` (0.5 in the paper).
 //!
 //! The mask is never stored: unit `(sample, unit)` is kept iff
-//! `uniform(word(seed, stream, sample * units_total + unit_offset + unit)) >= p` (see `philox`).
-//! Indexing by the unit's place in the *whole* layer (`unit_offset` is the tower's first unit)
-//! gives a two-tower layer exactly the mask of the same layer held as one tensor, and the
+//! `uniform(word(seed, stream, (first_sample + sample) * units_total + unit_offset + unit)) >= p`
+//! (see `philox`). Indexing by the unit's place in the *whole* layer (`unit_offset` is the
+//! tower's first unit) gives a two-tower layer exactly the mask of the same layer held as one
+//! tensor; indexing by the sample's place in the *whole* batch (`first_sample` is a data-parallel
+//! replica's first) gives a replica exactly the masks its samples get in one undivided run. The
 //! backward pass regenerates the mask instead of reading it back.
 
 use super::philox;
@@ -16,6 +18,9 @@ use rayon::prelude::*;
 pub struct DropoutGeom {
     /// Samples in the batch.
     pub n: usize,
+    /// The batch's first sample's index in the global batch it is a slice of (0 without
+    /// data-parallel replicas).
+    pub first_sample: usize,
     /// Units of this tower's slice, per sample.
     pub units: usize,
     /// Units of the whole layer, per sample.
@@ -37,7 +42,7 @@ impl DropoutGeom {
         self.len() == 0
     }
     pub fn keep(&self, sample: usize, unit: usize) -> bool {
-        let index = sample * self.units_total + self.unit_offset + unit;
+        let index = (self.first_sample + sample) * self.units_total + self.unit_offset + unit;
         philox::uniform(philox::word(self.seed, self.stream, index as u64)) >= self.p
     }
     fn check(&self, lens: &[usize]) {
@@ -85,7 +90,7 @@ pub fn forward_test<T: Real>(p: f32, x: &[T], y: &mut [T]) {
 
 /// `y = x` where kept, else 0, for one sample `s`: the mask `keep(s, u)` defines.
 fn mask_sample<T: Real>(g: &DropoutGeom, s: usize, xs: &[T], ys: &mut [T]) {
-    let first = (s * g.units_total + g.unit_offset) as u64;
+    let first = ((g.first_sample + s) * g.units_total + g.unit_offset) as u64;
     let mut words = (u64::MAX, [0u32; 4]);
     for (u, (y, &x)) in ys.iter_mut().zip(xs).enumerate() {
         let index = first + u as u64;
@@ -120,6 +125,7 @@ mod tests {
 
     fn geom(n: usize, units: usize, units_total: usize, unit_offset: usize) -> DropoutGeom {
         DropoutGeom {
+            first_sample: 0,
             n,
             units,
             units_total,
@@ -182,6 +188,28 @@ mod tests {
         let mut dx = vec![0.0; g.len()];
         backward(&g, &vec![1.0f32; g.len()], &mut dx);
         assert_eq!(dx, tower_b);
+    }
+
+    #[test]
+    fn a_slice_of_the_batch_draws_the_global_batchs_masks() {
+        // Samples 4.. of a batch of 6, as a data-parallel replica takes them.
+        let (n, units, first) = (6, 10, 4);
+        let whole = mask(&geom(n, units, 2 * units, units));
+        let part = DropoutGeom {
+            n: n - first,
+            first_sample: first,
+            ..geom(n, units, 2 * units, units)
+        };
+        assert_eq!(mask(&part), whole[first * units..]);
+        let mut naive = vec![0.0; part.len()];
+        forward_train_naive(&part, &vec![1.0f32; part.len()], &mut naive);
+        assert_eq!(naive, whole[first * units..]);
+        // Without the offset the slice draws the first rows' masks instead.
+        let unplaced = DropoutGeom {
+            first_sample: 0,
+            ..part
+        };
+        assert_ne!(mask(&unplaced), whole[first * units..]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod conv;
 pub mod conv_direct;
 pub mod conv_filter;
+pub mod conv_geom;
 pub mod conv_strided;
 pub mod dropout;
 pub mod fc;

@@ -1,9 +1,45 @@
-//! The data pipeline's loaders seen through the training loop's traits.
+//! What the training loop and evaluation read batches through, and the data pipeline's loaders
+//! seen through those traits.
 
-use super::run::{Batch, EvalBatches, TrainBatches};
 use crate::data::{Batches, Loader};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
+
+/// One batch: images `[n, c, size, size]` (preprocessed, ready for the network) and labels.
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+}
+
+/// Training batches in a deterministic order: batch `b` of epoch `e` is always the same, so a
+/// run can restart at any batch.
+pub trait TrainBatches {
+    fn batches_per_epoch(&self) -> usize;
+    /// Positions the source at batch `first_batch` of `epoch`.
+    fn start_epoch(&mut self, epoch: usize, first_batch: usize) -> Result<()>;
+    fn next_batch(&mut self) -> Result<Batch>;
+    /// The loader's own throughput so far, if it measures one.
+    fn loader_images_per_second(&self) -> Option<f64> {
+        None
+    }
+    /// Files that could not be read or decoded and were skipped.
+    fn skipped_files(&self) -> usize {
+        0
+    }
+    /// Takes back a batch's images once they are on the devices, for reuse.
+    fn recycle(&mut self, images: Vec<f32>) {
+        drop(images);
+    }
+}
+
+/// Evaluation batches: each image as `views` crops; scores are the softmax averaged over views.
+pub trait EvalBatches {
+    fn views(&self) -> usize;
+    fn restart(&mut self) -> Result<()>;
+    /// The next batch of `n * views` crops (image-major) and its `n` labels, or `None` at the end.
+    fn next_batch(&mut self) -> Result<Option<Batch>>;
+}
+
 
 /// Training batches from a `data::Loader`; unreadable files are reported once each as they are
 /// met (the loader has already replaced them).

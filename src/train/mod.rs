@@ -2,8 +2,10 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod evaluate;
 pub mod plot;
 pub mod replicated;
+pub mod report;
 pub mod run;
 pub mod run_folder;
 pub mod schedule;

@@ -4,10 +4,10 @@
 //! bit-identical on every replica, so every decision taken from them (stop, learning-rate
 //! change, goal reached) is the same everywhere and no replica runs a step the others skip.
 
-use super::run::EvalSums;
+use super::evaluate::EvalSums;
 use crate::device::Device;
-use crate::parallel::replicas::{check_same, global_stats, host_mean, split};
-use crate::parallel::{Network, StepStats};
+use crate::dist::replicas::{Replica, digest, split};
+use crate::engine::StepStats;
 use anyhow::{Result, ensure};
 
 /// This replica's place among the others.
@@ -18,11 +18,11 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// `None` for a network that is not a replica: the loop is then the single network's.
-    pub fn of<D: Device>(net: &mut Network<D>) -> Option<Peers> {
-        net.collective().map(|c| Peers {
-            rank: c.rank(),
-            replicas: c.replicas(),
+    /// `None` for a network trained alone: the loop is then the single network's.
+    pub fn of<D: Device>(replica: &Replica<D>) -> Option<Peers> {
+        replica.has_peers().then_some(Peers {
+            rank: replica.rank,
+            replicas: replica.replicas,
         })
     }
 
@@ -36,11 +36,11 @@ impl Peers {
     /// (interrupted, or out of time by its own clock) before the next step.
     pub(super) fn after_step<D: Device>(
         &self,
-        net: &mut Network<D>,
+        replica: &mut Replica<D>,
         local: StepStats,
         wants_stop: bool,
     ) -> Result<(StepStats, bool)> {
-        let (stats, extra) = global_stats(net, local, &[f32::from(u8::from(wants_stop))])?;
+        let (stats, extra) = replica.global_stats_with(local, &[f32::from(u8::from(wants_stop))])?;
         Ok((stats, extra[0] > 0.0))
     }
 
@@ -49,7 +49,7 @@ impl Peers {
     /// replica count below 2^8 replicas); the loss travels as two f32.
     pub(super) fn eval_sums<D: Device>(
         &self,
-        net: &mut Network<D>,
+        replica: &mut Replica<D>,
         mine: EvalSums,
     ) -> Result<EvalSums> {
         ensure!(
@@ -65,7 +65,7 @@ impl Peers {
             hi,
             lo,
         ];
-        let mean = host_mean(net, &values)?;
+        let mean = replica.host_mean(&values)?;
         let r = self.replicas as f64;
         let count = |m: f32| (m as f64 * r).round() as usize;
         Ok(EvalSums {
@@ -80,12 +80,13 @@ impl Peers {
     /// of the run's state and arguments): a rank that resumed another checkpoint, or was given
     /// other arguments, would train something else in lockstep with the others and corrupt the
     /// run silently.
-    pub fn check_same_start<D: Device>(&self, net: &mut Network<D>, place: u64) -> Result<()> {
-        let digest = crate::parallel::replicas::digest(&net.params()?)
-            ^ crate::parallel::replicas::digest(&net.velocities()?).rotate_left(1)
+    pub fn check_same_start<D: Device>(&self, replica: &mut Replica<D>, place: u64) -> Result<()> {
+        let net = &replica.net;
+        let digest = digest(&net.params()?)
+            ^ digest(&net.velocities()?).rotate_left(1)
             ^ place.rotate_left(2);
         let rank = self.rank;
-        check_same(net, digest).map_err(|e| {
+        replica.check_same(digest).map_err(|e| {
             e.context(format!(
                 "replica {rank}: the replicas do not start from the same weights, momentum, step and arguments (every rank must resume the same checkpoint with the same arguments)"
             ))

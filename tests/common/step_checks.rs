@@ -8,7 +8,7 @@ use alexnet::device::cpu::CpuDevice;
 use alexnet::model::Plan;
 use alexnet::model::init::{NetParams, init_params};
 use alexnet::ops::precision::Precision;
-use alexnet::parallel::Network;
+use alexnet::engine::Network;
 use alexnet::tensor::max_rel_err;
 
 /// The kernels sum in another order than the CPU path (tiled GEMM, split-K filter gradients)

@@ -99,7 +99,7 @@ pub(super) struct DropoutParams {
     pub(super) units_total: i32,
     pub(super) unit_offset: i32,
     pub(super) p: f32,
-    pub(super) pad_: i32,
+    pub(super) first_sample: i32,
 }
 
 #[repr(C)]
@@ -274,6 +274,8 @@ pub(super) fn dropout_params(g: &DropoutGeom) -> Result<DropoutParams> {
         g.p
     );
     i32_of(g.len(), "length")?;
+    // The kernel adds the two in an int.
+    i32_of(g.first_sample + g.n, "first_sample + n")?;
     Ok(DropoutParams {
         seed: g.seed,
         stream: g.stream,
@@ -282,7 +284,7 @@ pub(super) fn dropout_params(g: &DropoutGeom) -> Result<DropoutParams> {
         units_total: i32_of(g.units_total, "units_total")?,
         unit_offset: g.unit_offset as i32,
         p: g.p,
-        pad_: 0,
+        first_sample: i32_of(g.first_sample, "first_sample")?,
     })
 }
 

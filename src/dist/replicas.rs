@@ -1,27 +1,33 @@
 //! Data-parallel replicas of the tower pair (issue #16; Krizhevsky's "One weird trick", 2014):
 //! every replica holds the whole two-tower network, takes an equal slice of the global batch
-//! (`slice::range`), and averages each tower's gradients with the other replicas' (a
+//! (`data::shard::range`), and averages each tower's gradients with the other replicas' (a
 //! [`Collective`]), so every replica applies the same update and the weights stay identical.
 //! The learning rate is the recipe's: the mean over the replicas' mean gradients is the global
 //! batch's mean gradient.
 
 use super::collective::{Collective, LocalCollective};
-use super::{Network, StepStats, slice};
+use crate::data::shard;
 use crate::device::Device;
+use crate::engine::{GradientHooks, Network, StepStats};
 use crate::model::Plan;
 use crate::model::init::NetParams;
 use anyhow::{Context, Result, anyhow};
 use std::ops::Range;
 
-/// One replica: the network and the samples of each global batch it takes.
+/// One replica: the network, the collective it averages its gradients through (none for a
+/// network trained alone), and the samples of each global batch it takes.
 pub struct Replica<D: Device> {
+    /// Declared first so that it is dropped first: dropping the devices waits for their
+    /// streams, and an all-reduce whose peer is gone never completes until its communicator is
+    /// aborted (NCCL's drop does that).
+    collective: Option<Box<dyn Collective<D>>>,
     pub net: Network<D>,
     pub rank: usize,
     pub replicas: usize,
     samples: Range<usize>,
 }
 
-impl<D: Device + 'static> Replica<D> {
+impl<D: Device> Replica<D> {
     /// Replica `collective.rank()` of `collective.replicas()` for global batches of `batch`.
     pub fn new(
         mut net: Network<D>,
@@ -29,14 +35,32 @@ impl<D: Device + 'static> Replica<D> {
         batch: usize,
     ) -> Result<Self> {
         let (rank, replicas) = (collective.rank(), collective.replicas());
-        let samples = slice::range(batch, replicas, rank)?;
-        net.join_replicas(collective, samples.start);
+        let samples = shard::range(batch, replicas, rank)?;
+        net.set_first_sample(samples.start);
         Ok(Replica {
+            collective: Some(collective),
             net,
             rank,
             replicas,
             samples,
         })
+    }
+
+    /// `net` trained alone, on whole batches of `batch`: the one replica, with no one to
+    /// average with.
+    pub fn alone(net: Network<D>, batch: usize) -> Self {
+        Replica {
+            collective: None,
+            net,
+            rank: 0,
+            replicas: 1,
+            samples: 0..batch,
+        }
+    }
+
+    /// Whether other replicas train beside this one.
+    pub fn has_peers(&self) -> bool {
+        self.collective.is_some()
     }
 
     /// The samples of each global batch this replica takes.
@@ -68,64 +92,81 @@ impl<D: Device + 'static> Replica<D> {
         step: u64,
     ) -> Result<StepStats> {
         let (x, y) = self.take(images, labels)?;
-        let local = self.net.train_step(x, y, lr, step)?;
+        let hooks = self.collective.as_mut().map(|c| c as &mut dyn GradientHooks<D>);
+        let local = self.net.train_step_with(x, y, lr, step, hooks)?;
+        self.check_in_step()?;
         self.global_stats(local)
     }
 
-    /// The global batch's loss and error counts from each replica's (see [`global_stats`]).
-    pub fn global_stats(&mut self, local: StepStats) -> Result<StepStats> {
-        Ok(global_stats(&mut self.net, local, &[])?.0)
+    /// `Network::queue_staged_step` with this replica's gradients averaged with the others'.
+    pub fn queue_staged_step(&mut self, lr: f32, step: u64) -> Result<()> {
+        let hooks = self.collective.as_mut().map(|c| c as &mut dyn GradientHooks<D>);
+        self.net.queue_staged_step_with(lr, step, hooks)?;
+        self.check_in_step()
     }
-}
 
-/// The mean over the replicas of a few host values, through `net`'s collective (one round;
-/// every replica passes as many values at the same point of its run).
-pub fn host_mean<D: Device>(net: &mut Network<D>, values: &[f32]) -> Result<Vec<f32>> {
-    let dev = &net.devices[0];
-    let mut buf = dev.upload(values)?;
-    let c = net
-        .collective
-        .as_mut()
-        .context("this network is not a data-parallel replica")?;
-    c.start_mean(0, dev, &mut [&mut buf])?;
-    c.finish(std::slice::from_ref(dev))?;
-    dev.download(&buf)
-}
+    /// In debug builds, that every replica applied the same averaged gradient to the same
+    /// weights.
+    fn check_in_step(&mut self) -> Result<()> {
+        if cfg!(debug_assertions) && self.has_peers() {
+            let digest = digest(&self.net.params()?);
+            self.check_same(digest)?;
+        }
+        Ok(())
+    }
 
-/// [`Collective::check_same`] through `net`'s collective.
-pub fn check_same<D: Device>(net: &mut Network<D>, digest: u64) -> Result<()> {
-    let dev = &net.devices[0];
-    net.collective
-        .as_mut()
-        .context("this network is not a data-parallel replica")?
-        .check_same(dev, digest)
+    /// The global batch's loss and error counts from each replica's (see [`Replica::global_stats_with`]).
+    pub fn global_stats(&mut self, local: StepStats) -> Result<StepStats> {
+        Ok(self.global_stats_with(local, &[])?.0)
+    }
+
+    /// The global batch's loss and error counts from each replica's (equal slices: the mean of
+    /// the losses and the sum of the counts), and the mean of `extra` values passed alongside
+    /// in the same round.
+    pub fn global_stats_with(
+        &mut self,
+        local: StepStats,
+        extra: &[f32],
+    ) -> Result<(StepStats, Vec<f32>)> {
+        let [hi, lo] = split(local.loss);
+        let mut values = vec![hi, lo, local.top1_errors as f32, local.top5_errors as f32];
+        values.extend_from_slice(extra);
+        let replicas = self.replicas as f64;
+        let mean = self.host_mean(&values)?;
+        let stats = StepStats {
+            loss: mean[0] as f64 + mean[1] as f64,
+            top1_errors: (mean[2] as f64 * replicas).round() as usize,
+            top5_errors: (mean[3] as f64 * replicas).round() as usize,
+        };
+        Ok((stats, mean[4..].to_vec()))
+    }
+
+    /// The mean over the replicas of a few host values (one round; every replica passes as many
+    /// values at the same point of its run). Alone, the values themselves.
+    pub fn host_mean(&mut self, values: &[f32]) -> Result<Vec<f32>> {
+        let Some(c) = self.collective.as_mut() else {
+            return Ok(values.to_vec());
+        };
+        let dev = &self.net.devices()[0];
+        let mut buf = dev.upload(values)?;
+        c.start_mean(0, dev, &mut [&mut buf])?;
+        c.finish(std::slice::from_ref(dev))?;
+        dev.download(&buf)
+    }
+
+    /// [`Collective::check_same`] with the other replicas (alone: nothing to check).
+    pub fn check_same(&mut self, digest: u64) -> Result<()> {
+        match self.collective.as_mut() {
+            Some(c) => c.check_same(&self.net.devices()[0], digest),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `x` as two f32 (value and remainder), which keep about 48 bits through a mean.
 pub fn split(x: f64) -> [f32; 2] {
     let hi = x as f32;
     [hi, (x - hi as f64) as f32]
-}
-
-/// The global batch's loss and error counts from each replica's (equal slices: the mean of the
-/// losses and the sum of the counts), and the mean of `extra` values passed alongside in the
-/// same round.
-pub fn global_stats<D: Device>(
-    net: &mut Network<D>,
-    local: StepStats,
-    extra: &[f32],
-) -> Result<(StepStats, Vec<f32>)> {
-    let [hi, lo] = split(local.loss);
-    let mut values = vec![hi, lo, local.top1_errors as f32, local.top5_errors as f32];
-    values.extend_from_slice(extra);
-    let replicas = net.collective.as_ref().map_or(1, |c| c.replicas()) as f64;
-    let mean = host_mean(net, &values)?;
-    let stats = StepStats {
-        loss: mean[0] as f64 + mean[1] as f64,
-        top1_errors: (mean[2] as f64 * replicas).round() as usize,
-        top5_errors: (mean[3] as f64 * replicas).round() as usize,
-    };
-    Ok((stats, mean[4..].to_vec()))
 }
 
 /// A digest of a network's weights (XXH3 of every tensor's bytes, in order), for checking that
@@ -158,7 +199,7 @@ where
     D: Device + 'static,
     T: Send,
 {
-    slice::range(batch, replicas, 0)?;
+    shard::range(batch, replicas, 0)?;
     let group = take_each(LocalCollective::group(replicas));
     on_threads(replicas, |r| {
         let collective = group.take(r);

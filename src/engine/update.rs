@@ -2,7 +2,7 @@
 //! rate, after backward (`update`), or for a fully connected layer whose device takes its filter
 //! gradient and update in one pass, inside backward (`Network::keep_gradients`).
 
-use super::{Network, replicas};
+use super::Network;
 use crate::device::Device;
 use crate::model::spec::{Layer, OptimSpec};
 use crate::ops::sgd::SgdStep;
@@ -37,17 +37,11 @@ impl<D: Device> Network<D> {
     /// Whether training steps keep the weights' gradients for `gradients` (the default). With
     /// `false`, a training step may take a fully connected layer's weight update inside
     /// backward, in one pass with its filter gradient, where the layer's device has that
-    /// (the CPU, in fp32, at batches up to 8) and no replicas average the gradients first: the
+    /// (the CPU, in fp32, at batches up to 8) and no hooks read the gradients first: the
     /// same weights and momentum to the bit, with less of the memory traffic that bounds those
     /// layers, and no weight gradient left to read. `alexnet train` and the step bench run so.
     pub fn keep_gradients(&mut self, keep: bool) {
         self.keep_gradients = keep;
-    }
-
-    /// The base rate at which backward may take the fused weight updates of a training step at
-    /// rate `lr` (`None`: a pass that updates nothing, or one that must keep its gradients).
-    pub(super) fn fused_rate(&self, lr: Option<f32>) -> Option<f32> {
-        lr.filter(|_| !self.keep_gradients && self.collective.is_none())
     }
 
     /// Applies one SGD step with base learning rate `lr` (the spec's multipliers and decay
@@ -65,12 +59,6 @@ impl<D: Device> Network<D> {
                 }
                 dev.sgd_update(&bias_step, &mut wt.b, &mut wt.vel_b, &wt.grad_b)?;
             }
-        }
-        if cfg!(debug_assertions) && self.collective.is_some() {
-            // Every replica applied the same averaged gradient to the same weights.
-            let digest = replicas::digest(&self.params()?);
-            let c = self.collective.as_mut().expect("checked");
-            c.check_same(&self.devices[0], digest)?;
         }
         Ok(())
     }

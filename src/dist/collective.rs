@@ -1,13 +1,14 @@
 //! What data-parallel replicas of the tower pair need from each other (issue #16): each tower's
 //! gradients averaged across the replicas, started layer by layer as backward produces them. Two
 //! implementations: [`LocalCollective`] here (replicas as threads of one process, any device,
-//! a fixed reduction order), and NCCL over GPUs (`crate::cuda::nccl`).
+//! a fixed reduction order), and NCCL over GPUs (`nccl`).
 //!
 //! Every replica makes the same calls in the same order (the network is the same on all of
 //! them), which is what both implementations rely on to pair a call with its peers'.
 
 use crate::device::Device;
-use anyhow::{Result, bail, ensure};
+use crate::engine::GradientHooks;
+use anyhow::{Context, Result, bail, ensure};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -230,6 +231,19 @@ impl<D: Device> Collective<D> for LocalCollective {
 
     fn finish(&mut self, _devices: &[D]) -> Result<()> {
         Ok(())
+    }
+}
+
+/// What a replica's backward pass calls: each tower's gradients averaged as soon as they are
+/// ready, and the update ordered after every average.
+impl<D: Device> GradientHooks<D> for Box<dyn Collective<D>> {
+    fn gradient_ready(&mut self, tower: usize, dev: &D, grads: &mut [&mut D::Buf]) -> Result<()> {
+        self.start_mean(tower, dev, grads)
+    }
+
+    fn backward_done(&mut self, devices: &[D]) -> Result<()> {
+        self.finish(devices)
+            .context("averaging the gradients across replicas")
     }
 }
 

@@ -390,16 +390,6 @@ fn arrival_file(path: &Path, rank: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `bytes` to `path` whole or not at all (a reader never sees half a file).
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
 /// Reads a small file the rendezvous wrote, or `None` while it is not there.
 fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::metadata(path) {
@@ -466,7 +456,7 @@ fn file_serve(path: &Path, world: usize, deadline: Instant, id: Vec<u8>) -> Resu
             arrival_file(path, r).display()
         );
     }
-    write_atomically(path, &file_record(world, &id))?;
+    crate::files::write_atomic(path, &file_record(world, &id))?;
     let taken = wait_for("take the id", false);
     let _ = std::fs::remove_file(path);
     taken?;
@@ -476,7 +466,7 @@ fn file_serve(path: &Path, world: usize, deadline: Instant, id: Vec<u8>) -> Resu
 /// A rank other than 0 through a file: announces itself, waits for the id, takes it.
 fn file_join(path: &Path, rank: usize, world: usize, deadline: Instant) -> Result<Vec<u8>> {
     let mine = arrival_file(path, rank);
-    write_atomically(&mine, &file_record(world, &[]))
+    crate::files::write_atomic(&mine, &file_record(world, &[]))
         .with_context(|| format!("rank {rank}: announcing itself"))?;
     loop {
         if let Some(bytes) = read_small(path)? {

@@ -1,128 +1,19 @@
-//! Packs: a dataset's images cut once to the paper's base images (shorter side to `base`, the
-//! central `base`×`base`, [`decode::to_base`]), re-encoded as JPEG and stored in tar shards, so
-//! that training decodes a 256×256 JPEG per image instead of a full photograph plus a resize.
-//!
-//! One split of a pack is a folder (`<pack>/train/`, `<pack>/val/`, so that a pack root is read
-//! like any dataset root):
-//! - `shard-000000.tar`, `shard-000001.tar`, …: WebDataset-style tar shards (ustar, no
-//!   compression); sample `k` of the source is the members `<k:08>.jpg` (the base image) and
-//!   `<k:08>.cls` (its label index, decimal). `tar tvf` lists them, `tar xf` extracts them, and
-//!   WebDataset and torchdata read them as they are. Tar rather than a private format because the
-//!   shards are tens of gigabytes a user may want to check, copy or feed to another tool.
-//! - `shard-000000.idx`, …: each shard's index, a `#` line of JSON (what the shard was made from
-//!   and holds) then one line per image, `offset<TAB>size<TAB>label<TAB>key<TAB>source name`
-//!   (tabs and newlines in names escaped as `\t` and `\n`), so the loader reads every image by a
-//!   positioned read without walking the tar headers, and `cut`/`awk` read it too.
-//! - `pack.json`: written last, when every shard is complete: the classes, the options, the
-//!   shards with their image counts and byte lengths, and the files of the source that could not
-//!   be read (left out, by name).
-//!
-//! Shard `s` holds the source samples `s·shard_images ..` in the source's order (class, then
-//! name), less the unreadable ones, each encoded with the same encoder and quality: the same
-//! source gives byte-identical shards with any thread count. A shard's tar and index are each
-//! written to a temporary name and renamed; a shard whose index exists and agrees with its tar
-//! is complete, so an interrupted pack resumes at the first shard that is not. The mean image and
-//! colour PCA ([`super::Stats`]) are summed in the same pass, over the packed JPEGs as the loader
-//! will decode them (shards found complete are read back for theirs).
+//! Writing a pack split from a dataset (see `pack`): shards cut, encoded and indexed in
+//! parallel, resumable shard by shard, with the statistics summed in the same pass.
 
-use super::decode;
-use super::source::Dataset;
-use super::stats::{Stats, Sums};
-use super::{BadSample, thread_pool};
-use crate::files::{open_regular, read_text, write_atomic};
+use super::format::{
+    BLOCK, Entry, FORMAT, MANIFEST, Manifest, PackOptions, ShardEntry, ShardHeader, Skipped,
+    index_text, read_index, read_manifest, shard_name,
+};
+use crate::data::decode;
+use crate::data::source::Dataset;
+use crate::data::stats::{Stats, Sums};
+use crate::data::{BadSample, thread_pool};
+use crate::files::{open_regular, write_atomic};
 use crate::progress::Progress;
 use anyhow::{Context, Result, anyhow, ensure};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// The manifest's `format`, and the first word of each index's header.
-pub const FORMAT: &str = "alexnet-pack-1";
-/// The file whose presence makes a folder a pack split.
-pub const MANIFEST: &str = "pack.json";
-const BLOCK: usize = 512;
-
-/// How to pack.
-#[derive(Clone, Debug)]
-pub struct PackOptions {
-    /// Side of the stored base images (256, the paper's).
-    pub base: usize,
-    /// JPEG quality of the stored images (1-100); 90 takes about 20 KB per 256×256 ImageNet
-    /// image.
-    pub quality: u8,
-    /// Images per shard (the last holds the rest): 4096 at 256×256 are about 100 MB.
-    pub shard_images: usize,
-    /// Decoding and encoding threads.
-    pub threads: usize,
-}
-
-impl Default for PackOptions {
-    fn default() -> Self {
-        PackOptions {
-            base: 256,
-            quality: 90,
-            shard_images: 4096,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
-    }
-}
-
-/// `pack.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    pub base: usize,
-    pub quality: u8,
-    pub shard_images: usize,
-    /// The source dataset's path and [`Dataset::fingerprint`].
-    pub source: String,
-    pub source_fingerprint: String,
-    pub classes: Vec<String>,
-    /// Images in the pack.
-    pub images: usize,
-    pub shards: Vec<ShardEntry>,
-    /// Source files left out because they could not be read.
-    pub skipped: Vec<Skipped>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ShardEntry {
-    pub file: String,
-    pub images: usize,
-    pub bytes: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Skipped {
-    pub path: String,
-    pub error: String,
-}
-
-/// The JSON of an index's `#` line: what must match for a shard to be reused on resume.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct ShardHeader {
-    format: String,
-    source_fingerprint: String,
-    base: usize,
-    quality: u8,
-    /// The source samples `first .. first + count` were packed into this shard.
-    first: usize,
-    count: usize,
-    images: usize,
-    bytes: u64,
-    skipped: Vec<Skipped>,
-}
-
-/// One image's index line.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct Entry {
-    /// The source sample index, the member's key.
-    pub key: u32,
-    pub offset: u64,
-    pub size: u64,
-    pub label: u32,
-    pub name: String,
-}
 
 /// What [`pack_split`] did.
 pub struct Packed {
@@ -136,10 +27,6 @@ pub struct Packed {
     pub bad: Vec<BadSample>,
     /// The mean image and colour PCA of the packed images, when asked for.
     pub stats: Option<Stats>,
-}
-
-fn shard_name(s: usize) -> String {
-    format!("shard-{s:06}")
 }
 
 /// Packs every image of `source` into the split folder `dir` (see the module documentation),
@@ -579,7 +466,7 @@ fn sum_shard(
             .try_fold(
                 || Sums::new(base),
                 |mut sums, e| -> Result<Sums> {
-                    let bytes = super::source::read_at(&file, e.offset, e.size as usize)
+                    let bytes = crate::data::source::read_at(&file, e.offset, e.size as usize)
                         .with_context(|| format!("reading {}", tar.display()))?;
                     let pixels = decode::decode_base(&bytes, base)
                         .with_context(|| format!("{}:{}", tar.display(), e.name))?;
@@ -589,158 +476,5 @@ fn sum_shard(
                 },
             )
             .try_reduce(|| Sums::new(base), |a, b| Ok(a.merge(b)))
-    })
-}
-
-fn escape(name: &str) -> String {
-    name.replace('\\', "\\\\")
-        .replace('\t', "\\t")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
-}
-
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-fn index_text(header: &ShardHeader, lines: &[Entry]) -> String {
-    let mut text = format!(
-        "# {}\n",
-        serde_json::to_string(header).expect("a header serialises")
-    );
-    for e in lines {
-        text += &format!(
-            "{}\t{}\t{}\t{:08}\t{}\n",
-            e.offset,
-            e.size,
-            e.label,
-            e.key,
-            escape(&e.name)
-        );
-    }
-    text
-}
-
-/// Reads a shard index, naming it in every error.
-fn read_index(path: &Path) -> Result<(ShardHeader, Vec<Entry>)> {
-    let text = read_text(path)?;
-    let bad = |line: usize, why: &str| anyhow!("{} line {line}: {why}", path.display());
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or_default();
-    let header: ShardHeader = first
-        .strip_prefix("# ")
-        .and_then(|j| serde_json::from_str(j).ok())
-        .ok_or_else(|| bad(1, "not a pack index header (`# {json}`)"))?;
-    let mut entries = Vec::with_capacity(header.images);
-    for (k, line) in lines.enumerate() {
-        let f: Vec<&str> = line.splitn(5, '\t').collect();
-        let [offset, size, label, key, name] = f[..] else {
-            return Err(bad(k + 2, "expected offset, size, label, key and name"));
-        };
-        let num = |s: &str| s.parse::<u64>().map_err(|_| bad(k + 2, "not a number"));
-        entries.push(Entry {
-            key: key.parse().map_err(|_| bad(k + 2, "bad key"))?,
-            offset: num(offset)?,
-            size: num(size)?,
-            label: label.parse().map_err(|_| bad(k + 2, "bad label"))?,
-            name: unescape(name),
-        });
-    }
-    ensure!(
-        entries.len() == header.images,
-        "{}: {} image lines, its header says {}",
-        path.display(),
-        entries.len(),
-        header.images
-    );
-    Ok((header, entries))
-}
-
-fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST);
-    let text = read_text(&path)?;
-    let m: Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a pack manifest", path.display()))?;
-    ensure!(
-        m.format == FORMAT,
-        "{} is a pack of format {:?}; this build reads {FORMAT:?}",
-        path.display(),
-        m.format
-    );
-    Ok(m)
-}
-
-/// What a pack split holds, checked against its files: every shard present and exactly as long
-/// as the manifest says (a shard cut short is an error naming it), every index line inside its
-/// shard with a known label.
-pub(super) struct Opened {
-    pub manifest: Manifest,
-    pub shards: Vec<(PathBuf, std::fs::File)>,
-    /// Per shard, its images.
-    pub entries: Vec<Vec<Entry>>,
-}
-
-pub(super) fn open(dir: &Path) -> Result<Opened> {
-    let manifest = read_manifest(dir)?;
-    let mut shards = Vec::with_capacity(manifest.shards.len());
-    let mut entries = Vec::with_capacity(manifest.shards.len());
-    for (s, entry) in manifest.shards.iter().enumerate() {
-        let path = dir.join(&entry.file);
-        let (file, len) = open_regular(&path).context("a shard of the pack is missing")?;
-        ensure!(
-            len == entry.bytes,
-            "{} is {}: it holds {len} bytes, the pack's manifest says {} (a copy cut short?)",
-            path.display(),
-            if len < entry.bytes {
-                "truncated"
-            } else {
-                "not the shard the pack made"
-            },
-            entry.bytes
-        );
-        let (header, lines) = read_index(&dir.join(format!("{}.idx", shard_name(s))))?;
-        ensure!(
-            header.images == entry.images && header.bytes == entry.bytes,
-            "{}: its index does not match the manifest",
-            path.display()
-        );
-        for e in &lines {
-            ensure!(
-                e.offset.checked_add(e.size).is_some_and(|end| end <= len),
-                "{}: the index puts {} past the shard's end",
-                path.display(),
-                e.name
-            );
-            ensure!(
-                (e.label as usize) < manifest.classes.len(),
-                "{}: {} has label {}, but the pack has {} classes",
-                path.display(),
-                e.name,
-                e.label,
-                manifest.classes.len()
-            );
-        }
-        shards.push((path, file));
-        entries.push(lines);
-    }
-    Ok(Opened {
-        manifest,
-        shards,
-        entries,
     })
 }

@@ -9,7 +9,7 @@
 //! the step is queued), then `stage_batch` with the next batch (beside the step), then
 //! `finish_step` (waits for the step, returns its loss).
 
-use super::{Network, StepStats};
+use super::{GradientHooks, Network, StepStats};
 use crate::device::{Device, labels_as_floats};
 use anyhow::{Context, Result, ensure};
 
@@ -92,6 +92,16 @@ impl<D: Device> Network<D> {
     /// backward, update), which waits for that batch's upload and nothing else. The slot the
     /// previous step read becomes the one the next `stage_batch` fills.
     pub fn queue_staged_step(&mut self, lr: f32, step: u64) -> Result<()> {
+        self.queue_staged_step_with(lr, step, None)
+    }
+
+    /// `queue_staged_step` with `hooks` in its backward pass.
+    pub fn queue_staged_step_with(
+        &mut self,
+        lr: f32,
+        step: u64,
+        hooks: Option<&mut dyn GradientHooks<D>>,
+    ) -> Result<()> {
         ensure!(
             !self.staging.pending,
             "the previous step's stats were not read (finish_step)"
@@ -118,7 +128,7 @@ impl<D: Device> Network<D> {
         self.loaded = n;
         self.loaded_labels = labels;
         self.staging.pending = true;
-        self.queue_forward_backward(step, Some(lr))?;
+        self.queue_forward_backward(step, Some(lr), hooks)?;
         self.update(lr)
     }
 

@@ -1,0 +1,16 @@
+//! Data parallelism over replicas of the two-tower network (issue #16; Krizhevsky's "One weird
+//! trick", 2014), built on the engine's gradient hooks and never the reverse:
+//!
+//! - `replicas`: a [`replicas::Replica`] is a network, the collective it averages through and
+//!   its share of each global batch; the training loop drives one, alone or among others.
+//! - `collective`: what replicas need from each other (each tower's gradients averaged), and
+//!   the in-process implementation; `tcp_collective` across processes on the CPU, `nccl` across
+//!   GPUs.
+//! - `rendezvous`: how the processes of a run find each other (torchrun's and Slurm's
+//!   environments, or a launcher of our own).
+
+pub mod collective;
+pub mod nccl;
+pub mod rendezvous;
+pub mod replicas;
+pub mod tcp_collective;
