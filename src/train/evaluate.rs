@@ -2,9 +2,7 @@
 //! over each image's views; for replicas, each scores its share and the sums are added up.
 
 use super::batches::EvalBatches;
-use super::replicated::Peers;
 use crate::device::Device;
-use crate::dist::replicas::Replica;
 use crate::engine::Network;
 use crate::ops::softmax::top_k_errors;
 use anyhow::Result;
@@ -81,20 +79,3 @@ pub(super) fn score<D: Device>(
     }
     Ok(sums)
 }
-
-/// [`evaluate`], or for a replica, its share of the batches (the loader gives it every
-/// replicas-th) added up with the others'.
-pub(super) fn evaluate_replicated<D: Device>(
-    replica: &mut Replica<D>,
-    data: &mut dyn EvalBatches,
-    peers: Option<Peers>,
-) -> Result<EvalResult> {
-    match peers {
-        None => evaluate(&mut replica.net, data),
-        Some(p) => {
-            let mine = score(&mut replica.net, data)?;
-            p.eval_sums(replica, mine)?.result()
-        }
-    }
-}
-

@@ -2,6 +2,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod config;
 pub mod evaluate;
 pub mod plot;
 pub mod replicated;

@@ -4,7 +4,8 @@
 //! bit-identical on every replica, so every decision taken from them (stop, learning-rate
 //! change, goal reached) is the same everywhere and no replica runs a step the others skip.
 
-use super::evaluate::EvalSums;
+use super::batches::EvalBatches;
+use super::evaluate::{EvalResult, EvalSums, evaluate, score};
 use crate::device::Device;
 use crate::dist::replicas::{Replica, digest, split};
 use crate::engine::StepStats;
@@ -93,3 +94,20 @@ impl Peers {
         })
     }
 }
+
+/// [`evaluate`], or for a replica, its share of the batches (the loader gives it every
+/// replicas-th) added up with the others'.
+pub(super) fn evaluate_replicated<D: Device>(
+    replica: &mut Replica<D>,
+    data: &mut dyn EvalBatches,
+    peers: Option<Peers>,
+) -> Result<EvalResult> {
+    match peers {
+        None => evaluate(&mut replica.net, data),
+        Some(p) => {
+            let mine = score(&mut replica.net, data)?;
+            p.eval_sums(replica, mine)?.result()
+        }
+    }
+}
+

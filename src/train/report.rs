@@ -5,7 +5,7 @@
 use super::batches::TrainBatches;
 use super::checkpoint::TrainState;
 use super::evaluate::EvalResult;
-use super::run::TrainConfig;
+use super::config::TrainConfig;
 use crate::engine::StepStats;
 use anyhow::{Context, Result};
 use std::io::Write;

@@ -2,12 +2,12 @@
 //! every N steps, at the end of every epoch and on Ctrl-C, the learning-rate schedule, and
 //! evaluation after each epoch. A resumed run continues exactly where the checkpoint stopped.
 
+pub use super::config::TrainConfig;
 use super::batches::{Batch, EvalBatches, TrainBatches};
 use super::checkpoint::{self, TrainState};
-use super::evaluate::{EvalResult, evaluate_replicated};
-use super::replicated::Peers;
+use super::evaluate::EvalResult;
+use super::replicated::{Peers, evaluate_replicated};
 use super::report::Reporter;
-use super::schedule::Schedule;
 use crate::device::Device;
 use crate::dist::replicas::Replica;
 use crate::engine::{Network, StepStats};
@@ -18,29 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-pub struct TrainConfig {
-    /// The training set's statistics, kept in every checkpoint for inference (`None`: not kept).
-    pub stats: Option<crate::data::Stats>,
-    pub epochs: usize,
-    pub schedule: Schedule,
-    /// Where the checkpoint, metrics log and plot go.
-    pub out_dir: PathBuf,
-    /// Save a checkpoint every this many steps (0: only at epoch ends and on interruption).
-    pub checkpoint_every: u64,
-    /// Stop after this many steps in total, if set.
-    pub max_steps: Option<u64>,
-    /// Stop (with a checkpoint) once this much time has passed, if set: the synthetic demo's
-    /// time box.
-    pub time_limit: Option<std::time::Duration>,
-    /// Stop at the end of the first epoch whose average training top-1 error is at or below this
-    /// (the paper's Figure 1 measures epochs to 25%), if set.
-    pub stop_at_train_error: Option<f64>,
-    /// Show a progress bar (off in tests and when output is not a terminal).
-    pub progress: bool,
-    /// What the run trains on, recorded in every checkpoint so that a resume finds it again.
-    pub data: Option<checkpoint::DataRecord>,
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainOutcome {
