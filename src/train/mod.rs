@@ -10,3 +10,4 @@ pub mod report;
 pub mod run;
 pub mod run_folder;
 pub mod schedule;
+pub mod settle;
