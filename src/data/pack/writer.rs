@@ -466,7 +466,7 @@ fn sum_shard(
             .try_fold(
                 || Sums::new(base),
                 |mut sums, e| -> Result<Sums> {
-                    let bytes = crate::data::source::read_at(&file, e.offset, e.size as usize)
+                    let bytes = crate::data::source::tar::read_at(&file, e.offset, e.size as usize)
                         .with_context(|| format!("reading {}", tar.display()))?;
                     let pixels = decode::decode_base(&bytes, base)
                         .with_context(|| format!("{}:{}", tar.display(), e.name))?;
