@@ -2,7 +2,7 @@
 //! multiply-adds, exchanges. Everything that runs a network (the CPU reference, the GPU step,
 //! the summary table) reads the plan rather than re-deriving shapes.
 
-use super::spec::{Connect, Layer, NetSpec, Placement};
+use super::spec::{Connect, Conv, Fc, Layer, MaxPool, NetSpec, Placement};
 use anyhow::{Result, bail};
 
 /// The shape of one sample's activation: channels × height × width (`units × 1 × 1` after an fc
@@ -116,163 +116,14 @@ impl Plan {
             if !names.insert(layer.name().to_string()) {
                 bail!("{}: the name is used twice", at("name"));
             }
-            let weighted_input = |connect: Connect,
-                                  placement: Placement|
-             -> Result<(Shape, usize, bool)> {
-                let first = i == 0;
-                let active = if placement == Placement::First { 1 } else { t };
-                if first {
-                    return Ok((prev, active, false));
-                }
-                match connect {
-                    Connect::All => Ok((
-                        Shape {
-                            c: prev.c * prev_active,
-                            ..prev
-                        },
-                        active,
-                        prev_active > 1,
-                    )),
-                    Connect::Own if active > prev_active => bail!(
-                        "{}: \"own\" reads the previous layer on every tower, but it lives on tower 0 only; use \"all\"",
-                        at("input")
-                    ),
-                    Connect::Own if placement == Placement::First && t > 1 => bail!(
-                        "{}: a layer placed on the first tower alone must read \"all\" towers",
-                        at("input")
-                    ),
-                    Connect::Own => Ok((prev, active, false)),
-                }
-            };
-            let split = |total: usize, field: &str, active: usize| -> Result<usize> {
-                if total == 0 {
-                    bail!("{}: must be positive", at(field));
-                }
-                if total % active != 0 {
-                    bail!(
-                        "{}: {total} do not split evenly across {active} towers",
-                        at(field)
-                    );
-                }
-                Ok(total / active)
-            };
-            let plan = match layer {
-                Layer::Conv(c) => {
-                    let (input, active, exchange) = weighted_input(c.input, Placement::Split)?;
-                    let per_tower = split(c.filters, "filters", active)?;
-                    if c.stride == 0 {
-                        bail!("{}: must be positive", at("stride"));
-                    }
-                    let pad_end = c.pad_end.unwrap_or(c.pad);
-                    if c.kernel == 0
-                        || c.kernel > input.h + c.pad + pad_end
-                        || c.kernel > input.w + c.pad + pad_end
-                    {
-                        bail!(
-                            "{}: a {}x{} kernel does not fit the {}x{} input plus padding",
-                            at("kernel"),
-                            c.kernel,
-                            c.kernel,
-                            input.h,
-                            input.w
-                        );
-                    }
-                    if c.groups == 0 || input.c % c.groups != 0 || per_tower % c.groups != 0 {
-                        bail!(
-                            "{}: {} input channels and {per_tower} filters per tower do not split into {} groups",
-                            at("groups"),
-                            input.c,
-                            c.groups
-                        );
-                    }
-                    let oh = (input.h + c.pad + pad_end - c.kernel) / c.stride + 1;
-                    let ow = (input.w + c.pad + pad_end - c.kernel) / c.stride + 1;
-                    let taps = input.c / c.groups * c.kernel * c.kernel;
-                    LayerPlan {
-                        index: i,
-                        layer: layer.clone(),
-                        input,
-                        output: Shape {
-                            c: per_tower,
-                            h: oh,
-                            w: ow,
-                        },
-                        active_towers: active,
-                        exchange,
-                        params: c.filters * taps + c.filters,
-                        macs: oh * ow * c.filters * taps,
-                        fuses_relu: false,
-                    }
-                }
-                Layer::Fc(f) => {
-                    let (input, active, exchange) = weighted_input(f.input, f.placement)?;
-                    let per_tower = split(f.units, "units", active)?;
-                    LayerPlan {
-                        index: i,
-                        layer: layer.clone(),
-                        input,
-                        output: Shape {
-                            c: per_tower,
-                            h: 1,
-                            w: 1,
-                        },
-                        active_towers: active,
-                        exchange,
-                        params: f.units * input.len() + f.units,
-                        macs: f.units * input.len(),
-                        fuses_relu: false,
-                    }
-                }
-                Layer::MaxPool(p) => {
-                    if p.size == 0 || p.stride == 0 {
-                        bail!("{}: size and stride must be positive", at("size"));
-                    }
-                    if p.size > prev.h || p.size > prev.w {
-                        bail!(
-                            "{}: a {}x{} window does not fit the {}x{} input",
-                            at("size"),
-                            p.size,
-                            p.size,
-                            prev.h,
-                            prev.w
-                        );
-                    }
-                    let out = Shape {
-                        c: prev.c,
-                        h: (prev.h - p.size) / p.stride + 1,
-                        w: (prev.w - p.size) / p.stride + 1,
-                    };
-                    elementwise(i, layer, prev, out, prev_active)
-                }
-                Layer::Lrn(l) => {
-                    if l.size % 2 == 0 {
-                        bail!("{}: the window must be odd, not {}", at("size"), l.size);
-                    }
-                    if l.beta <= 0.0 || l.k <= 0.0 && l.alpha <= 0.0 {
-                        bail!(
-                            "{}: beta must be positive and k + alpha·Σx² must stay positive",
-                            at("beta")
-                        );
-                    }
-                    elementwise(i, layer, prev, prev, prev_active)
-                }
-                Layer::SpatialNorm(l) => {
-                    if l.size % 2 == 0 {
-                        bail!("{}: the window must be odd, not {}", at("size"), l.size);
-                    }
-                    if l.beta <= 0.0 || l.k <= 0.0 {
-                        bail!("{}: beta and k must be positive", at("beta"));
-                    }
-                    elementwise(i, layer, prev, prev, prev_active)
-                }
-                Layer::Dropout(d) => {
-                    if !(0.0..1.0).contains(&d.p) {
-                        bail!("{}: must be in [0, 1), not {}", at("p"), d.p);
-                    }
-                    elementwise(i, layer, prev, prev, prev_active)
-                }
-                Layer::Relu(_) | Layer::Tanh(_) => elementwise(i, layer, prev, prev, prev_active),
-            };
+            let plan = LayerStep {
+                i,
+                layer,
+                prev,
+                prev_active,
+                towers: t,
+            }
+            .plan()?;
             prev = plan.output;
             prev_active = plan.active_towers;
             layers.push(plan);
@@ -370,6 +221,218 @@ impl Plan {
         )
         .unwrap();
         s
+    }
+}
+
+/// Planning layer `i` from what the layer before it left: the shape of its output per tower
+/// and on how many towers.
+struct LayerStep<'a> {
+    i: usize,
+    layer: &'a Layer,
+    prev: Shape,
+    prev_active: usize,
+    towers: usize,
+}
+
+impl LayerStep<'_> {
+    /// Where in the spec a field of this layer is, for messages.
+    fn at(&self, field: &str) -> String {
+        format!("layers[{}] ({}).{field}", self.i, self.layer.name())
+    }
+
+    fn plan(&self) -> Result<LayerPlan> {
+        Ok(match self.layer {
+            Layer::Conv(c) => self.conv(c)?,
+            Layer::Fc(f) => self.fc(f)?,
+            Layer::MaxPool(p) => self.pool(p)?,
+            Layer::Lrn(l) => {
+                if l.size % 2 == 0 {
+                    bail!(
+                        "{}: the window must be odd, not {}",
+                        self.at("size"),
+                        l.size
+                    );
+                }
+                if l.beta <= 0.0 || l.k <= 0.0 && l.alpha <= 0.0 {
+                    bail!(
+                        "{}: beta must be positive and k + alpha·Σx² must stay positive",
+                        self.at("beta")
+                    );
+                }
+                self.unchanged()
+            }
+            Layer::SpatialNorm(l) => {
+                if l.size % 2 == 0 {
+                    bail!(
+                        "{}: the window must be odd, not {}",
+                        self.at("size"),
+                        l.size
+                    );
+                }
+                if l.beta <= 0.0 || l.k <= 0.0 {
+                    bail!("{}: beta and k must be positive", self.at("beta"));
+                }
+                self.unchanged()
+            }
+            Layer::Dropout(d) => {
+                if !(0.0..1.0).contains(&d.p) {
+                    bail!("{}: must be in [0, 1), not {}", self.at("p"), d.p);
+                }
+                self.unchanged()
+            }
+            Layer::Relu(_) | Layer::Tanh(_) => self.unchanged(),
+        })
+    }
+
+    /// An elementwise layer: the previous output's shape, on its towers.
+    fn unchanged(&self) -> LayerPlan {
+        elementwise(self.i, self.layer, self.prev, self.prev, self.prev_active)
+    }
+
+    /// A weighted layer's input per tower, its active towers, and whether it exchanges.
+    fn weighted_input(
+        &self,
+        connect: Connect,
+        placement: Placement,
+    ) -> Result<(Shape, usize, bool)> {
+        let first = self.i == 0;
+        let active = if placement == Placement::First {
+            1
+        } else {
+            self.towers
+        };
+        if first {
+            return Ok((self.prev, active, false));
+        }
+        match connect {
+            Connect::All => Ok((
+                Shape {
+                    c: self.prev.c * self.prev_active,
+                    ..self.prev
+                },
+                active,
+                self.prev_active > 1,
+            )),
+            Connect::Own if active > self.prev_active => bail!(
+                "{}: \"own\" reads the previous layer on every tower, but it lives on tower 0 only; use \"all\"",
+                self.at("input")
+            ),
+            Connect::Own if placement == Placement::First && self.towers > 1 => bail!(
+                "{}: a layer placed on the first tower alone must read \"all\" towers",
+                self.at("input")
+            ),
+            Connect::Own => Ok((self.prev, active, false)),
+        }
+    }
+
+    /// `total` units split evenly across `active` towers.
+    fn split(&self, total: usize, field: &str, active: usize) -> Result<usize> {
+        if total == 0 {
+            bail!("{}: must be positive", self.at(field));
+        }
+        if total % active != 0 {
+            bail!(
+                "{}: {total} do not split evenly across {active} towers",
+                self.at(field)
+            );
+        }
+        Ok(total / active)
+    }
+
+    fn conv(&self, c: &Conv) -> Result<LayerPlan> {
+        let (input, active, exchange) = self.weighted_input(c.input, Placement::Split)?;
+        let per_tower = self.split(c.filters, "filters", active)?;
+        if c.stride == 0 {
+            bail!("{}: must be positive", self.at("stride"));
+        }
+        let pad_end = c.pad_end.unwrap_or(c.pad);
+        if c.kernel == 0
+            || c.kernel > input.h + c.pad + pad_end
+            || c.kernel > input.w + c.pad + pad_end
+        {
+            bail!(
+                "{}: a {}x{} kernel does not fit the {}x{} input plus padding",
+                self.at("kernel"),
+                c.kernel,
+                c.kernel,
+                input.h,
+                input.w
+            );
+        }
+        if c.groups == 0 || input.c % c.groups != 0 || per_tower % c.groups != 0 {
+            bail!(
+                "{}: {} input channels and {per_tower} filters per tower do not split into {} groups",
+                self.at("groups"),
+                input.c,
+                c.groups
+            );
+        }
+        let oh = (input.h + c.pad + pad_end - c.kernel) / c.stride + 1;
+        let ow = (input.w + c.pad + pad_end - c.kernel) / c.stride + 1;
+        let taps = input.c / c.groups * c.kernel * c.kernel;
+        Ok(LayerPlan {
+            index: self.i,
+            layer: self.layer.clone(),
+            input,
+            output: Shape {
+                c: per_tower,
+                h: oh,
+                w: ow,
+            },
+            active_towers: active,
+            exchange,
+            params: c.filters * taps + c.filters,
+            macs: oh * ow * c.filters * taps,
+            fuses_relu: false,
+        })
+    }
+
+    fn fc(&self, f: &Fc) -> Result<LayerPlan> {
+        let (input, active, exchange) = self.weighted_input(f.input, f.placement)?;
+        let per_tower = self.split(f.units, "units", active)?;
+        Ok(LayerPlan {
+            index: self.i,
+            layer: self.layer.clone(),
+            input,
+            output: Shape {
+                c: per_tower,
+                h: 1,
+                w: 1,
+            },
+            active_towers: active,
+            exchange,
+            params: f.units * input.len() + f.units,
+            macs: f.units * input.len(),
+            fuses_relu: false,
+        })
+    }
+
+    fn pool(&self, p: &MaxPool) -> Result<LayerPlan> {
+        if p.size == 0 || p.stride == 0 {
+            bail!("{}: size and stride must be positive", self.at("size"));
+        }
+        if p.size > self.prev.h || p.size > self.prev.w {
+            bail!(
+                "{}: a {}x{} window does not fit the {}x{} input",
+                self.at("size"),
+                p.size,
+                p.size,
+                self.prev.h,
+                self.prev.w
+            );
+        }
+        let out = Shape {
+            c: self.prev.c,
+            h: (self.prev.h - p.size) / p.stride + 1,
+            w: (self.prev.w - p.size) / p.stride + 1,
+        };
+        Ok(elementwise(
+            self.i,
+            self.layer,
+            self.prev,
+            out,
+            self.prev_active,
+        ))
     }
 }
 

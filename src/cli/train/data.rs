@@ -19,6 +19,19 @@ pub(super) struct Resume {
     pub(super) ck: Checkpoint,
 }
 
+impl Data {
+    /// What a checkpoint records of this data, for a resume to find and check it.
+    pub(super) fn record(&self, base: usize) -> DataRecord {
+        DataRecord {
+            source: self.source.clone(),
+            fingerprint: self.train.fingerprint(),
+            samples: self.train.len(),
+            classes: self.train.classes().to_vec(),
+            base,
+        }
+    }
+}
+
 impl Resume {
     pub(super) fn open(path: &Path) -> Result<Resume> {
         let (folder, file) = if path.is_dir() {

@@ -28,9 +28,7 @@ use crate::train::schedule::Schedule;
 use crate::train::settle;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use data::{
-    Data, Resume, absolute, check_resumed_data, dataset_stats, open_data, synthetic_data,
-};
+use data::{Data, Resume, absolute, check_resumed_data, dataset_stats, open_data, synthetic_data};
 use job::TrainJob;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,58 +143,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let geometry = Geometry::new(base, spec.input.size)?;
     let schedule = args.lr_schedule.parse::<Schedule>()?;
     let place = Placement::settle(&args, spec.towers)?;
-    let out = settle::run_folder(
-        args.out.as_deref(),
-        resume.as_ref().map(|r| r.folder.as_path()),
-        &spec.name,
-    );
-    let in_place = resume
-        .as_ref()
-        .is_some_and(|r| absolute(&r.file) == absolute(&checkpoint_path(&out)));
-    let occupied = place.writer && checkpoint_path(&out).exists();
-    settle::check_folder_free(&out, occupied, resume.as_ref().map(|r| r.file.as_path()), in_place)?;
+    let out = run_folder(&args, resume.as_ref(), &spec.name, place.writer)?;
 
     let threads = threads(args.threads);
     let data = open_run_data(&args, resume.as_ref(), &spec, base)?;
     if sized_to_data && data.train.classes().len() != plan.classes {
         (spec, plan) = sized_to(spec, data.train.classes().len())?;
     }
-    ensure!(
-        data.train.classes().len() == plan.classes,
-        "the training set has {} classes but the network's classifier has {}: pick a preset or spec whose last layer has {} units, or pass --classes",
-        data.train.classes().len(),
-        plan.classes,
-        data.train.classes().len()
-    );
-    if let Some(record) = recorded {
-        check_resumed_data(&args, record, &data)?;
-    }
+    check_run_data(&args, &data, &plan, recorded)?;
     let run_stats = resumed_stats(&args, resume.as_ref(), base, &data)?;
 
     // Every check that needs no work is done, here and (once they all arrive) in the other
     // processes of a multi-process run.
     let group = place.join_group(&args, spec.towers)?;
     // Claim the folder (a lock, held until the end).
-    let mut folder = place.writer.then(|| RunFolder::claim(&out)).transpose()?;
-    if let Some(pid) = folder.as_ref().and_then(|f| f.took_over_from.as_ref()) {
-        eprintln!(
-            "note: took over {}'s lock from process {pid}, which is no longer running",
-            out.display()
-        );
-    }
+    let mut folder = place.writer.then(|| claim(&out)).transpose()?;
     let (stats, named_bad) = match run_stats {
         Some(s) => (s, Vec::new()),
         None => dataset_stats(&args, &data.train, base, threads, place.writer)?,
     };
     let synthetic = data.train.is_synthetic();
     let (params, momentum, state) = starting_point(&args, resume, &plan, &out, synthetic)?;
-    let record = DataRecord {
-        source: data.source.clone(),
-        fingerprint: data.train.fingerprint(),
-        samples: data.train.len(),
-        classes: data.train.classes().to_vec(),
-        base,
-    };
+    let record = data.record(base);
     let stats = Arc::new(stats);
     let loaders = Loaders {
         data: &data,
@@ -210,26 +178,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             EvalViews::Centre
         },
     };
-    let mut shards = Vec::new();
-    for i in 0..place.local {
-        shards.push(loaders.open(&args, &state, place.first_replica + i, place.replicas)?);
-    }
+    let shards = (0..place.local)
+        .map(|i| loaders.open(&args, &state, place.first_replica + i, place.replicas))
+        .collect::<Result<Vec<_>>>()?;
     let batches_per_epoch = shards[0].0.batches_per_epoch();
-    let cfg = || TrainConfig {
-        stats: Some((*stats).clone()),
-        epochs: args.epochs,
-        schedule: schedule.clone(),
-        out_dir: out.clone(),
-        checkpoint_every: args.checkpoint_every,
-        max_steps: args.max_steps,
-        time_limit: args
-            .max_minutes
-            .or(synthetic.then_some(1.0))
-            .map(|m| Duration::from_secs_f64(m * 60.0)),
-        stop_at_train_error: args.until_train_error,
-        progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        data: Some(record.clone()),
-    };
+    let cfg = || train_config(&args, &out, &stats, &record, &schedule, synthetic);
     // The run keeps the statistics it trained with, for eval, predict and resuming.
     let kept_stats = out.join("stats.safetensors");
     if let Some(folder) = folder.as_mut().filter(|_| !kept_stats.exists()) {
@@ -237,7 +190,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         folder.created(kept_stats);
     }
     if place.writer {
-        announce(&spec, &plan, &args, place.replicas, batches_per_epoch, state.lr);
+        announce(
+            &spec,
+            &plan,
+            &args,
+            place.replicas,
+            batches_per_epoch,
+            state.lr,
+        );
     }
     let t = std::time::Instant::now();
     let started = folder
@@ -257,15 +217,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             started: started.clone(),
         });
     }
-    let (device, gpus) = (place.device, &place.gpus);
-    let outcome = if place.replicas == 1 {
-        dispatch(device, spec.towers, gpus, jobs.pop().expect("one job"))?
-    } else {
-        dispatch_replicas(device, spec.towers, gpus, jobs, group, place.peer_timeout)?
-            .into_iter()
-            .next()
-            .expect("one outcome per replica")
-    };
+    let outcome = place.launch_jobs(jobs, group, spec.towers)?;
     if !place.writer {
         println!(
             "rank {}: stopped after {} steps; rank 0 wrote the run",
@@ -273,8 +225,55 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    report_outcome(&outcome, &out, args.epochs, args.batch, t.elapsed().as_secs_f64());
+    report_outcome(
+        &outcome,
+        &out,
+        args.epochs,
+        args.batch,
+        t.elapsed().as_secs_f64(),
+    );
     Ok(())
+}
+
+/// What the training loop is told: `args`' limits and reporting, and what each checkpoint keeps.
+fn train_config(
+    args: &TrainArgs,
+    out: &Path,
+    stats: &Stats,
+    record: &DataRecord,
+    schedule: &Schedule,
+    synthetic: bool,
+) -> TrainConfig {
+    TrainConfig {
+        stats: Some(stats.clone()),
+        epochs: args.epochs,
+        schedule: schedule.clone(),
+        out_dir: out.to_path_buf(),
+        checkpoint_every: args.checkpoint_every,
+        max_steps: args.max_steps,
+        time_limit: args
+            .max_minutes
+            .or(synthetic.then_some(1.0))
+            .map(|m| Duration::from_secs_f64(m * 60.0)),
+        stop_at_train_error: args.until_train_error,
+        progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        data: Some(record.clone()),
+    }
+}
+
+/// The run folder, refused where it holds another run's checkpoint (which only the writer, rank
+/// 0, would overwrite).
+fn run_folder(
+    args: &TrainArgs,
+    resume: Option<&Resume>,
+    net: &str,
+    writer: bool,
+) -> Result<PathBuf> {
+    let out = settle::run_folder(args.out.as_deref(), resume.map(|r| r.folder.as_path()), net);
+    let in_place = resume.is_some_and(|r| absolute(&r.file) == absolute(&checkpoint_path(&out)));
+    let occupied = writer && checkpoint_path(&out).exists();
+    settle::check_folder_free(&out, occupied, resume.map(|r| r.file.as_path()), in_place)?;
+    Ok(out)
 }
 
 /// The network: the checkpoint's when resuming without a choice, else the arguments; at the
@@ -350,6 +349,37 @@ fn open_run_data(
         );
     }
     Ok(data)
+}
+
+/// The data fits the network's classifier, and a resumed run's record.
+fn check_run_data(
+    args: &TrainArgs,
+    data: &Data,
+    plan: &Plan,
+    recorded: Option<&DataRecord>,
+) -> Result<()> {
+    let classes = data.train.classes().len();
+    ensure!(
+        classes == plan.classes,
+        "the training set has {classes} classes but the network's classifier has {}: pick a preset or spec whose last layer has {classes} units, or pass --classes",
+        plan.classes
+    );
+    match recorded {
+        Some(record) => check_resumed_data(args, record, data),
+        None => Ok(()),
+    }
+}
+
+/// Claims the run folder (a lock, held until the end), saying where it took over a dead run's.
+fn claim(out: &Path) -> Result<RunFolder> {
+    let folder = RunFolder::claim(out)?;
+    if let Some(pid) = folder.took_over_from.as_ref() {
+        eprintln!(
+            "note: took over {}'s lock from process {pid}, which is no longer running",
+            out.display()
+        );
+    }
+    Ok(folder)
 }
 
 /// The statistics a resumed run started with: its own (a new run takes them from the data).
@@ -468,6 +498,25 @@ impl Placement {
             peer_timeout: settle::peer_timeout(args.peer_timeout)?,
             launch,
         })
+    }
+
+    /// Runs the jobs (one per replica of this process) on their devices; the outcome of the
+    /// first.
+    fn launch_jobs(
+        &self,
+        mut jobs: Vec<TrainJob>,
+        group: Option<Group>,
+        towers: usize,
+    ) -> Result<TrainOutcome> {
+        let (device, gpus) = (self.device, &self.gpus);
+        if self.replicas == 1 {
+            return dispatch(device, towers, gpus, jobs.pop().expect("one job"));
+        }
+        let outcomes = dispatch_replicas(device, towers, gpus, jobs, group, self.peer_timeout)?;
+        Ok(outcomes
+            .into_iter()
+            .next()
+            .expect("one outcome per replica"))
     }
 
     /// Meets the run's other processes (where there are any).
