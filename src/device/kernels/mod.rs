@@ -2,19 +2,26 @@
 //! `Launcher` — cudarc on a GPU, the host executor on the CPU. Launch configurations, argument
 //! order, split decisions and workspace sizes live here once, so both run the same code.
 //!
-//! One module per family of launches: `conv` (the implicit-GEMM convolution passes), `fc` (the
-//! fully connected layers), both on the tiles of `igemm`; `params` (the mirrors of
-//! `cuda/params.cuh`); the pointwise ops, the reductions and softmax stay here.
+//! One file per `cuda/<op>.cu`, holding that op's launches and the `#[repr(C)]` mirrors of its
+//! parameter structs (`cuda/params.cuh`): `conv` (the implicit-GEMM convolution passes) and
+//! `fc` on the tiles of `igemm`, `activation`, `lrn`, `spatial_norm`, `pool`, `dropout`,
+//! `softmax` (with top-k), `sgd`, `elementwise`, `reduce`; `params` keeps conv's and fc's
+//! mirrors. Here: the device, its workspace, the launch helpers, and the `Device` methods, each
+//! handing over to its op's file.
 
+mod activation;
 mod conv;
+mod dropout;
+mod elementwise;
 mod fc;
 mod igemm;
+mod lrn;
 mod params;
-
-use params::{
-    ReduceParams, SgdParams, SoftmaxParams, TopKParams, dropout_params, lrn_params, pool_params,
-    spatial_norm_params,
-};
+mod pool;
+mod reduce;
+mod sgd;
+mod softmax;
+mod spatial_norm;
 
 use super::launch::{Kernel, LaunchConfig, Launcher};
 use super::{Block, Device};
@@ -53,50 +60,6 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
 
 fn kernel(module: &'static str, name: &'static str) -> Kernel {
     Kernel { module, name }
-}
-
-/// Threads of an LRN launch: one per pixel column for windows of 3 to 9 channels (which
-/// `cuda/lrn.cu` walks in registers), else one per element (`lrn_by_column` there).
-fn lrn_threads(g: &LrnGeom) -> usize {
-    if (1..=4).contains(&(g.size / 2)) {
-        g.n * g.h * g.w
-    } else {
-        g.len()
-    }
-}
-
-/// One thread per pixel of a `width x height` map, 32 x 8 per block, the maps along grid z
-/// (kernels loop over maps past CUDA's 65535 limit on it).
-fn per_map_pixel(width: usize, height: usize, maps: usize) -> Result<LaunchConfig> {
-    Ok(LaunchConfig {
-        grid: [
-            u32_of(width.div_ceil(32), "column blocks")?,
-            u32_of(height.div_ceil(8), "row blocks")?,
-            maps.clamp(1, 65535) as u32,
-        ],
-        block: [32, 8, 1],
-        shared_bytes: 0,
-    })
-}
-
-/// Dropout: one thread per Philox block (four units) a sample's units can touch, the samples
-/// along grid y (`cuda/dropout.cu`).
-fn per_philox_block(g: &DropoutGeom) -> Result<LaunchConfig> {
-    let slots = g.units / 4 + 2;
-    ensure!(
-        g.n <= 65535,
-        "dropout over {} samples exceeds CUDA's grid y limit",
-        g.n
-    );
-    Ok(LaunchConfig {
-        grid: [
-            u32_of(slots.div_ceil(THREADS as usize), "blocks")?,
-            g.n as u32,
-            1,
-        ],
-        block: [THREADS, 1, 1],
-        shared_bytes: 0,
-    })
 }
 
 /// One thread per element, 256 per block.
@@ -167,103 +130,6 @@ impl<L: Launcher> KernelDevice<L> {
             .launch(k, cfg, args)
             .with_context(|| format!("launching {}::{} with {cfg:?}", k.module, k.name))
     }
-
-    /// `out = Σ_s parts[s]` (+ bias[(i / bias_div) % bias_mod]) over `len` elements.
-    fn reduce_splits(
-        &self,
-        len: usize,
-        splits: usize,
-        parts: u64,
-        bias: u64,
-        bias_div: usize,
-        bias_mod: usize,
-        out: u64,
-    ) -> Result<()> {
-        let p = ReduceParams {
-            len: i32_of(len, "reduction length")?,
-            splits: splits as i32,
-            bias_div: bias_div as i32,
-            bias_mod: bias_mod as i32,
-        };
-        self.launch(
-            kernel("reduce", "reduce_splits_f32"),
-            elementwise(len)?,
-            &[arg(&p), arg(&parts), arg(&bias), arg(&out)],
-        )
-    }
-
-    /// An elementwise kernel `name(n, a, b, ..)` over buffers of equal length.
-    fn elementwise_op(
-        &self,
-        module: &'static str,
-        name: &'static str,
-        bufs: &[u64],
-        n: usize,
-    ) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        let n32 = i32_of(n, "length")?;
-        let mut args = vec![arg(&n32)];
-        args.extend(bufs.iter().map(arg));
-        self.launch(kernel(module, name), elementwise(n)?, &args)
-    }
-
-    /// Fills `buf` with `value`.
-    pub fn fill(&self, buf: &mut L::Buf, value: f32) -> Result<()> {
-        let n = self.launcher.len(buf);
-        if n == 0 {
-            return Ok(());
-        }
-        let (n32, dst) = (i32_of(n, "length")?, self.ptr(buf));
-        self.launch(
-            kernel("elementwise", "fill_f32"),
-            elementwise(n)?,
-            &[arg(&n32), arg(&value), arg(&dst)],
-        )
-        .context("fill")
-    }
-
-    /// The `k` highest-scoring classes of each of the `n` rows of `scores` (`[n, classes]`),
-    /// best first, ties to the lower index, as `ops::softmax::top_k`.
-    pub fn top_k(
-        &self,
-        n: usize,
-        classes: usize,
-        k: usize,
-        scores: &L::Buf,
-    ) -> Result<Vec<Vec<usize>>> {
-        let run = || -> Result<Vec<Vec<usize>>> {
-            check_len("scores", self.launcher.len(scores), n * classes)?;
-            ensure!(k > 0 && k <= classes, "k must be in 1..={classes}");
-            if n == 0 {
-                return Ok(vec![]);
-            }
-            let p = TopKParams {
-                n: i32_of(n, "n")?,
-                classes: i32_of(classes, "classes")?,
-                k: k as i32,
-            };
-            let out = self.launcher.alloc(n * k)?;
-            let (s, o) = (self.ptr(scores), self.ptr(&out));
-            let cfg = LaunchConfig {
-                grid: [u32_of(n, "rows")?, 1, 1],
-                block: [THREADS, 1, 1],
-                shared_bytes: 0,
-            };
-            self.launch(
-                kernel("softmax", "top_k_f32"),
-                cfg,
-                &[arg(&p), arg(&s), arg(&o)],
-            )?;
-            let idx = self.launcher.download(&out)?;
-            Ok(idx
-                .chunks(k)
-                .map(|r| r.iter().map(|&i| i as usize).collect())
-                .collect())
-        };
-        run().with_context(|| format!("top_k (n {n}, classes {classes}, k {k})"))
-    }
 }
 
 impl<L: Launcher> Device for KernelDevice<L> {
@@ -324,15 +190,7 @@ impl<L: Launcher> Device for KernelDevice<L> {
             .with_context(|| format!("uploading {} floats into input slot {slot}", data.len()))
     }
     fn add_assign(&self, dst: &mut L::Buf, src: &L::Buf) -> Result<()> {
-        let n = self.len(dst);
-        check_len("add_assign source", self.len(src), n)?;
-        self.elementwise_op(
-            "elementwise",
-            "add_assign_f32",
-            &[self.ptr(dst), self.ptr(src)],
-            n,
-        )
-        .with_context(|| format!("add_assign over {n} elements"))
+        self.launch_add_assign(dst, src)
     }
     fn synchronize(&self) -> Result<()> {
         self.launcher.synchronize()
@@ -423,68 +281,19 @@ impl<L: Launcher> Device for KernelDevice<L> {
     }
 
     fn relu_forward(&self, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
-        let n = self.len(x);
-        check_len("relu_forward y", self.len(y), n)?;
-        self.elementwise_op(
-            "activation",
-            "relu_forward_f32",
-            &[self.ptr(x), self.ptr(y)],
-            n,
-        )
-        .with_context(|| format!("relu_forward over {n} elements"))
+        self.launch_relu_forward(x, y)
     }
     fn relu_backward(&self, y: &L::Buf, dy: &L::Buf, dx: &mut L::Buf) -> Result<()> {
-        let n = self.len(y);
-        check_len("relu_backward dy", self.len(dy), n)?;
-        check_len("relu_backward dx", self.len(dx), n)?;
-        self.elementwise_op(
-            "activation",
-            "relu_backward_f32",
-            &[self.ptr(y), self.ptr(dy), self.ptr(dx)],
-            n,
-        )
-        .with_context(|| format!("relu_backward over {n} elements"))
+        self.launch_relu_backward(y, dy, dx)
     }
     fn tanh_forward(&self, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
-        let n = self.len(x);
-        check_len("tanh_forward y", self.len(y), n)?;
-        self.elementwise_op(
-            "activation",
-            "tanh_forward_f32",
-            &[self.ptr(x), self.ptr(y)],
-            n,
-        )
-        .with_context(|| format!("tanh_forward over {n} elements"))
+        self.launch_tanh_forward(x, y)
     }
     fn tanh_backward(&self, y: &L::Buf, dy: &L::Buf, dx: &mut L::Buf) -> Result<()> {
-        let n = self.len(y);
-        check_len("tanh_backward dy", self.len(dy), n)?;
-        check_len("tanh_backward dx", self.len(dx), n)?;
-        self.elementwise_op(
-            "activation",
-            "tanh_backward_f32",
-            &[self.ptr(y), self.ptr(dy), self.ptr(dx)],
-            n,
-        )
-        .with_context(|| format!("tanh_backward over {n} elements"))
+        self.launch_tanh_backward(y, dy, dx)
     }
-
     fn lrn_forward(&self, g: &LrnGeom, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = lrn_params(g)?;
-            check_len("x", self.len(x), g.len())?;
-            check_len("y", self.len(y), g.len())?;
-            if g.is_empty() {
-                return Ok(());
-            }
-            let (xp, yp) = (self.ptr(x), self.ptr(y));
-            self.launch(
-                kernel("lrn", "lrn_forward_f32"),
-                elementwise(lrn_threads(g))?,
-                &[arg(&p), arg(&xp), arg(&yp)],
-            )
-        };
-        run().with_context(|| format!("lrn_forward {g:?}"))
+        self.launch_lrn_forward(g, x, y)
     }
     fn lrn_backward(
         &self,
@@ -494,41 +303,10 @@ impl<L: Launcher> Device for KernelDevice<L> {
         dy: &L::Buf,
         dx: &mut L::Buf,
     ) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = lrn_params(g)?;
-            for (what, b) in [("x", x), ("y", y), ("dy", dy)] {
-                check_len(what, self.len(b), g.len())?;
-            }
-            check_len("dx", self.len(dx), g.len())?;
-            if g.is_empty() {
-                return Ok(());
-            }
-            let (xp, yp, dyp, dxp) = (self.ptr(x), self.ptr(y), self.ptr(dy), self.ptr(dx));
-            self.launch(
-                kernel("lrn", "lrn_backward_f32"),
-                elementwise(lrn_threads(g))?,
-                &[arg(&p), arg(&xp), arg(&yp), arg(&dyp), arg(&dxp)],
-            )
-        };
-        run().with_context(|| format!("lrn_backward {g:?}"))
+        self.launch_lrn_backward(g, x, y, dy, dx)
     }
-
     fn spatial_norm_forward(&self, g: &SpatialNormGeom, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = spatial_norm_params(g)?;
-            check_len("x", self.len(x), g.len())?;
-            check_len("y", self.len(y), g.len())?;
-            if g.is_empty() {
-                return Ok(());
-            }
-            let (xp, yp) = (self.ptr(x), self.ptr(y));
-            self.launch(
-                kernel("spatial_norm", "spatial_norm_forward_f32"),
-                elementwise(g.len())?,
-                &[arg(&p), arg(&xp), arg(&yp)],
-            )
-        };
-        run().with_context(|| format!("spatial_norm_forward {g:?}"))
+        self.launch_spatial_norm_forward(g, x, y)
     }
     fn spatial_norm_backward(
         &self,
@@ -538,39 +316,8 @@ impl<L: Launcher> Device for KernelDevice<L> {
         dy: &L::Buf,
         dx: &mut L::Buf,
     ) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = spatial_norm_params(g)?;
-            for (what, b) in [("x", x), ("y", y), ("dy", dy)] {
-                check_len(what, self.len(b), g.len())?;
-            }
-            check_len("dx", self.len(dx), g.len())?;
-            if g.is_empty() {
-                return Ok(());
-            }
-            let (xp, yp, dyp, dxp) = (self.ptr(x), self.ptr(y), self.ptr(dy), self.ptr(dx));
-            let scale = self.workspace(g.len())?;
-            let cfg = elementwise(g.len())?;
-            self.launch(
-                kernel("spatial_norm", "spatial_norm_scale_f32"),
-                cfg,
-                &[arg(&p), arg(&xp), arg(&scale)],
-            )?;
-            self.launch(
-                kernel("spatial_norm", "spatial_norm_backward_f32"),
-                cfg,
-                &[
-                    arg(&p),
-                    arg(&xp),
-                    arg(&yp),
-                    arg(&dyp),
-                    arg(&scale),
-                    arg(&dxp),
-                ],
-            )
-        };
-        run().with_context(|| format!("spatial_norm_backward {g:?}"))
+        self.launch_spatial_norm_backward(g, x, y, dy, dx)
     }
-
     fn max_pool_forward(
         &self,
         g: &PoolGeom,
@@ -578,22 +325,7 @@ impl<L: Launcher> Device for KernelDevice<L> {
         y: &mut L::Buf,
         argmax: &mut L::Buf,
     ) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = pool_params(g)?;
-            check_len("x", self.len(x), g.x_len())?;
-            check_len("y", self.len(y), g.y_len())?;
-            check_len("argmax", self.len(argmax), g.y_len())?;
-            if g.y_len() == 0 {
-                return Ok(());
-            }
-            let (xp, yp, ap) = (self.ptr(x), self.ptr(y), self.ptr(argmax));
-            self.launch(
-                kernel("pool", "max_pool_forward_f32"),
-                per_map_pixel(g.out_w(), g.out_h(), g.n * g.c)?,
-                &[arg(&p), arg(&xp), arg(&yp), arg(&ap)],
-            )
-        };
-        run().with_context(|| format!("max_pool_forward {g:?}"))
+        self.launch_max_pool_forward(g, x, y, argmax)
     }
     fn max_pool_backward(
         &self,
@@ -602,81 +334,17 @@ impl<L: Launcher> Device for KernelDevice<L> {
         dy: &L::Buf,
         dx: &mut L::Buf,
     ) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = pool_params(g)?;
-            check_len("argmax", self.len(argmax), g.y_len())?;
-            check_len("dy", self.len(dy), g.y_len())?;
-            check_len("dx", self.len(dx), g.x_len())?;
-            if g.x_len() == 0 {
-                return Ok(());
-            }
-            let (ap, dyp, dxp) = (self.ptr(argmax), self.ptr(dy), self.ptr(dx));
-            self.launch(
-                kernel("pool", "max_pool_backward_f32"),
-                per_map_pixel(g.w, g.h, g.n * g.c)?,
-                &[arg(&p), arg(&ap), arg(&dyp), arg(&dxp)],
-            )
-        };
-        run().with_context(|| format!("max_pool_backward {g:?}"))
+        self.launch_max_pool_backward(g, argmax, dy, dx)
     }
-
     fn dropout_forward_train(&self, g: &DropoutGeom, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = dropout_params(g)?;
-            check_len("x", self.len(x), g.len())?;
-            check_len("y", self.len(y), g.len())?;
-            if g.is_empty() {
-                return Ok(());
-            }
-            let (xp, yp) = (self.ptr(x), self.ptr(y));
-            self.launch(
-                kernel("dropout", "dropout_forward_train_f32"),
-                per_philox_block(g)?,
-                &[arg(&p), arg(&xp), arg(&yp)],
-            )
-        };
-        run().with_context(|| format!("dropout_forward_train {g:?}"))
+        self.launch_dropout_forward_train(g, x, y)
     }
     fn dropout_backward(&self, g: &DropoutGeom, dy: &L::Buf, dx: &mut L::Buf) -> Result<()> {
-        let run = || -> Result<()> {
-            let p = dropout_params(g)?;
-            check_len("dy", self.len(dy), g.len())?;
-            check_len("dx", self.len(dx), g.len())?;
-            if g.is_empty() {
-                return Ok(());
-            }
-            let (dyp, dxp) = (self.ptr(dy), self.ptr(dx));
-            self.launch(
-                kernel("dropout", "dropout_backward_f32"),
-                per_philox_block(g)?,
-                &[arg(&p), arg(&dyp), arg(&dxp)],
-            )
-        };
-        run().with_context(|| format!("dropout_backward {g:?}"))
+        self.launch_dropout_backward(g, dy, dx)
     }
     fn dropout_forward_test(&self, p: f32, x: &L::Buf, y: &mut L::Buf) -> Result<()> {
-        let n = self.len(x);
-        let run = || -> Result<()> {
-            ensure!(
-                (0.0..1.0).contains(&p),
-                "drop probability {p} is not in [0, 1)"
-            );
-            check_len("y", self.len(y), n)?;
-            if n == 0 {
-                return Ok(());
-            }
-            // Rounded once from f64, as `ops::dropout::forward_test` does.
-            let scale = (1.0 - p as f64) as f32;
-            let (n32, xp, yp) = (i32_of(n, "length")?, self.ptr(x), self.ptr(y));
-            self.launch(
-                kernel("dropout", "dropout_forward_test_f32"),
-                elementwise(n)?,
-                &[arg(&n32), arg(&scale), arg(&xp), arg(&yp)],
-            )
-        };
-        run().with_context(|| format!("dropout_forward_test (p {p}, {n} elements)"))
+        self.launch_dropout_forward_test(p, x, y)
     }
-
     fn softmax_xent(
         &self,
         n: usize,
@@ -687,44 +355,8 @@ impl<L: Launcher> Device for KernelDevice<L> {
         dlogits: &mut L::Buf,
         losses: &mut L::Buf,
     ) -> Result<()> {
-        let run = || -> Result<()> {
-            ensure!(n > 0 && classes > 0, "empty batch or no classes");
-            check_len("logits", self.len(logits), n * classes)?;
-            check_len("probs", self.len(probs), n * classes)?;
-            check_len("dlogits", self.len(dlogits), n * classes)?;
-            check_len("labels", self.len(labels), n)?;
-            check_len("losses", self.len(losses), n)?;
-            ensure!(
-                classes < 1 << 24,
-                "{classes} classes: labels travel as exact floats below 2^24"
-            );
-            let p = SoftmaxParams {
-                n: i32_of(n, "n")?,
-                classes: i32_of(classes, "classes")?,
-                inv_n: (1.0 / n as f64) as f32,
-            };
-            i32_of(n * classes, "logits length")?;
-            let (zp, lp, pp, dp, lossp) = (
-                self.ptr(logits),
-                self.ptr(labels),
-                self.ptr(probs),
-                self.ptr(dlogits),
-                self.ptr(losses),
-            );
-            let cfg = LaunchConfig {
-                grid: [u32_of(n, "rows")?, 1, 1],
-                block: [THREADS, 1, 1],
-                shared_bytes: 0,
-            };
-            self.launch(
-                kernel("softmax", "softmax_xent_f32"),
-                cfg,
-                &[arg(&p), arg(&zp), arg(&lp), arg(&pp), arg(&dp), arg(&lossp)],
-            )
-        };
-        run().with_context(|| format!("softmax_xent (n {n}, classes {classes})"))
+        self.launch_softmax_xent(n, classes, logits, labels, probs, dlogits, losses)
     }
-
     fn sgd_update(
         &self,
         step: &SgdStep,
@@ -732,27 +364,6 @@ impl<L: Launcher> Device for KernelDevice<L> {
         v: &mut L::Buf,
         grad: &L::Buf,
     ) -> Result<()> {
-        let n = self.len(w);
-        let run = || -> Result<()> {
-            check_len("v", self.len(v), n)?;
-            check_len("grad", self.len(grad), n)?;
-            if n == 0 {
-                return Ok(());
-            }
-            // The same constants `ops::sgd::update_naive` uses, decay rounded once from f64.
-            let p = SgdParams {
-                n: i32_of(n, "length")?,
-                momentum: step.momentum,
-                lr: step.lr,
-                decay: (step.weight_decay as f64 * step.lr as f64) as f32,
-            };
-            let (wp, vp, gp) = (self.ptr(w), self.ptr(v), self.ptr(grad));
-            self.launch(
-                kernel("sgd", "sgd_update_f32"),
-                elementwise(n)?,
-                &[arg(&p), arg(&wp), arg(&vp), arg(&gp)],
-            )
-        };
-        run().with_context(|| format!("sgd_update {step:?} over {n} elements"))
+        self.launch_sgd_update(step, w, v, grad)
     }
 }

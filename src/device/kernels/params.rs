@@ -1,12 +1,10 @@
-//! The launch parameter structs, mirrors of `cuda/params.cuh` field for field (plain 4-byte
-//! fields, 8-byte ones first where present), and how each is filled from an op's geometry, with
-//! the checks that make a launch of it safe.
+//! The convolutions' and fc layers' launch parameter structs, mirrors of `cuda/params.cuh` field
+//! for field, and how each is filled from its geometry, with the checks that make a launch of it
+//! safe; the other ops' mirrors live in their own files (`lrn`, `pool`, ...), the same way.
+//! Every mirror has plain 4-byte fields, 8-byte ones first where present.
 
 use super::i32_of;
-use crate::ops::{
-    conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom,
-    spatial_norm::SpatialNormGeom,
-};
+use crate::ops::{conv::ConvGeom, fc::FcGeom};
 use anyhow::{Result, ensure};
 
 #[repr(C)]
@@ -37,94 +35,6 @@ pub(super) struct FcParams {
     pub(super) inputs: i32,
     pub(super) outputs: i32,
     pub(super) k_chunk: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct ReduceParams {
-    pub(super) len: i32,
-    pub(super) splits: i32,
-    pub(super) bias_div: i32,
-    pub(super) bias_mod: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct LrnParams {
-    pub(super) n: i32,
-    pub(super) c: i32,
-    pub(super) hw: i32,
-    pub(super) group_c: i32,
-    pub(super) half: i32,
-    pub(super) k: f32,
-    pub(super) alpha: f32,
-    pub(super) beta: f32,
-    pub(super) two_alpha_beta: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct SpatialNormParams {
-    pub(super) maps: i32,
-    pub(super) h: i32,
-    pub(super) w: i32,
-    pub(super) half: i32,
-    pub(super) k: f32,
-    pub(super) alpha: f32,
-    pub(super) beta: f32,
-    pub(super) two_alpha_beta: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct PoolParams {
-    pub(super) maps: i32,
-    pub(super) h: i32,
-    pub(super) w: i32,
-    pub(super) out_h: i32,
-    pub(super) out_w: i32,
-    pub(super) size: i32,
-    pub(super) stride: i32,
-    pub(super) stride_m: u32,
-    pub(super) stride_l: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct DropoutParams {
-    pub(super) seed: u64,
-    pub(super) stream: u64,
-    pub(super) n: i32,
-    pub(super) units: i32,
-    pub(super) units_total: i32,
-    pub(super) unit_offset: i32,
-    pub(super) p: f32,
-    pub(super) first_sample: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct SoftmaxParams {
-    pub(super) n: i32,
-    pub(super) classes: i32,
-    pub(super) inv_n: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct TopKParams {
-    pub(super) n: i32,
-    pub(super) classes: i32,
-    pub(super) k: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(super) struct SgdParams {
-    pub(super) n: i32,
-    pub(super) momentum: f32,
-    pub(super) lr: f32,
-    pub(super) decay: f32,
 }
 
 pub(super) fn conv_params(g: &ConvGeom) -> Result<ConvParams> {
@@ -185,30 +95,6 @@ pub(super) fn fc_params(g: &FcGeom) -> Result<FcParams> {
     })
 }
 
-pub(super) fn pool_params(g: &PoolGeom) -> Result<PoolParams> {
-    ensure!(
-        g.size > 0 && g.stride > 0 && g.size <= g.h && g.size <= g.w,
-        "a {}x{} window does not fit the {}x{} input (stride {})",
-        g.size,
-        g.size,
-        g.h,
-        g.w,
-        g.stride
-    );
-    i32_of(g.x_len(), "input length")?;
-    Ok(PoolParams {
-        maps: (g.n * g.c) as i32,
-        h: g.h as i32,
-        w: g.w as i32,
-        out_h: g.out_h() as i32,
-        out_w: g.out_w() as i32,
-        size: g.size as i32,
-        stride: g.stride as i32,
-        stride_m: fast_div(g.stride).0,
-        stride_l: fast_div(g.stride).1,
-    })
-}
-
 /// The multiplier and shift that divide numerators below 2^31 by `d` (1 <= d < 2^31) as
 /// `(umulhi(n, m) + n) >> l` (Granlund & Montgomery 1994; `FastDiv` in `cuda/common.cuh`
 /// computes the same on the device).
@@ -221,71 +107,6 @@ pub(super) fn fast_div(d: usize) -> (u32, u32) {
     };
     let m = ((((1u64 << l) - d as u64) << 32) / d as u64 + 1) as u32;
     (m, l)
-}
-
-pub(super) fn lrn_params(g: &LrnGeom) -> Result<LrnParams> {
-    ensure!(
-        g.groups > 0 && g.c % g.groups == 0,
-        "{} channels do not split into {} groups",
-        g.c,
-        g.groups
-    );
-    ensure!(g.size % 2 == 1, "window size {} is not odd", g.size);
-    i32_of(g.len(), "length")?;
-    Ok(LrnParams {
-        n: g.n as i32,
-        c: g.c as i32,
-        hw: (g.h * g.w) as i32,
-        group_c: (g.c / g.groups) as i32,
-        half: (g.size / 2) as i32,
-        k: g.k,
-        alpha: g.effective_alpha() as f32,
-        beta: g.beta,
-        two_alpha_beta: (2.0 * g.effective_alpha() * g.beta as f64) as f32,
-    })
-}
-
-pub(super) fn spatial_norm_params(g: &SpatialNormGeom) -> Result<SpatialNormParams> {
-    ensure!(g.size % 2 == 1, "window size {} is not odd", g.size);
-    i32_of(g.len(), "length")?;
-    Ok(SpatialNormParams {
-        maps: (g.n * g.c) as i32,
-        h: g.h as i32,
-        w: g.w as i32,
-        half: (g.size / 2) as i32,
-        k: g.k,
-        alpha: g.effective_alpha() as f32,
-        beta: g.beta,
-        two_alpha_beta: (2.0 * g.effective_alpha() * g.beta as f64) as f32,
-    })
-}
-
-pub(super) fn dropout_params(g: &DropoutGeom) -> Result<DropoutParams> {
-    ensure!(
-        g.unit_offset + g.units <= g.units_total,
-        "units {}..{} lie outside the layer's {}",
-        g.unit_offset,
-        g.unit_offset + g.units,
-        g.units_total
-    );
-    ensure!(
-        (0.0..1.0).contains(&g.p),
-        "drop probability {} is not in [0, 1)",
-        g.p
-    );
-    i32_of(g.len(), "length")?;
-    // The kernel adds the two in an int.
-    i32_of(g.first_sample + g.n, "first_sample + n")?;
-    Ok(DropoutParams {
-        seed: g.seed,
-        stream: g.stream,
-        n: g.n as i32,
-        units: g.units as i32,
-        units_total: i32_of(g.units_total, "units_total")?,
-        unit_offset: g.unit_offset as i32,
-        p: g.p,
-        first_sample: i32_of(g.first_sample, "first_sample")?,
-    })
 }
 
 #[cfg(test)]
@@ -320,6 +141,11 @@ mod tests {
     #[test]
     fn param_structs_match_the_sizes_params_cuh_asserts() {
         // cuda/params.cuh static_asserts the same sizes on the C side.
+        use super::super::{
+            dropout::DropoutParams, lrn::LrnParams, pool::PoolParams, reduce::ReduceParams,
+            sgd::SgdParams, softmax::SoftmaxParams, softmax::TopKParams,
+            spatial_norm::SpatialNormParams,
+        };
         use std::mem::{align_of, size_of};
         assert_eq!(size_of::<ConvParams>(), 64);
         assert_eq!(size_of::<FcParams>(), 16);
