@@ -69,10 +69,6 @@ fn plan(name: &str) -> Plan {
     Plan::new(&preset(name, &Ablations::default()).unwrap()).unwrap()
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 #[test]
 fn every_kernel_at_the_papers_shapes() {
     let Some((l, _lock)) = gpu("every_kernel_at_the_papers_shapes") else {

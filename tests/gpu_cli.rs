@@ -14,7 +14,7 @@ mod cli_common;
 mod common;
 
 use alexnet::ops::precision::Precision;
-use cli_common::{checkpoint_tensors, signal, text, wait_for_lines};
+use cli_common::{checkpoint_tensors, run_within, signal, text, wait_for_lines};
 use common::step_checks::{step_tolerance, tensor_errors_with_floor};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -43,24 +43,11 @@ fn alexnet_on(libs: &Path, limit: Duration, args: &[&str], env: &[(&str, &str)],
         .current_dir(cwd)
         .env("LD_LIBRARY_PATH", libs)
         .env("ALEXNET_SIM_SANITIZE", "1")
-        .env_remove("ALEXNET_PLANTED_FAULT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("ALEXNET_PLANTED_FAULT");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("the alexnet binary runs");
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("waiting for alexnet"),
-        Err(_) => {
-            signal(id, "KILL");
-            panic!("alexnet {args:?} did not end within {limit:?}: it hangs");
-        }
-    }
+    run_within(&mut cmd, limit, &format!("alexnet {args:?}"))
 }
 
 fn alexnet_sim(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {

@@ -3,6 +3,9 @@
 //! rank gets rank 0's id, the epoch's shards neither overlap nor leave gaps, and a rank that is
 //! killed makes the others exit with an error naming it, within the timeout.
 
+mod cli_common;
+
+use cli_common::free_port;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -26,14 +29,6 @@ impl Drop for Ranks {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(world: usize, rendezvous: Option<&str>, extra: &[&str]) -> Ranks {

@@ -6,7 +6,7 @@ mod cli_common;
 
 use alexnet::data::stats::compute;
 use alexnet::data::{Batch, Dataset, Geometry, Loader, LoaderConfig, Shard, Split, Synthetic};
-use cli_common::{alexnet, checkpoint_tensors, text};
+use cli_common::{alexnet, checkpoint_tensors, free_port, text};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -170,7 +170,7 @@ fn a_batch_that_does_not_split_over_the_replicas_is_refused_before_anything_is_w
         ("WORLD_SIZE", "2".to_string()),
         ("RANK", "0".to_string()),
         ("MASTER_ADDR", "127.0.0.1".to_string()),
-        ("MASTER_PORT", free_port()),
+        ("MASTER_PORT", free_port().to_string()),
     ];
     let o = command(dir.path(), &["--replicas", "2"], &env)
         .output()
@@ -196,14 +196,9 @@ impl Drop for Ranks {
     }
 }
 
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port().to_string()
-}
-
 /// Starts rank `r` of 2 in `cwds[r]`.
 fn start_ranks(cwds: [&Path; 2], extra: [&[&str]; 2]) -> Ranks {
-    let port = free_port();
+    let port = free_port().to_string();
     let ranks = (0..2)
         .map(|r| {
             let env = [

@@ -18,9 +18,15 @@ pub fn alexnet(args: &[&str], cwd: &Path) -> Output {
 /// Runs the binary and fails the test if it has not ended after `limit`: the promise that no
 /// input hangs it. Standard input is closed.
 pub fn alexnet_within(limit: Duration, args: &[&str], cwd: &Path) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
-        .args(args)
-        .current_dir(cwd)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alexnet"));
+    cmd.args(args).current_dir(cwd);
+    run_within(&mut cmd, limit, &format!("alexnet {args:?}"))
+}
+
+/// Runs `cmd` with standard input closed and its output captured, and fails the test if it has
+/// not ended after `limit` (it is killed then): `what` names it.
+pub fn run_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -35,7 +41,7 @@ pub fn alexnet_within(limit: Duration, args: &[&str], cwd: &Path) -> Output {
             let _ = Command::new("kill")
                 .args(["-KILL", &id.to_string()])
                 .status();
-            panic!("alexnet {args:?} did not end within {limit:?}: it hangs");
+            panic!("{what} did not end within {limit:?}: it hangs");
         }
     }
 }
@@ -118,4 +124,13 @@ pub fn signal(pid: u32, signal: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill -{signal} {pid}");
+}
+
+/// A TCP port free on this machine now (for a rendezvous).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -64,7 +64,8 @@ fn err_vs_max(got: &[f32], want: &[f64]) -> f64 {
     max_rel_err(got, want, max_abs(want).max(f64::MIN_POSITIVE))
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
+/// Each value's bits, for exact comparisons.
+pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
