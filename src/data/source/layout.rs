@@ -119,23 +119,7 @@ impl Dataset {
         labels_path: &Path,
         given: Option<&[String]>,
     ) -> Result<()> {
-        let mut files: Vec<Found> = Vec::new();
-        let mut stray = Vec::new();
-        for f in images {
-            if f.parts.len() == 1 {
-                files.push(f);
-            } else {
-                stray.push(f.parts.join("/"));
-            }
-        }
-        if !stray.is_empty() {
-            self.warnings.push(format!(
-                "{}: skipped {} images in subfolders of a flat dataset, e.g. {}",
-                self.path.display(),
-                stray.len(),
-                examples(&stray)
-            ));
-        }
+        let mut files = self.top_level_only(images);
         files.sort_by(|a, b| a.parts.cmp(&b.parts));
         let text = crate::files::read_text(labels_path).context("reading the labels file")?;
         let lines = parse_labels(&text)
@@ -154,67 +138,10 @@ impl Dataset {
                 names.into_iter().map(String::from).collect()
             }
         };
-        let class_index: BTreeMap<&str, u32> = self
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i as u32))
-            .collect();
-        let to_label = |line: &LabelLine| -> Result<u32> {
-            if let Some(&l) = class_index.get(line.label.as_str()) {
-                return Ok(l);
-            }
-            match line.label.parse::<u32>() {
-                Ok(i) if (i as usize) < self.classes.len() => Ok(i),
-                Ok(i) => bail!(
-                    "{}: line {}: label {i} is out of range for {} classes",
-                    labels_path.display(),
-                    line.number,
-                    self.classes.len()
-                ),
-                Err(_) => bail!(
-                    "{}: line {}: {:?} is not a class name",
-                    labels_path.display(),
-                    line.number,
-                    line.label
-                ),
-            }
-        };
+        let labels = Labels::new(&self.classes, labels_path);
         let paired = lines.first().is_some_and(|l| l.file.is_some());
-        if paired {
-            let mut by_name: BTreeMap<String, Found> =
-                files.into_iter().map(|f| (f.parts[0].clone(), f)).collect();
-            let mut labelled = Vec::with_capacity(lines.len());
-            for line in &lines {
-                let file = line.file.as_deref().unwrap_or_default();
-                let f = by_name.remove(file).ok_or_else(|| {
-                    anyhow!(
-                        "{}: line {}: no image {} in the dataset",
-                        labels_path.display(),
-                        line.number,
-                        self.member_path(file)
-                    )
-                })?;
-                labelled.push((f, to_label(line)?));
-            }
-            if let Some(first) = by_name.keys().next() {
-                self.warnings.push(format!(
-                    "{}: skipped {} images that have no line in {}, e.g. {first}",
-                    self.path.display(),
-                    by_name.len(),
-                    labels_path.display()
-                ));
-            }
-            labelled.sort_by(|a, b| a.0.parts.cmp(&b.0.parts));
-            self.samples = labelled
-                .into_iter()
-                .map(|(f, label)| Sample {
-                    name: f.parts.join("/"),
-                    label,
-                    offset: f.offset,
-                    size: f.size,
-                })
-                .collect();
+        self.samples = if paired {
+            self.label_by_name(files, &lines, &labels)?
         } else {
             ensure!(
                 lines.len() == files.len(),
@@ -224,20 +151,119 @@ impl Dataset {
                 self.path.display(),
                 files.len()
             );
-            self.samples = files
+            files
                 .into_iter()
                 .zip(&lines)
-                .map(|(f, line)| {
-                    Ok(Sample {
-                        name: f.parts.join("/"),
-                        label: to_label(line)?,
-                        offset: f.offset,
-                        size: f.size,
-                    })
-                })
-                .collect::<Result<_>>()?;
-        }
+                .map(|(f, line)| Ok(sample(f, labels.of(line)?)))
+                .collect::<Result<_>>()?
+        };
         Ok(())
     }
 
+    /// The images directly in the root of a flat dataset; the others are skipped with a
+    /// warning.
+    fn top_level_only(&mut self, images: Vec<Found>) -> Vec<Found> {
+        let (files, stray): (Vec<Found>, Vec<Found>) =
+            images.into_iter().partition(|f| f.parts.len() == 1);
+        if !stray.is_empty() {
+            let stray: Vec<String> = stray.iter().map(|f| f.parts.join("/")).collect();
+            self.warnings.push(format!(
+                "{}: skipped {} images in subfolders of a flat dataset, e.g. {}",
+                self.path.display(),
+                stray.len(),
+                examples(&stray)
+            ));
+        }
+        files
+    }
+
+    /// `<file> <label>` lines: each names its image, which must be there; images without a
+    /// line are skipped with a warning. Samples in file-name order.
+    fn label_by_name(
+        &mut self,
+        files: Vec<Found>,
+        lines: &[LabelLine],
+        labels: &Labels,
+    ) -> Result<Vec<Sample>> {
+        let mut by_name: BTreeMap<String, Found> =
+            files.into_iter().map(|f| (f.parts[0].clone(), f)).collect();
+        let mut labelled = Vec::with_capacity(lines.len());
+        for line in lines {
+            let file = line.file.as_deref().unwrap_or_default();
+            let f = by_name.remove(file).ok_or_else(|| {
+                anyhow!(
+                    "{}: line {}: no image {} in the dataset",
+                    labels.path.display(),
+                    line.number,
+                    self.member_path(file)
+                )
+            })?;
+            labelled.push((f, labels.of(line)?));
+        }
+        if let Some(first) = by_name.keys().next() {
+            self.warnings.push(format!(
+                "{}: skipped {} images that have no line in {}, e.g. {first}",
+                self.path.display(),
+                by_name.len(),
+                labels.path.display()
+            ));
+        }
+        labelled.sort_by(|a, b| a.0.parts.cmp(&b.0.parts));
+        Ok(labelled.into_iter().map(|(f, l)| sample(f, l)).collect())
+    }
+
+}
+
+/// A listed file as a sample of class `label`.
+fn sample(f: Found, label: u32) -> Sample {
+    Sample {
+        name: f.parts.join("/"),
+        label,
+        offset: f.offset,
+        size: f.size,
+    }
+}
+
+/// What a labels file's labels mean: a class name, or an index into the classes.
+struct Labels<'a> {
+    index: BTreeMap<String, u32>,
+    classes: usize,
+    path: &'a Path,
+}
+
+impl<'a> Labels<'a> {
+    fn new(classes: &[String], path: &'a Path) -> Self {
+        let index = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i as u32))
+            .collect();
+        Labels {
+            index,
+            classes: classes.len(),
+            path,
+        }
+    }
+
+    /// The class of `line`, or an error naming the file and line.
+    fn of(&self, line: &LabelLine) -> Result<u32> {
+        if let Some(&l) = self.index.get(line.label.as_str()) {
+            return Ok(l);
+        }
+        match line.label.parse::<u32>() {
+            Ok(i) if (i as usize) < self.classes => Ok(i),
+            Ok(i) => bail!(
+                "{}: line {}: label {i} is out of range for {} classes",
+                self.path.display(),
+                line.number,
+                self.classes
+            ),
+            Err(_) => bail!(
+                "{}: line {}: {:?} is not a class name",
+                self.path.display(),
+                line.number,
+                line.label
+            ),
+        }
+    }
 }
