@@ -105,27 +105,7 @@ pub fn pack_split(
         entries.push(made.1);
     }
     progress.finish();
-    let skipped: Vec<Skipped> = headers.iter().flat_map(|h| h.skipped.clone()).collect();
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        base: options.base,
-        quality: options.quality,
-        shard_images: options.shard_images,
-        source: source.path().display().to_string(),
-        source_fingerprint: fingerprint,
-        classes: source.classes().to_vec(),
-        images: headers.iter().map(|h| h.images).sum(),
-        shards: headers
-            .iter()
-            .enumerate()
-            .map(|(s, h)| ShardEntry {
-                file: format!("{}.tar", shard_name(s)),
-                images: h.images,
-                bytes: h.bytes,
-            })
-            .collect(),
-        skipped,
-    };
+    let manifest = manifest_of(source, fingerprint, options, &headers);
     ensure!(
         manifest.images > 0,
         "none of the {n} images of {} could be read; the first error: {}",
@@ -155,6 +135,35 @@ pub fn pack_split(
         bad,
         stats,
     })
+}
+
+/// The manifest of a split whose shards' headers are `headers`.
+fn manifest_of(
+    source: &Dataset,
+    fingerprint: String,
+    options: &PackOptions,
+    headers: &[ShardHeader],
+) -> Manifest {
+    Manifest {
+        format: FORMAT.into(),
+        base: options.base,
+        quality: options.quality,
+        shard_images: options.shard_images,
+        source: source.path().display().to_string(),
+        source_fingerprint: fingerprint,
+        classes: source.classes().to_vec(),
+        images: headers.iter().map(|h| h.images).sum(),
+        shards: headers
+            .iter()
+            .enumerate()
+            .map(|(s, h)| ShardEntry {
+                file: format!("{}.tar", shard_name(s)),
+                images: h.images,
+                bytes: h.bytes,
+            })
+            .collect(),
+        skipped: headers.iter().flat_map(|h| h.skipped.clone()).collect(),
+    }
 }
 
 /// Checks that `dir` can take a pack of `source` with `options` (nothing is written): the
@@ -364,6 +373,34 @@ fn write_shard(
         return Ok(None); // nothing of this shard is written
     }
     encoded.sort_by_key(|(i, _)| *i);
+    let (tar, lines, skipped) = shard_tar(source, encoded)?;
+    let header = ShardHeader {
+        format: FORMAT.into(),
+        source_fingerprint: fingerprint.into(),
+        base,
+        quality: options.quality,
+        first,
+        count,
+        images: lines.len(),
+        bytes: tar.len() as u64,
+        skipped,
+    };
+    let name = shard_name(s);
+    write_atomic(&dir.join(format!("{name}.tar")), &tar)?;
+    write_atomic(
+        &dir.join(format!("{name}.idx")),
+        index_text(&header, &lines).as_bytes(),
+    )?;
+    Ok(Some((header, lines, sums)))
+}
+
+/// The tar of a shard's encoded images (in sample order; a failed one is skipped with its
+/// error), with its index lines.
+#[allow(clippy::type_complexity)]
+fn shard_tar(
+    source: &Dataset,
+    encoded: Vec<(usize, std::result::Result<Vec<u8>, String>)>,
+) -> Result<(Vec<u8>, Vec<Entry>, Vec<Skipped>)> {
     let mut tar = Vec::new();
     let mut lines = Vec::new();
     let mut skipped = Vec::new();
@@ -393,24 +430,7 @@ fn write_shard(
         }
     }
     tar.resize(tar.len() + 2 * BLOCK, 0); // the end-of-archive blocks
-    let header = ShardHeader {
-        format: FORMAT.into(),
-        source_fingerprint: fingerprint.into(),
-        base,
-        quality: options.quality,
-        first,
-        count,
-        images: lines.len(),
-        bytes: tar.len() as u64,
-        skipped,
-    };
-    let name = shard_name(s);
-    write_atomic(&dir.join(format!("{name}.tar")), &tar)?;
-    write_atomic(
-        &dir.join(format!("{name}.idx")),
-        index_text(&header, &lines).as_bytes(),
-    )?;
-    Ok(Some((header, lines, sums)))
+    Ok((tar, lines, skipped))
 }
 
 /// The packed image: baseline JPEG at `quality` with 4:2:0 chroma (as nearly every ImageNet

@@ -57,60 +57,15 @@ pub(super) fn list_tar(path: &Path, flat: bool) -> Result<(File, Listing)> {
             };
             end = data_end.div_ceil(TAR_BLOCK) * TAR_BLOCK;
             let parts = member_parts(Path::new(&name));
-            let kind = entry.header().entry_type();
-            use tar::EntryType as T;
-            match kind {
-                // Metadata for the archive as a whole, not a member.
-                T::XGlobalHeader => continue,
-                _ if parts.is_empty() => continue,
-                T::Directory => listing.dirs.push(parts),
-                T::Regular | T::Continuous => {
-                    regular.insert(parts.clone(), (offset, size));
-                    listing.files.push(Found {
-                        parts,
-                        offset,
-                        size,
-                    });
-                }
-                T::Link => {
-                    // GNU tar stores a file's later copies as hard links to its first.
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| member_parts(Path::new(&*String::from_utf8_lossy(&t))));
-                    match target.as_ref().and_then(|t| regular.get(t)) {
-                        Some(&(offset, size)) => listing.files.push(Found {
-                            parts,
-                            offset,
-                            size,
-                        }),
-                        None => listing.unreadable.push((
-                            parts.join("/"),
-                            "a hard link to no regular member before it".into(),
-                        )),
-                    }
-                }
-                T::Symlink => match entry.link_name_bytes() {
-                    Some(t) => symlinks.push((
-                        parts,
-                        PathBuf::from(String::from_utf8_lossy(&t).into_owned()),
-                    )),
-                    None => listing
-                        .unreadable
-                        .push((parts.join("/"), "a symbolic link without a target".into())),
-                },
-                other => {
-                    let what = match other {
-                        T::Fifo => "a FIFO".to_string(),
-                        T::Char => "a character device".to_string(),
-                        T::Block => "a block device".to_string(),
-                        T::GNUSparse => "a sparse file (not read from archives)".to_string(),
-                        other => format!("a tar member of type {:?}", other.as_byte() as char),
-                    };
-                    listing
-                        .unreadable
-                        .push((parts.join("/"), format!("{what}, not a regular file")));
-                }
-            }
+            add_member(
+                &mut listing,
+                &mut regular,
+                &mut symlinks,
+                &entry,
+                parts,
+                offset,
+                size,
+            );
         }
     }
     // A tar ends with zero blocks; reaching the end of the bytes first means it was cut short at
@@ -125,6 +80,74 @@ pub(super) fn list_tar(path: &Path, flat: bool) -> Result<(File, Listing)> {
     resolve_symlinks(&mut listing, &symlinks, &regular);
     strip_top_folder(&mut listing, flat);
     Ok((file, listing))
+}
+
+/// Adds one tar member to the listing: a file, a folder, a hard link to an earlier regular
+/// member, a symbolic link (resolved once the whole archive is read), or, for anything else,
+/// an unreadable entry saying what it is.
+#[allow(clippy::too_many_arguments)]
+fn add_member(
+    listing: &mut Listing,
+    regular: &mut BTreeMap<Vec<String>, (u64, u64)>,
+    symlinks: &mut Vec<(Vec<String>, PathBuf)>,
+    entry: &tar::Entry<'_, &File>,
+    parts: Vec<String>,
+    offset: u64,
+    size: u64,
+) {
+    use tar::EntryType as T;
+    match entry.header().entry_type() {
+        // Metadata for the archive as a whole, not a member.
+        T::XGlobalHeader => {}
+        _ if parts.is_empty() => {}
+        T::Directory => listing.dirs.push(parts),
+        T::Regular | T::Continuous => {
+            regular.insert(parts.clone(), (offset, size));
+            listing.files.push(Found {
+                parts,
+                offset,
+                size,
+            });
+        }
+        T::Link => {
+            // GNU tar stores a file's later copies as hard links to its first.
+            let target = entry
+                .link_name_bytes()
+                .map(|t| member_parts(Path::new(&*String::from_utf8_lossy(&t))));
+            match target.as_ref().and_then(|t| regular.get(t)) {
+                Some(&(offset, size)) => listing.files.push(Found {
+                    parts,
+                    offset,
+                    size,
+                }),
+                None => listing.unreadable.push((
+                    parts.join("/"),
+                    "a hard link to no regular member before it".into(),
+                )),
+            }
+        }
+        T::Symlink => match entry.link_name_bytes() {
+            Some(t) => symlinks.push((
+                parts,
+                PathBuf::from(String::from_utf8_lossy(&t).into_owned()),
+            )),
+            None => listing
+                .unreadable
+                .push((parts.join("/"), "a symbolic link without a target".into())),
+        },
+        other => {
+            let what = match other {
+                T::Fifo => "a FIFO".to_string(),
+                T::Char => "a character device".to_string(),
+                T::Block => "a block device".to_string(),
+                T::GNUSparse => "a sparse file (not read from archives)".to_string(),
+                other => format!("a tar member of type {:?}", other.as_byte() as char),
+            };
+            listing
+                .unreadable
+                .push((parts.join("/"), format!("{what}, not a regular file")));
+        }
+    }
 }
 
 /// A gzip-compressed archive is refused by name: members are read in place by offset.
