@@ -6,10 +6,11 @@
 //! - `collective`: what replicas need from each other (each tower's gradients averaged), and
 //!   the in-process implementation; `tcp_collective` across processes on the CPU, `nccl` across
 //!   GPUs.
-//! - `rendezvous`: how the processes of a run find each other (torchrun's and Slurm's
-//!   environments, or a launcher of our own).
+//! - `launch`: who this process is, from the launcher's environment (torchrun's, Slurm's);
+//!   `rendezvous`: how the processes of a run find each other.
 
 pub mod collective;
+pub mod launch;
 pub mod nccl;
 pub mod rendezvous;
 pub mod replicas;

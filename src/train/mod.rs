@@ -1,4 +1,14 @@
-//! Training: checkpoints, the learning-rate schedule, the metrics log and the loop.
+//! Training: the loop and what it is made of.
+//!
+//! - `run`: the loop (`train`), in parts: each epoch's steps with the next batch prefetched
+//!   beside the step, the stop policy, the checkpointer; it drives a `dist::replicas::Replica`,
+//!   alone or among others.
+//! - `report`: the progress bar or status lines, the metrics log, each epoch's summary.
+//! - `replicated`: where replicas must agree (stats, stopping, evaluation, the start).
+//! - `evaluate`: top-1/top-5 error and loss over an evaluation set.
+//! - `batches`: the traits the loop reads batches through, and the loaders behind them.
+//! - `config`, `settle`: what a run is told, and the pure decisions that settle it.
+//! - `checkpoint`, `run_folder`, `schedule`, `plot`: the files of a run and the rate schedule.
 
 pub mod batches;
 pub mod checkpoint;
