@@ -8,29 +8,29 @@
 
 mod data;
 mod job;
+mod placement;
+mod report;
 
 use super::NetArgs;
 use super::data_args::{ReadLimits, threads};
-use super::devices::{DeviceKind, choose, dispatch, dispatch_replicas, rendezvous_id};
-use crate::data::shard;
+use super::devices::DeviceKind;
 use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Shard, Split, Stats, Synthetic};
-use crate::dist::launch::{Launch, Rendezvous};
-use crate::dist::rendezvous::{Group, join};
 use crate::model::Plan;
 use crate::model::init::NetParams;
 use crate::model::spec::NetSpec;
 use crate::ops::precision::Precision;
 use crate::train::batches::{LoaderBatches, LoaderEval};
 use crate::train::checkpoint::{DataRecord, TrainState};
-use crate::train::plot::plot_metrics;
-use crate::train::run::{TrainConfig, TrainOutcome, checkpoint_path, interrupt_flag};
+use crate::train::run::{TrainConfig, checkpoint_path, interrupt_flag};
 use crate::train::run_folder::RunFolder;
 use crate::train::schedule::Schedule;
 use crate::train::settle;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Args;
 use data::{Data, Resume, absolute, check_resumed_data, dataset_stats, open_data, synthetic_data};
 use job::TrainJob;
+use placement::Placement;
+use report::{announce, report_outcome};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -456,93 +456,6 @@ fn starting_point(
     Ok((params, momentum, state))
 }
 
-/// Where this process's replicas run and who they are among all of the run's.
-struct Placement {
-    device: DeviceKind,
-    gpus: Vec<usize>,
-    launch: Launch,
-    /// Replicas in this process, in the whole run, and this process's first one's rank.
-    local: usize,
-    replicas: usize,
-    first_replica: usize,
-    /// Rank 0 alone writes the run folder; the other processes only train.
-    writer: bool,
-    peer_timeout: Duration,
-}
-
-impl Placement {
-    fn settle(args: &TrainArgs, towers: usize) -> Result<Placement> {
-        let (device, mut gpus) = choose(args.device, args.devices.as_deref(), towers)?;
-        // Data parallel (issue #16): replicas in this process, in every process the launcher
-        // started (WORLD_SIZE or Slurm's SLURM_NTASKS), and this process's first replica's rank.
-        let launch = Launch::from_env(|k| std::env::var(k).ok())?;
-        if launch.world_size > 1 && device == DeviceKind::Cuda && args.devices.is_none() {
-            // One process per tower pair (torchrun --nproc-per-node 4 on eight GPUs): the pair
-            // LOCAL_RANK names.
-            gpus = (launch.local_rank * towers..(launch.local_rank + 1) * towers).collect();
-        }
-        let local = local_replicas(args, device, &gpus, towers)?;
-        let replicas = local * launch.world_size;
-        shard::range(args.batch, replicas, 0)?;
-        ensure!(
-            device == DeviceKind::Cuda || launch.world_size == 1 || local == 1,
-            "--replicas {local} in each of {} processes: on the CPU a run of several processes takes one replica per process (start more processes instead)",
-            launch.world_size
-        );
-        Ok(Placement {
-            device,
-            gpus,
-            local,
-            replicas,
-            first_replica: launch.rank * local,
-            writer: launch.rank == 0,
-            peer_timeout: settle::peer_timeout(args.peer_timeout)?,
-            launch,
-        })
-    }
-
-    /// Runs the jobs (one per replica of this process) on their devices; the outcome of the
-    /// first.
-    fn launch_jobs(
-        &self,
-        mut jobs: Vec<TrainJob>,
-        group: Option<Group>,
-        towers: usize,
-    ) -> Result<TrainOutcome> {
-        let (device, gpus) = (self.device, &self.gpus);
-        if self.replicas == 1 {
-            return dispatch(device, towers, gpus, jobs.pop().expect("one job"));
-        }
-        let outcomes = dispatch_replicas(device, towers, gpus, jobs, group, self.peer_timeout)?;
-        Ok(outcomes
-            .into_iter()
-            .next()
-            .expect("one outcome per replica"))
-    }
-
-    /// Meets the run's other processes (where there are any).
-    fn join_group(&self, args: &TrainArgs, towers: usize) -> Result<Option<Group>> {
-        let launch = &self.launch;
-        if launch.world_size == 1 {
-            return Ok(None);
-        }
-        let at = launch.rendezvous(args.rendezvous.as_deref())?;
-        let place = match &at {
-            Rendezvous::Tcp(addr) => format!("at {addr}"),
-            Rendezvous::File(path) => format!("through {}", path.display()),
-            Rendezvous::Alone => String::new(),
-        };
-        eprintln!(
-            "rank {} of {}: waiting up to {:?} for the other processes {place}",
-            launch.rank, launch.world_size, self.peer_timeout
-        );
-        let device = self.device;
-        Ok(Some(join(launch, &at, self.peer_timeout, || {
-            rendezvous_id(device, towers)
-        })?))
-    }
-}
-
 /// The run's loaders: one per replica of this process, each making only its replica's share.
 struct Loaders<'a> {
     data: &'a Data,
@@ -587,116 +500,5 @@ impl Loaders<'_> {
             None => None,
         };
         Ok((train, val))
-    }
-}
-
-/// The run's first line: the network and how it trains.
-fn announce(
-    spec: &NetSpec,
-    plan: &Plan,
-    args: &TrainArgs,
-    replicas: usize,
-    batches_per_epoch: usize,
-    lr: f32,
-) {
-    eprintln!(
-        "{}: {} parameters, {} towers, batch {}{}, {} batches per epoch, learning rate {}, {} products",
-        spec.name,
-        crate::model::plan::group_digits(plan.params()),
-        spec.towers,
-        args.batch,
-        if replicas > 1 {
-            format!(
-                " ({replicas} data-parallel replicas of {} each)",
-                args.batch / replicas
-            )
-        } else {
-            String::new()
-        },
-        batches_per_epoch,
-        lr,
-        spec.precision
-    );
-}
-
-/// What the run did and where its files are; how to continue it.
-fn report_outcome(outcome: &TrainOutcome, out: &Path, epochs: usize, batch: usize, secs: f64) {
-    let png = out.join("curves.png");
-    if let Err(e) = plot_metrics(&out.join("metrics.jsonl"), &png, false) {
-        eprintln!("warning: could not draw the curves: {e:#}");
-    }
-    let s = &outcome.state;
-    println!(
-        "{} after {} steps ({} epochs and {} batches) in {:.0} s.",
-        if outcome.interrupted {
-            "Interrupted"
-        } else {
-            "Stopped"
-        },
-        s.step,
-        s.epoch,
-        s.batch_in_epoch,
-        secs
-    );
-    let waited = outcome.data_wait_seconds / outcome.seconds.max(1e-9);
-    if waited >= crate::train::report::DATA_WAIT_SHOWN {
-        println!(
-            "The steps waited {:.0} s for data ({:.0}% of the run): the loader set the pace. A pack \
-             (alexnet prepare --pack) decodes several times faster; more --threads help too.",
-            outcome.data_wait_seconds,
-            100.0 * waited
-        );
-    }
-    if let Some(e) = outcome.last_eval {
-        println!(
-            "Validation: top-1 error {:.2}%, top-5 error {:.2}% ({} images).",
-            100.0 * e.top1_error,
-            100.0 * e.top5_error,
-            e.images
-        );
-    }
-    println!(
-        "Checkpoint {}; metrics {}; curves {}.",
-        outcome.checkpoint.display(),
-        out.join("metrics.jsonl").display(),
-        png.display()
-    );
-    if s.epoch < epochs {
-        println!(
-            "Continue with: alexnet train --resume {} --batch {}",
-            out.display(),
-            batch
-        );
-    }
-}
-
-/// How many data-parallel replicas this process runs: on GPUs, one per `towers` GPUs of
-/// `--devices` (checked by `choose`: whole replicas, NCCL there); on the CPU and the host
-/// executor, `--replicas`.
-fn local_replicas(
-    args: &TrainArgs,
-    device: DeviceKind,
-    gpus: &[usize],
-    towers: usize,
-) -> Result<usize> {
-    let asked = args.replicas;
-    ensure!(
-        asked != Some(0),
-        "--replicas 0: a run has at least one replica"
-    );
-    if device != DeviceKind::Cuda {
-        return Ok(asked.unwrap_or(1));
-    }
-    let from_gpus = if gpus.len() > towers {
-        gpus.len() / towers
-    } else {
-        1
-    };
-    match asked {
-        Some(r) if r != from_gpus => bail!(
-            "--replicas {r} on GPUs: list the replicas' GPUs in --devices instead ({} for {r} replicas of {towers} towers), which gives {from_gpus} now",
-            r * towers
-        ),
-        _ => Ok(from_gpus),
     }
 }
