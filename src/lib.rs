@@ -15,6 +15,7 @@ pub mod model;
 pub mod ops;
 pub mod planted;
 pub mod progress;
+pub mod recipe;
 pub mod tensor;
 pub mod train;
 pub mod viz;

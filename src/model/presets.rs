@@ -3,7 +3,7 @@
 //! net; `cifar` a small four-layer net for Figure 1 style runs on 32x32 images.
 
 use super::spec::*;
-use crate::data::Augment;
+use crate::recipe::Augment;
 use anyhow::{Result, bail};
 
 pub const PRESETS: &[&str] = &["paper", "one-tower", "net145", "cifar"];

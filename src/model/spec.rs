@@ -17,7 +17,7 @@ pub struct NetSpec {
     /// How training images are augmented and the mean subtracted (`paper` unless a spec says
     /// `net145`, the released code's way).
     #[serde(default)]
-    pub augment: crate::data::Augment,
+    pub augment: crate::recipe::Augment,
     /// The number format of the convolutions' and fc layers' products (`fp32` unless a spec
     /// says `tf32` or `bf16`; see `ops::precision`).
     #[serde(default)]

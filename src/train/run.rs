@@ -4,7 +4,7 @@
 
 pub use super::config::TrainConfig;
 use super::batches::{Batch, EvalBatches, TrainBatches};
-use super::checkpoint::{self, TrainState};
+use super::checkpoint::{self, Checkpoint, TrainState};
 use super::evaluate::EvalResult;
 use super::replicated::{Peers, evaluate_replicated};
 use super::report::Reporter;
@@ -349,7 +349,7 @@ pub fn starting_point(
     resume: Option<&Path>,
     seed: u64,
     lr: f32,
-) -> Result<(NetParams, Option<NetParams>, TrainState)> {
+) -> Result<Start> {
     match resume {
         Some(path) => {
             let path = if path.is_dir() {
@@ -360,16 +360,26 @@ pub fn starting_point(
             let ck = checkpoint::load(&path)?;
             ck.check_model(plan)
                 .with_context(|| format!("cannot resume from {}", path.display()))?;
-            Ok((ck.params, Some(ck.momentum), ck.state))
+            Ok(resumed_start(ck))
         }
-        None => Ok((
-            crate::model::init::init_params(plan, seed),
-            None,
-            TrainState {
-                lr,
-                seed,
-                ..TrainState::default()
-            },
-        )),
+        None => Ok(fresh_start(plan, seed, lr)),
     }
+}
+
+/// Weights, momentum (none: zero) and state a run starts from.
+pub type Start = (NetParams, Option<NetParams>, TrainState);
+
+/// A new run: weights initialised from `seed`, no momentum, rate `lr`.
+pub fn fresh_start(plan: &Plan, seed: u64, lr: f32) -> Start {
+    let state = TrainState {
+        lr,
+        seed,
+        ..TrainState::default()
+    };
+    (crate::model::init::init_params(plan, seed), None, state)
+}
+
+/// A run continued from its checkpoint `ck`, exactly where it stopped.
+pub fn resumed_start(ck: Checkpoint) -> Start {
+    (ck.params, Some(ck.momentum), ck.state)
 }

@@ -21,7 +21,9 @@ use crate::model::spec::NetSpec;
 use crate::ops::precision::Precision;
 use crate::train::batches::{LoaderBatches, LoaderEval};
 use crate::train::checkpoint::{DataRecord, TrainState};
-use crate::train::run::{TrainConfig, checkpoint_path, interrupt_flag};
+use crate::train::run::{
+    TrainConfig, checkpoint_path, fresh_start, interrupt_flag, resumed_start,
+};
 use crate::train::run_folder::RunFolder;
 use crate::train::schedule::Schedule;
 use crate::train::settle;
@@ -440,16 +442,12 @@ fn starting_point(
                 r.ck.state.batch_in_epoch,
                 r.ck.state.step
             );
-            (r.ck.params, Some(r.ck.momentum), r.ck.state)
+            resumed_start(r.ck)
         }
-        None => (
-            crate::model::init::init_params(plan, args.seed),
-            None,
-            TrainState {
-                lr: settle::initial_lr(args.lr, synthetic, spec.optim.lr),
-                seed: args.seed,
-                ..TrainState::default()
-            },
+        None => fresh_start(
+            plan,
+            args.seed,
+            settle::initial_lr(args.lr, synthetic, spec.optim.lr),
         ),
     };
     state.batch = args.batch;
