@@ -80,7 +80,7 @@ struct SgdParams {
     float decay;  // weight_decay·lr, rounded once from f64 as the reference does
 };
 
-// The sizes `src/device/kernels.rs` checks its mirrors against.
+// The sizes `src/device/kernels/params.rs` checks the mirrors against.
 static_assert(sizeof(ConvParams) == 64, "ConvParams layout");
 static_assert(sizeof(FcParams) == 16, "FcParams layout");
 static_assert(sizeof(ReduceParams) == 16, "ReduceParams layout");
