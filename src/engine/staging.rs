@@ -128,8 +128,7 @@ impl<D: Device> Network<D> {
         self.loaded = n;
         self.loaded_labels = labels;
         self.staging.pending = true;
-        self.queue_forward_backward(step, Some(lr), hooks)?;
-        self.update(lr)
+        self.queue_step(lr, step, hooks)
     }
 
     /// Waits for the step `queue_staged_step` queued; its loss and errors.

@@ -49,17 +49,27 @@ impl<D: Device> Network<D> {
         hooks: Option<&mut dyn GradientHooks<D>>,
     ) -> Result<StepStats> {
         self.load_batch(images, labels)?;
-        self.queue_forward_backward(step, Some(lr), hooks)?;
-        self.update(lr)?;
+        self.queue_step(lr, step, hooks)?;
         self.read_stats()
     }
 
     /// `train_step` on the batch `load_batch` put on the devices, which stays there (the step
     /// bench times this, with the input resident as the peers' benchmarks have it).
     pub fn train_loaded(&mut self, lr: f32, step: u64) -> Result<StepStats> {
-        self.queue_forward_backward(step, Some(lr), None)?;
-        self.update(lr)?;
+        self.queue_step(lr, step, None)?;
         self.read_stats()
+    }
+
+    /// Queues a training step on the loaded batch: forward, loss, backward with `hooks`, and
+    /// the update at base rate `lr`.
+    pub(super) fn queue_step(
+        &mut self,
+        lr: f32,
+        step: u64,
+        hooks: Option<&mut (dyn GradientHooks<D> + '_)>,
+    ) -> Result<()> {
+        self.queue_forward_backward(step, Some(lr), hooks)?;
+        self.update(lr)
     }
 
     /// Queues forward, loss and backward on the loaded batch. Nothing here waits for a device
