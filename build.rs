@@ -550,7 +550,12 @@ mod host {
     }
 
     /// `lib<name>.a` in `out` from `objects`, linked into the crate (with the C++ library).
-    fn archive(build: &cc::Build, out: &Path, name: &str, objects: &[PathBuf]) -> Result<(), String> {
+    fn archive(
+        build: &cc::Build,
+        out: &Path,
+        name: &str,
+        objects: &[PathBuf],
+    ) -> Result<(), String> {
         let lib = out.join(format!("lib{name}.a"));
         let _ = fs::remove_file(&lib);
         let status = build

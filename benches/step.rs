@@ -23,11 +23,11 @@
 
 use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
+use alexnet::engine::Network;
 use alexnet::model::init::init_params;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::philox;
 use alexnet::ops::precision::Precision;
-use alexnet::engine::Network;
 use anyhow::{Result, bail};
 use std::time::Instant;
 

@@ -4,9 +4,9 @@ mod common;
 
 use alexnet::data::Augment;
 use alexnet::device::cpu::CpuDevice;
+use alexnet::engine::Network;
 use alexnet::model::init::init_params;
 use alexnet::model::{NetSpec, Plan};
-use alexnet::engine::Network;
 use alexnet::train::checkpoint::{self, TrainState};
 use common::{batch, flatten, tiny_spec};
 

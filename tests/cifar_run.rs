@@ -9,13 +9,13 @@ use alexnet::data::{
     Dataset, EvalViews, Geometry, Loader, LoaderConfig, OpenOptions, Stats, prepare,
 };
 use alexnet::device::cpu::CpuDevice;
+use alexnet::dist::replicas::Replica;
+use alexnet::engine::Network;
 use alexnet::model::init::init_params;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::precision::Precision;
-use alexnet::engine::Network;
 use alexnet::train::batches::{LoaderBatches, LoaderEval};
 use alexnet::train::checkpoint::TrainState;
-use alexnet::dist::replicas::Replica;
 use alexnet::train::evaluate::EvalResult;
 use alexnet::train::run::{TrainConfig, train};
 use std::path::PathBuf;

@@ -5,10 +5,10 @@
 mod common;
 
 use alexnet::device::cpu::CpuDevice;
+use alexnet::dist::replicas::{digest, run_in_process};
+use alexnet::engine::Network;
 use alexnet::model::init::{NetParams, init_params};
 use alexnet::model::{Ablations, Plan, preset};
-use alexnet::engine::Network;
-use alexnet::dist::replicas::{digest, run_in_process};
 use common::batch;
 use common::step_checks::{tensor_errors_with_floor, tensors};
 

@@ -5,9 +5,9 @@
 //! first, the momentum buffers and weights after each update, and the loss of the second.
 
 use alexnet::device::cpu::CpuDevice;
+use alexnet::engine::Network;
 use alexnet::model::init::{NetParams, TowerParams};
 use alexnet::model::{NetSpec, Plan};
-use alexnet::engine::Network;
 use alexnet::tensor::{Tensor, max_rel_err};
 use serde_json::Value;
 

@@ -24,15 +24,17 @@ use alexnet::device::cpu::CpuDevice;
 use alexnet::device::kernels::KernelDevice;
 use alexnet::device::launch::{Kernel, LaunchConfig, Launcher};
 use alexnet::device::{Block, Device, copy_2d_host};
+use alexnet::engine::{Network, StepStats};
 use alexnet::model::init::{NetParams, init_params};
 use alexnet::model::spec::Layer;
 use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::dropout::DropoutGeom;
 use alexnet::ops::precision::Precision;
-use alexnet::engine::{Network, StepStats};
 use alexnet::tensor::max_rel_err;
 use common::device_checks::*;
-use common::step_checks::{staged_steps_equal_synchronous_steps, tensors, tiny_steps_match_the_cpu};
+use common::step_checks::{
+    staged_steps_equal_synchronous_steps, tensors, tiny_steps_match_the_cpu,
+};
 use common::{batch, tiny_spec};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
@@ -269,7 +271,8 @@ fn the_double_buffered_upload_trains_bit_identically_to_the_synchronous_one() {
 /// taking each pointer to reach the end of its allocation, it reported these two as a race.)
 #[test]
 fn kernels_on_two_streams_may_fill_disjoint_halves_of_one_buffer() {
-    let Some((a, _lock)) = gpu("kernels_on_two_streams_may_fill_disjoint_halves_of_one_buffer") else {
+    let Some((a, _lock)) = gpu("kernels_on_two_streams_may_fill_disjoint_halves_of_one_buffer")
+    else {
         return;
     };
     let b = a.another_stream().unwrap();
@@ -639,7 +642,8 @@ fn on_sim(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("running the test binary on the simulated platform")
+    cmd.output()
+        .expect("running the test binary on the simulated platform")
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -688,8 +692,14 @@ fn the_gpu_tests_run_on_the_simulated_platform() {
     });
     for (what, out) in &runs {
         let all = text(out);
-        assert!(out.status.success(), "the GPU tests on {what} failed:\n{all}");
-        let summary = all.lines().find(|l| l.starts_with("test result")).unwrap_or("");
+        assert!(
+            out.status.success(),
+            "the GPU tests on {what} failed:\n{all}"
+        );
+        let summary = all
+            .lines()
+            .find(|l| l.starts_with("test result"))
+            .unwrap_or("");
         assert!(summary.contains(" 0 failed"), "{what}: {summary}");
         println!("{what}: {summary}");
     }
@@ -703,25 +713,119 @@ fn the_sanitizer_catches_each_planted_fault() {
     let _lock = gpu_lock();
     // (what, scenario, simulated GPUs, the platform's settings, the exit status, what it says:
     // nothing for a run that must pass)
-    type Run<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, i32, &'a str);
+    type Run<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        i32,
+        &'a str,
+    );
     let race = "race between two operations";
     let runs: Vec<Run> = vec![
         // Each scenario passes as the engine is; a replica dying mid-step ends both replicas
         // with errors (the scenario checks that).
-        ("no fault", "planted_fault_scenario_steps", "2", vec![], 0, ""),
-        ("no fault", "planted_fault_scenario_uploads", "1", vec![], 0, ""),
-        ("no fault", "planted_fault_scenario_replicas", "4", vec![], 0, ""),
-        ("replica 1 dies", "planted_fault_scenario_replicas", "4", vec![("ALEXNET_SIM_FAULT", "nccl-fail:1:2")], 0, ""),
+        (
+            "no fault",
+            "planted_fault_scenario_steps",
+            "2",
+            vec![],
+            0,
+            "",
+        ),
+        (
+            "no fault",
+            "planted_fault_scenario_uploads",
+            "1",
+            vec![],
+            0,
+            "",
+        ),
+        (
+            "no fault",
+            "planted_fault_scenario_replicas",
+            "4",
+            vec![],
+            0,
+            "",
+        ),
+        (
+            "replica 1 dies",
+            "planted_fault_scenario_replicas",
+            "4",
+            vec![("ALEXNET_SIM_FAULT", "nccl-fail:1:2")],
+            0,
+            "",
+        ),
         // Each planted fault ends its scenario with the sanitizer's report (exit status 86).
-        ("exchange-no-wait", "planted_fault_scenario_steps", "2", vec![], 86, race),
-        ("copy-source-unjoined", "planted_fault_scenario_steps", "2", vec![], 86, race),
-        ("peer-kernel", "planted_fault_scenario_steps", "2", vec![("ALEXNET_SIM_PEERS", "none")], 86, "touches a peer's memory without peer access"),
-        ("upload-rewrite", "planted_fault_scenario_uploads", "1", vec![], 86, "host write to pinned memory while a queued copy reads it"),
-        ("slot-reuse", "planted_fault_scenario_uploads", "1", vec![], 86, race),
-        ("upload-free", "planted_fault_scenario_uploads", "1", vec![], 86, "pinned memory freed while a queued copy may still use it"),
-        ("nccl-no-wait", "planted_fault_scenario_replicas", "4", vec![], 86, race),
+        (
+            "exchange-no-wait",
+            "planted_fault_scenario_steps",
+            "2",
+            vec![],
+            86,
+            race,
+        ),
+        (
+            "copy-source-unjoined",
+            "planted_fault_scenario_steps",
+            "2",
+            vec![],
+            86,
+            race,
+        ),
+        (
+            "peer-kernel",
+            "planted_fault_scenario_steps",
+            "2",
+            vec![("ALEXNET_SIM_PEERS", "none")],
+            86,
+            "touches a peer's memory without peer access",
+        ),
+        (
+            "upload-rewrite",
+            "planted_fault_scenario_uploads",
+            "1",
+            vec![],
+            86,
+            "host write to pinned memory while a queued copy reads it",
+        ),
+        (
+            "slot-reuse",
+            "planted_fault_scenario_uploads",
+            "1",
+            vec![],
+            86,
+            race,
+        ),
+        (
+            "upload-free",
+            "planted_fault_scenario_uploads",
+            "1",
+            vec![],
+            86,
+            "pinned memory freed while a queued copy may still use it",
+        ),
+        (
+            "nccl-no-wait",
+            "planted_fault_scenario_replicas",
+            "4",
+            vec![],
+            86,
+            race,
+        ),
         // Without aborts, the dead replica's all-reduce is waited for forever: a hang (87).
-        ("nccl-no-abort", "planted_fault_scenario_replicas", "4", vec![("ALEXNET_SIM_FAULT", "nccl-fail:1:2"), ("ALEXNET_SIM_HANG_SECONDS", "5")], 87, "HANG"),
+        (
+            "nccl-no-abort",
+            "planted_fault_scenario_replicas",
+            "4",
+            vec![
+                ("ALEXNET_SIM_FAULT", "nccl-fail:1:2"),
+                ("ALEXNET_SIM_HANG_SECONDS", "5"),
+            ],
+            87,
+            "HANG",
+        ),
     ];
     let run = |(what, name, gpus, extra, _, _): &Run| {
         let mut env = vec![("ALEXNET_SIM_GPUS", *gpus)];
@@ -729,7 +833,17 @@ fn the_sanitizer_catches_each_planted_fault() {
             env.push(("ALEXNET_PLANTED_FAULT", *what));
         }
         env.extend_from_slice(extra);
-        on_sim(&["--exact", name, "--ignored", "--nocapture", "--test-threads", "1"], &env)
+        on_sim(
+            &[
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ],
+            &env,
+        )
     };
     // Two at a time (the machine's cores).
     let outs: Vec<std::process::Output> = std::thread::scope(|s| {
@@ -742,10 +856,20 @@ fn the_sanitizer_catches_each_planted_fault() {
     });
     for ((what, name, _, _, code, says), out) in runs.iter().zip(&outs) {
         let all = text(out);
-        assert_eq!(out.status.code(), Some(*code), "{what}: {name} did not end as it must:\n{all}");
-        assert!(all.contains(says), "{what}: the report does not say {says:?}:\n{all}");
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{what}: {name} did not end as it must:\n{all}"
+        );
+        assert!(
+            all.contains(says),
+            "{what}: the report does not say {says:?}:\n{all}"
+        );
         if *code != 0 {
-            let report = all.lines().find(|l| l.contains("SANITIZER") || l.contains("HANG")).unwrap_or("");
+            let report = all
+                .lines()
+                .find(|l| l.contains("SANITIZER") || l.contains("HANG"))
+                .unwrap_or("");
             println!("{what}: {report}");
         }
     }
@@ -764,7 +888,13 @@ fn planted_fault_scenario_steps() {
     let placement: &[usize] = if gpus >= 2 { &[0, 1] } else { &[0] };
     let p = Plan::new(&tiny_spec(false, false)).unwrap();
     let params = init_params(&p, 21);
-    let mut net = Network::new(&p, alexnet::cuda::devices(placement, 2).unwrap(), &params, 22).unwrap();
+    let mut net = Network::new(
+        &p,
+        alexnet::cuda::devices(placement, 2).unwrap(),
+        &params,
+        22,
+    )
+    .unwrap();
     for (step, n) in [(0, 4), (1, 4), (2, 2)] {
         let (images, labels) = batch(&p, n, 30 + step);
         net.train_step(&images, &labels, 0.05, step).unwrap();
@@ -782,7 +912,11 @@ fn planted_fault_scenario_uploads() {
         return;
     };
     let dev = KernelDevice::new(l);
-    let (first, second, third) = (data(1000, 1, -1.0, 1.0), data(1000, 2, -1.0, 1.0), data(1000, 3, -1.0, 1.0));
+    let (first, second, third) = (
+        data(1000, 1, -1.0, 1.0),
+        data(1000, 2, -1.0, 1.0),
+        data(1000, 3, -1.0, 1.0),
+    );
     let mut slot = dev.alloc(1000).unwrap();
     let mut sum = dev.alloc(1000).unwrap();
     dev.upload_async(&first, &mut slot, 0).unwrap();
@@ -796,11 +930,15 @@ fn planted_fault_scenario_uploads() {
     assert_eq!(bits(&dev.download(&slot).unwrap()), bits(&third));
     let mut more: Vec<_> = (0..5).map(|_| dev.alloc(1000).unwrap()).collect();
     for (i, b) in more.iter_mut().enumerate() {
-        dev.upload_async(&data(1000, 10 + i as u64, -1.0, 1.0), b, 1).unwrap();
+        dev.upload_async(&data(1000, 10 + i as u64, -1.0, 1.0), b, 1)
+            .unwrap();
     }
     dev.join_copies().unwrap();
     for (i, b) in more.iter().enumerate() {
-        assert_eq!(bits(&dev.download(b).unwrap()), bits(&data(1000, 10 + i as u64, -1.0, 1.0)));
+        assert_eq!(
+            bits(&dev.download(b).unwrap()),
+            bits(&data(1000, 10 + i as u64, -1.0, 1.0))
+        );
     }
 }
 
@@ -829,9 +967,11 @@ fn planted_fault_scenario_replicas() {
                 let c = NcclCollective::new(&devices, ids, r, 2, timeout).unwrap();
                 let net = Network::new(p, devices, params, 6).unwrap();
                 let mut replica = Replica::new(net, Box::new(c), 4).unwrap();
-                let dies = std::env::var("ALEXNET_SIM_FAULT").is_ok_and(|f| f.starts_with("nccl-fail"));
-                let steps: Result<Vec<_>, _> =
-                    (0..2).map(|step| replica.train_step(images, labels, 0.05, step)).collect();
+                let dies =
+                    std::env::var("ALEXNET_SIM_FAULT").is_ok_and(|f| f.starts_with("nccl-fail"));
+                let steps: Result<Vec<_>, _> = (0..2)
+                    .map(|step| replica.train_step(images, labels, 0.05, step))
+                    .collect();
                 match (steps, dies) {
                     (Ok(_), false) => {}
                     (Err(e), true) => println!("replica {r} stopped: {e:#}"),
@@ -853,7 +993,12 @@ fn paper_at_batch_128_trains_a_step_on_two_3gib_gpus() {
     }
     let _lock = gpu_lock();
     let out = on_sim(
-        &["--exact", "paper_at_batch_128_scenario", "--ignored", "--nocapture"],
+        &[
+            "--exact",
+            "paper_at_batch_128_scenario",
+            "--ignored",
+            "--nocapture",
+        ],
         &[
             ("ALEXNET_SIM_GPUS", "2"),
             ("ALEXNET_SIM_MEMORY", "3GiB"),
@@ -861,8 +1006,14 @@ fn paper_at_batch_128_trains_a_step_on_two_3gib_gpus() {
         ],
     );
     let all = text(&out);
-    assert!(out.status.success(), "the paper net at batch 128 on two 3 GiB GPUs:\n{all}");
-    let peaks = all.lines().find(|l| l.starts_with("peak memory")).unwrap_or("");
+    assert!(
+        out.status.success(),
+        "the paper net at batch 128 on two 3 GiB GPUs:\n{all}"
+    );
+    let peaks = all
+        .lines()
+        .find(|l| l.starts_with("peak memory"))
+        .unwrap_or("");
     assert!(!peaks.is_empty(), "{all}");
     println!("paper, batch 128, two simulated 3 GiB GPUs: {peaks}");
 }
@@ -875,7 +1026,8 @@ fn paper_at_batch_128_scenario() {
     };
     let p = plan("paper");
     let params = init_params(&p, 1);
-    let mut net = Network::new(&p, alexnet::cuda::devices(&[0, 1], 2).unwrap(), &params, 2).unwrap();
+    let mut net =
+        Network::new(&p, alexnet::cuda::devices(&[0, 1], 2).unwrap(), &params, 2).unwrap();
     // As `alexnet train` runs it.
     net.keep_gradients(false);
     let (images, labels) = batch(&p, 128, 3);

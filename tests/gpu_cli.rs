@@ -25,11 +25,16 @@ const SIM_DIR: &str = env!("ALEXNET_SIM_DIR");
 /// Whether the tests run here: no CUDA driver of the machine's own is loadable.
 fn simulated(test: &str) -> bool {
     if alexnet::cuda::driver::library_present() {
-        eprintln!("SKIP {test}: this machine has a CUDA driver; the simulated platform is not used");
+        eprintln!(
+            "SKIP {test}: this machine has a CUDA driver; the simulated platform is not used"
+        );
         return false;
     }
     if !alexnet::fatbins::KERNELS_EMBEDDED {
-        eprintln!("SKIP {test}: this build has no GPU kernels (nvcc was not found); {}", alexnet::cuda::NO_KERNELS);
+        eprintln!(
+            "SKIP {test}: this build has no GPU kernels (nvcc was not found); {}",
+            alexnet::cuda::NO_KERNELS
+        );
         return false;
     }
     true
@@ -37,7 +42,13 @@ fn simulated(test: &str) -> bool {
 
 /// The binary on the simulated platform (library folder `libs`), with `env` besides its
 /// defaults; fails the test if it has not ended within `limit` (nothing may hang).
-fn alexnet_on(libs: &Path, limit: Duration, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+fn alexnet_on(
+    libs: &Path,
+    limit: Duration,
+    args: &[&str],
+    env: &[(&str, &str)],
+    cwd: &Path,
+) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_alexnet"));
     cmd.args(args)
         .current_dir(cwd)
@@ -84,7 +95,11 @@ fn short_run(device: &[&str], prec: Precision, steps: &str, out: &str) -> Vec<St
 fn run_ok(args: &[String], env: &[(&str, &str)], d: &Path) -> String {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = alexnet_sim(&args, env, d);
-    assert!(o.status.success(), "alexnet {args:?} with {env:?}:\n{}", text(&o));
+    assert!(
+        o.status.success(),
+        "alexnet {args:?} with {env:?}:\n{}",
+        text(&o)
+    );
     text(&o)
 }
 
@@ -93,7 +108,10 @@ fn floats(path: &Path) -> Vec<(String, Vec<f32>)> {
     checkpoint_tensors(path)
         .into_iter()
         .map(|(n, b)| {
-            let v = b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let v = b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             (n, v)
         })
         .collect()
@@ -120,10 +138,20 @@ fn devices_lists_the_simulated_gpus_and_nccl() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let o = alexnet_sim(&["devices"], &[("ALEXNET_SIM_GPUS", "4"), ("ALEXNET_SIM_MEMORY", "3GiB")], dir.path());
+    let o = alexnet_sim(
+        &["devices"],
+        &[("ALEXNET_SIM_GPUS", "4"), ("ALEXNET_SIM_MEMORY", "3GiB")],
+        dir.path(),
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    for want in ["4 GPUs", "cuda:3", "3.22 GB", "compute capability 9.0", "NCCL: 2.27.3"] {
+    for want in [
+        "4 GPUs",
+        "cuda:3",
+        "3.22 GB",
+        "compute capability 9.0",
+        "NCCL: 2.27.3",
+    ] {
         assert!(out.contains(want), "no {want:?} in:\n{out}");
     }
 }
@@ -141,23 +169,50 @@ fn cifar_trains_on_simulated_gpus_as_on_the_cpu() {
     for prec in Precision::ALL {
         let (cuda, cpu) = (format!("cuda-{prec}"), format!("cpu-{prec}"));
         let log = run_ok(&short_run(&two, prec, "2", &cuda), &[], d);
-        assert!(log.contains("towers on: cuda:0") && log.contains("cuda:1"), "{log}");
+        assert!(
+            log.contains("towers on: cuda:0") && log.contains("cuda:1"),
+            "{log}"
+        );
         run_ok(&short_run(&["--device", "cpu"], prec, "2", &cpu), &[], d);
         let (tol, floor) = step_tolerance(prec);
         let ck = |run: &str| d.join(run).join("checkpoint.safetensors");
         let e = checkpoint_error(&ck(&cuda), &ck(&cpu), floor);
-        println!("{prec}: simulated GPUs against the CPU, largest error {e:.2e} (tolerance {tol:.1e})");
-        assert!(e < tol, "{prec}: the GPU run's checkpoint differs from the CPU's by {e:.3e}");
+        println!(
+            "{prec}: simulated GPUs against the CPU, largest error {e:.2e} (tolerance {tol:.1e})"
+        );
+        assert!(
+            e < tol,
+            "{prec}: the GPU run's checkpoint differs from the CPU's by {e:.3e}"
+        );
     }
     // One GPU with both towers, and two GPUs that cannot reach each other's memory (the
     // exchange's copies are staged): the same kernels in the same order, so the same bits.
     let fp32 = d.join("cuda-fp32/checkpoint.safetensors");
-    run_ok(&short_run(&["--device", "cuda", "--devices", "0"], Precision::Fp32, "2", "one"), &[("ALEXNET_SIM_GPUS", "1")], d);
-    assert!(same_bits(&d.join("one/checkpoint.safetensors"), &fp32), "both towers on one GPU differ from two GPUs");
+    run_ok(
+        &short_run(
+            &["--device", "cuda", "--devices", "0"],
+            Precision::Fp32,
+            "2",
+            "one",
+        ),
+        &[("ALEXNET_SIM_GPUS", "1")],
+        d,
+    );
+    assert!(
+        same_bits(&d.join("one/checkpoint.safetensors"), &fp32),
+        "both towers on one GPU differ from two GPUs"
+    );
     let devices = alexnet_sim(&["devices"], &[("ALEXNET_SIM_PEERS", "none")], d);
     assert!(text(&devices).contains("     no"), "{}", text(&devices));
-    run_ok(&short_run(&two, Precision::Fp32, "2", "apart"), &[("ALEXNET_SIM_PEERS", "none")], d);
-    assert!(same_bits(&d.join("apart/checkpoint.safetensors"), &fp32), "without peer access the run differs");
+    run_ok(
+        &short_run(&two, Precision::Fp32, "2", "apart"),
+        &[("ALEXNET_SIM_PEERS", "none")],
+        d,
+    );
+    assert!(
+        same_bits(&d.join("apart/checkpoint.safetensors"), &fp32),
+        "without peer access the run differs"
+    );
 }
 
 /// `--devices 0,1,2,3`: two data-parallel replicas over the simulated NCCL, the same update as
@@ -170,12 +225,33 @@ fn two_replicas_over_simulated_nccl_train_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let four = [("ALEXNET_SIM_GPUS", "4")];
-    let log = run_ok(&short_run(&["--device", "cuda", "--devices", "0,1,2,3"], Precision::Fp32, "2", "replicas"), &four, d);
+    let log = run_ok(
+        &short_run(
+            &["--device", "cuda", "--devices", "0,1,2,3"],
+            Precision::Fp32,
+            "2",
+            "replicas",
+        ),
+        &four,
+        d,
+    );
     assert!(log.contains("2 data-parallel replicas"), "{log}");
-    run_ok(&short_run(&["--device", "cuda", "--devices", "0,1"], Precision::Fp32, "2", "single"), &four, d);
+    run_ok(
+        &short_run(
+            &["--device", "cuda", "--devices", "0,1"],
+            Precision::Fp32,
+            "2",
+            "single",
+        ),
+        &four,
+        d,
+    );
     let ck = |run: &str| d.join(run).join("checkpoint.safetensors");
     let e = checkpoint_error(&ck("replicas"), &ck("single"), 1e-2);
-    assert!(e < common::step_checks::STEP_TOL, "two replicas differ from one by {e:.3e}");
+    assert!(
+        e < common::step_checks::STEP_TOL,
+        "two replicas differ from one by {e:.3e}"
+    );
 }
 
 /// Stopped at step 2 and resumed to 4 on the simulated GPUs: the same bits as 4 straight.
@@ -190,20 +266,47 @@ fn a_resumed_gpu_run_ends_bit_identical_and_ctrl_c_saves() {
     run_ok(&short_run(&gpus, Precision::Fp32, "4", "straight"), &[], d);
     run_ok(&short_run(&gpus, Precision::Fp32, "2", "split"), &[], d);
     let log = run_ok(
-        &["train", "--resume", "split", "--max-steps", "4", "--batch", "16", "--no-progress", "--device", "cuda"]
-            .map(String::from),
+        &[
+            "train",
+            "--resume",
+            "split",
+            "--max-steps",
+            "4",
+            "--batch",
+            "16",
+            "--no-progress",
+            "--device",
+            "cuda",
+        ]
+        .map(String::from),
         &[],
         d,
     );
     assert!(log.contains("resuming"), "{log}");
     assert!(
-        same_bits(&d.join("straight/checkpoint.safetensors"), &d.join("split/checkpoint.safetensors")),
+        same_bits(
+            &d.join("straight/checkpoint.safetensors"),
+            &d.join("split/checkpoint.safetensors")
+        ),
         "the resumed run differs from the straight one"
     );
 
     // Ctrl-C while it trains: a checkpoint, a clean exit, nothing left behind.
     let child = Command::new(env!("CARGO_BIN_EXE_alexnet"))
-        .args(["train", "--device", "cuda", "--preset", "cifar", "--batch", "16", "--no-progress", "--max-minutes", "5", "--out", "run"])
+        .args([
+            "train",
+            "--device",
+            "cuda",
+            "--preset",
+            "cifar",
+            "--batch",
+            "16",
+            "--no-progress",
+            "--max-minutes",
+            "5",
+            "--out",
+            "run",
+        ])
         .current_dir(d)
         .env("LD_LIBRARY_PATH", SIM_DIR)
         .stdin(Stdio::null())
@@ -214,12 +317,19 @@ fn a_resumed_gpu_run_ends_bit_identical_and_ctrl_c_saves() {
     wait_for_lines(&d.join("run/metrics.jsonl"), 2);
     signal(child.id(), "INT");
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success() && text(&o).contains("Interrupted"), "{}", text(&o));
+    assert!(
+        o.status.success() && text(&o).contains("Interrupted"),
+        "{}",
+        text(&o)
+    );
     let ck = alexnet::train::checkpoint::load(&d.join("run/checkpoint.safetensors")).unwrap();
     assert!(ck.state.step >= 2, "saved at step {}", ck.state.step);
     for e in std::fs::read_dir(d.join("run")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.contains("partial") && name != "run.lock", "left behind: {name}");
+        assert!(
+            !name.contains("partial") && name != "run.lock",
+            "left behind: {name}"
+        );
     }
 }
 
@@ -249,17 +359,42 @@ fn each_missing_library_is_a_clear_error_or_a_stated_fallback() {
     // No driver: --device cuda says so and names the alternatives; nothing is written.
     let no_driver = libraries(&["libcublas.so.13", "libnccl.so.2"]);
     let o = run(no_driver.path(), &args("a"), &[]);
-    assert!(!o.status.success() && text(&o).contains("no CUDA driver on this machine"), "{}", text(&o));
-    assert!(text(&o).contains("--device cpu") && !d.join("a").exists(), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("no CUDA driver on this machine"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("--device cpu") && !d.join("a").exists(),
+        "{}",
+        text(&o)
+    );
     // No cuBLAS: the fc layers run on the engine's own kernels, and the log says why.
     let no_blas = libraries(&["libcuda.so.1", "libnccl.so.2"]);
     let o = run(no_blas.path(), &args("b"), &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("fc on own kernels: libcublas not found"), "{}", text(&o));
+    assert!(
+        text(&o).contains("fc on own kernels: libcublas not found"),
+        "{}",
+        text(&o)
+    );
     // No NCCL: replicas are refused, naming the library, before anything is written.
     let no_nccl = libraries(&["libcuda.so.1", "libcublas.so.13"]);
-    let o = run(no_nccl.path(), &short_run(&["--device", "cuda", "--devices", "0,1,2,3"], Precision::Fp32, "1", "c"), &[("ALEXNET_SIM_GPUS", "4")]);
-    assert!(!o.status.success() && text(&o).contains("libnccl.so.2"), "{}", text(&o));
+    let o = run(
+        no_nccl.path(),
+        &short_run(
+            &["--device", "cuda", "--devices", "0,1,2,3"],
+            Precision::Fp32,
+            "1",
+            "c",
+        ),
+        &[("ALEXNET_SIM_GPUS", "4")],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("libnccl.so.2"),
+        "{}",
+        text(&o)
+    );
     assert!(!d.join("c").exists(), "a refused start left its folder");
 }
 
@@ -274,17 +409,30 @@ fn out_of_memory_and_a_failing_cublas_are_clear() {
     // The 40th device allocation (inside the network's set-up) fails: the error names the
     // allocation and the GPU, and the failed start leaves no folder behind.
     let o = alexnet_sim(
-        &short_run(&gpus, Precision::Fp32, "1", "oom").iter().map(String::as_str).collect::<Vec<_>>(),
+        &short_run(&gpus, Precision::Fp32, "1", "oom")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         &[("ALEXNET_SIM_FAULT", "oom:40")],
         d,
     );
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("CUDA_ERROR_OUT_OF_MEMORY") && out.contains("cuda:"), "{out}");
+    assert!(
+        out.contains("CUDA_ERROR_OUT_OF_MEMORY") && out.contains("cuda:"),
+        "{out}"
+    );
     assert!(!out.contains("panicked"), "{out}");
     // cublasCreate fails: the fc layers run on the engine's own kernels, and the log says why.
-    let log = run_ok(&short_run(&gpus, Precision::Fp32, "1", "blas"), &[("ALEXNET_SIM_FAULT", "cublas-create")], d);
-    assert!(log.contains("fc on own kernels: cublasCreate failed"), "{log}");
+    let log = run_ok(
+        &short_run(&gpus, Precision::Fp32, "1", "blas"),
+        &[("ALEXNET_SIM_FAULT", "cublas-create")],
+        d,
+    );
+    assert!(
+        log.contains("fc on own kernels: cublasCreate failed"),
+        "{log}"
+    );
 }
 
 /// A replica that dies mid-step, and one that never reaches NCCL's set-up: the others stop
@@ -296,13 +444,26 @@ fn a_replica_that_dies_or_never_arrives_stops_the_run_without_a_hang() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let replicas = ["--device", "cuda", "--devices", "0,1,2,3", "--peer-timeout", "3"];
+    let replicas = [
+        "--device",
+        "cuda",
+        "--devices",
+        "0,1,2,3",
+        "--peer-timeout",
+        "3",
+    ];
     let limit = Duration::from_secs(90);
     let args = |out: &str| short_run(&replicas, Precision::Fp32, "3", out);
     let run = |args: &[String], fault: &str| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let started = Instant::now();
-        let o = alexnet_on(Path::new(SIM_DIR), limit, &args, &[("ALEXNET_SIM_GPUS", "4"), ("ALEXNET_SIM_FAULT", fault)], d);
+        let o = alexnet_on(
+            Path::new(SIM_DIR),
+            limit,
+            &args,
+            &[("ALEXNET_SIM_GPUS", "4"), ("ALEXNET_SIM_FAULT", fault)],
+            d,
+        );
         (o, started.elapsed())
     };
     // Replica 1's second all-reduce call fails (its step ends in an error): replica 0's step
@@ -311,7 +472,10 @@ fn a_replica_that_dies_or_never_arrives_stops_the_run_without_a_hang() {
     let out = text(&o);
     assert!(!o.status.success() && !out.contains("panicked"), "{out}");
     // The error shown is the cause: replica 1's failed call, not replica 0's wait for it.
-    assert!(out.contains("error: replica 1 of 2") && out.contains("ncclAllReduce"), "{out}");
+    assert!(
+        out.contains("error: replica 1 of 2") && out.contains("ncclAllReduce"),
+        "{out}"
+    );
     println!("a replica dying mid-step: the run ended after {took:.1?}");
     // Replica 1 reaches the set-up 8 s late: replica 0 gives up after 3 s; replica 1 then finds
     // the set-up abandoned.

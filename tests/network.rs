@@ -5,11 +5,11 @@
 mod common;
 
 use alexnet::device::cpu::CpuDevice;
+use alexnet::engine::Network;
 use alexnet::model::Plan;
 use alexnet::model::grouped::{grouped_spec, stack_towers};
 use alexnet::model::init::init_params;
 use alexnet::model::spec::{Layer, NetSpec};
-use alexnet::engine::Network;
 use alexnet::tensor::max_rel_err;
 use common::{batch, flatten, tiny_spec};
 

@@ -5,9 +5,9 @@
 
 use alexnet::data::Dataset;
 use alexnet::device::cpu::CpuDevice;
+use alexnet::engine::Network;
 use alexnet::model::init::init_params;
 use alexnet::model::{NetSpec, Plan};
-use alexnet::engine::Network;
 use std::path::PathBuf;
 
 fn samples_dir() -> Option<PathBuf> {

@@ -26,7 +26,8 @@ fn sections(elf: &[u8]) -> Vec<(String, usize, usize, u32)> {
     let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
     assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
-    let (shoff, shentsize, shnum, shstrndx) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
     let header = |i: usize| shoff + i * shentsize;
     let names = u64_at(header(shstrndx) + 0x18);
     (0..shnum)
@@ -129,7 +130,9 @@ fn the_libraries_have_the_installed_names_and_no_other() {
 #[test]
 fn every_entry_point_the_engine_can_ask_for_is_exported() {
     let Some(cudarc) = cudarc_source() else {
-        eprintln!("SKIP every_entry_point_the_engine_can_ask_for_is_exported: cargo metadata found no cudarc source");
+        eprintln!(
+            "SKIP every_entry_point_the_engine_can_ask_for_is_exported: cargo metadata found no cudarc source"
+        );
         return;
     };
     let mut names: BTreeSet<String> = BTreeSet::new();
@@ -137,9 +140,15 @@ fn every_entry_point_the_engine_can_ask_for_is_exported() {
         let text = std::fs::read_to_string(cudarc.join(file)).unwrap();
         names.extend(quoted_after(&text, "load::<_F>(\""));
     }
-    let nccl = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cuda/nccl.rs")).unwrap();
+    let nccl =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cuda/nccl.rs"))
+            .unwrap();
     names.extend(quoted_after(&nccl, "symbol!(\""));
-    assert!(names.len() > 1000, "only {} names found in cudarc's bindings", names.len());
+    assert!(
+        names.len() > 1000,
+        "only {} names found in cudarc's bindings",
+        names.len()
+    );
     let binary = std::fs::read(env!("CARGO_BIN_EXE_alexnet")).unwrap();
     let rodata = section(&binary, ".rodata");
     let asked: Vec<&String> = names.iter().filter(|n| occurs(rodata, n)).collect();
@@ -164,9 +173,21 @@ fn every_entry_point_the_engine_can_ask_for_is_exported() {
         }
         println!("{lib}: the engine can ask for {lib_names}: {ours:?}");
     }
-    assert!(missing.is_empty(), "the simulated platform lacks: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the simulated platform lacks: {missing:?}"
+    );
     // The check sees the engine's calls (so it can fail): the ones it surely makes are there.
-    for n in ["cuInit", "cuLaunchKernel", "cuMemcpyPeerAsync", "cublasSgemm_v2", "ncclAllReduce"] {
-        assert!(asked.iter().any(|a| a.as_str() == n), "{n} not found in the binary");
+    for n in [
+        "cuInit",
+        "cuLaunchKernel",
+        "cuMemcpyPeerAsync",
+        "cublasSgemm_v2",
+        "ncclAllReduce",
+    ] {
+        assert!(
+            asked.iter().any(|a| a.as_str() == n),
+            "{n} not found in the binary"
+        );
     }
 }

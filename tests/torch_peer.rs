@@ -12,8 +12,8 @@
 
 use alexnet::data::{EvalViews, Geometry, image_views};
 use alexnet::device::cpu::CpuDevice;
-use alexnet::model::Plan;
 use alexnet::engine::Network;
+use alexnet::model::Plan;
 use alexnet::train::checkpoint;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -4,10 +4,10 @@
 mod common;
 
 use alexnet::device::cpu::CpuDevice;
+use alexnet::dist::replicas::Replica;
+use alexnet::engine::Network;
 use alexnet::model::Plan;
 use alexnet::ops::philox;
-use alexnet::engine::Network;
-use alexnet::dist::replicas::Replica;
 use alexnet::train::batches::{Batch, EvalBatches, TrainBatches};
 use alexnet::train::run::{TrainConfig, starting_point, train};
 use alexnet::train::schedule::Schedule;

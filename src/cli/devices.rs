@@ -4,13 +4,13 @@ use crate::cuda::{self, driver};
 use crate::device::Device;
 use crate::device::cpu::CpuDevice;
 use crate::device::kernels::KernelDevice;
-use crate::emu::EmuLauncher;
 use crate::dist::collective::{Collective, LocalCollective};
+use crate::dist::nccl::NcclCollective;
 use crate::dist::rendezvous::Group;
 use crate::dist::replicas::{on_threads, take_each};
 use crate::dist::tcp_collective::TcpCollective;
+use crate::emu::EmuLauncher;
 use anyhow::{Result, ensure};
-use crate::dist::nccl::NcclCollective;
 use std::fmt::Write;
 use std::time::Duration;
 

@@ -3,9 +3,9 @@
 //! the id it got and the images of the epoch its shard reads, then checks liveness `--checks`
 //! times, printing `alive K` after each.
 
+use crate::data::shard;
 use crate::dist::launch::Launch;
 use crate::dist::rendezvous::join;
-use crate::data::shard;
 use anyhow::Result;
 use std::io::Write;
 use std::time::Duration;

@@ -107,8 +107,12 @@ fn load() -> Result<Nccl, String> {
         ($name:literal) => {
             // SAFETY: the symbol is NCCL's function of that name, whose C signature the field's
             // type states (nccl.h).
-            *unsafe { library.get(concat!($name, "\0").as_bytes()) }
-                .map_err(|e| format!("libnccl has no {}: {e} (NCCL 2.17 or newer is needed)", $name))?
+            *unsafe { library.get(concat!($name, "\0").as_bytes()) }.map_err(|e| {
+                format!(
+                    "libnccl has no {}: {e} (NCCL 2.17 or newer is needed)",
+                    $name
+                )
+            })?
         };
     }
     Ok(Nccl {

@@ -278,7 +278,10 @@ impl Device for CpuDevice {
         db: &mut Vec<f32>,
         dx: Option<&mut Vec<f32>>,
     ) -> Result<()> {
-        ensure!(self.fuses_fc_sgd(g, prec), "fc_backward_filter_sgd at {g:?}, {prec:?}");
+        ensure!(
+            self.fuses_fc_sgd(g, prec),
+            "fc_backward_filter_sgd at {g:?}, {prec:?}"
+        );
         ops::fc::backward_filter_sgd(g, x, dy, step, w, v, db, dx.map(|d| &mut d[..]));
         Ok(())
     }

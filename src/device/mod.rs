@@ -342,7 +342,9 @@ pub trait Device {
         _db: &mut Self::Buf,
         _dx: Option<&mut Self::Buf>,
     ) -> Result<()> {
-        anyhow::bail!("this device does not fuse the fc filter gradient and update ({g:?}, {prec:?})")
+        anyhow::bail!(
+            "this device does not fuse the fc filter gradient and update ({g:?}, {prec:?})"
+        )
     }
 }
 

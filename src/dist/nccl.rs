@@ -81,7 +81,10 @@ impl NcclCollective {
             };
             let what = format!("tower {t}: ncclCommInitRankConfig (rank {rank} of {replicas})");
             if r == NCCL_REMOTE_ERROR {
-                bail!("{what}: {} ({PEER_FAILED}: it gave up on the set-up)", describe(r));
+                bail!(
+                    "{what}: {} ({PEER_FAILED}: it gave up on the set-up)",
+                    describe(r)
+                );
             }
             if r != NCCL_IN_PROGRESS {
                 check(&what, r)?;

@@ -92,7 +92,10 @@ impl<D: Device> Replica<D> {
         step: u64,
     ) -> Result<StepStats> {
         let (x, y) = self.take(images, labels)?;
-        let hooks = self.collective.as_mut().map(|c| c as &mut dyn GradientHooks<D>);
+        let hooks = self
+            .collective
+            .as_mut()
+            .map(|c| c as &mut dyn GradientHooks<D>);
         let local = self.net.train_step_with(x, y, lr, step, hooks)?;
         self.check_in_step()?;
         self.global_stats(local)
@@ -100,7 +103,10 @@ impl<D: Device> Replica<D> {
 
     /// `Network::queue_staged_step` with this replica's gradients averaged with the others'.
     pub fn queue_staged_step(&mut self, lr: f32, step: u64) -> Result<()> {
-        let hooks = self.collective.as_mut().map(|c| c as &mut dyn GradientHooks<D>);
+        let hooks = self
+            .collective
+            .as_mut()
+            .map(|c| c as &mut dyn GradientHooks<D>);
         self.net.queue_staged_step_with(lr, step, hooks)?;
         self.check_in_step()
     }

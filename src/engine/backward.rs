@@ -25,9 +25,11 @@ impl<D: Device> Network<D> {
     ) -> Result<()> {
         let lp = &self.plan.layers[l];
         let fused_step = match fused_rate {
-            Some(rate) if self.layers[l].fuses_sgd => {
-                Some(sgd_steps(&self.plan.spec.optim, &lp.layer, rate).expect("fc").0)
-            }
+            Some(rate) if self.layers[l].fuses_sgd => Some(
+                sgd_steps(&self.plan.spec.optim, &lp.layer, rate)
+                    .expect("fc")
+                    .0,
+            ),
             _ => None,
         };
         let homing = (lp.exchange && l > 0).then(|| Homing {
@@ -152,7 +154,9 @@ impl<D: Device> Network<D> {
             }
             let (dw, db) = (&mut wt.grad_w, &mut wt.grad_b);
             match &lp.layer {
-                Layer::Conv(_) => dev.conv_backward_filter(&lp.conv_geom(n), prec, x, dy, dw, db)?,
+                Layer::Conv(_) => {
+                    dev.conv_backward_filter(&lp.conv_geom(n), prec, x, dy, dw, db)?
+                }
                 _ => dev.fc_backward_filter(&lp.fc_geom(n), prec, x, dy, dw, db)?,
             }
             if let Some(h) = hooks.as_deref_mut() {

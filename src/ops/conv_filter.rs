@@ -15,9 +15,9 @@
 //! run and every thread count. AVX-512 and f32 only; elsewhere `conv::backward_filter` keeps
 //! im2col and GEMM.
 
-use super::conv_geom::ConvGeom;
 #[cfg(target_arch = "x86_64")]
 use super::conv_direct::{Plane, pad_into};
+use super::conv_geom::ConvGeom;
 use crate::tensor::{Real, avx512_f32};
 #[cfg(target_arch = "x86_64")]
 use crate::tensor::{as_f32, as_f32_mut};

@@ -40,7 +40,6 @@ pub trait EvalBatches {
     fn next_batch(&mut self) -> Result<Option<Batch>>;
 }
 
-
 /// Training batches from a `data::Loader`; unreadable files are reported once each as they are
 /// met (the loader has already replaced them).
 pub struct LoaderBatches {

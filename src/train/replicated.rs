@@ -41,7 +41,8 @@ impl Peers {
         local: StepStats,
         wants_stop: bool,
     ) -> Result<(StepStats, bool)> {
-        let (stats, extra) = replica.global_stats_with(local, &[f32::from(u8::from(wants_stop))])?;
+        let (stats, extra) =
+            replica.global_stats_with(local, &[f32::from(u8::from(wants_stop))])?;
         Ok((stats, extra[0] > 0.0))
     }
 
@@ -110,4 +111,3 @@ pub(super) fn evaluate_replicated<D: Device>(
         }
     }
 }
-

@@ -4,8 +4,8 @@
 
 use super::batches::TrainBatches;
 use super::checkpoint::TrainState;
-use super::evaluate::EvalResult;
 use super::config::TrainConfig;
+use super::evaluate::EvalResult;
 use crate::engine::StepStats;
 use anyhow::{Context, Result};
 use std::io::Write;

@@ -2,9 +2,9 @@
 //! every N steps, at the end of every epoch and on Ctrl-C, the learning-rate schedule, and
 //! evaluation after each epoch. A resumed run continues exactly where the checkpoint stopped.
 
-pub use super::config::TrainConfig;
 use super::batches::{Batch, EvalBatches, TrainBatches};
 use super::checkpoint::{self, Checkpoint, TrainState};
+pub use super::config::TrainConfig;
 use super::evaluate::EvalResult;
 use super::replicated::{Peers, evaluate_replicated};
 use super::report::Reporter;
@@ -344,12 +344,7 @@ impl Checkpointer<'_> {
 
 /// Parameters and training state to start from: a checkpoint when resuming (after checking it
 /// is of this network), else a fresh initialisation.
-pub fn starting_point(
-    plan: &Plan,
-    resume: Option<&Path>,
-    seed: u64,
-    lr: f32,
-) -> Result<Start> {
+pub fn starting_point(plan: &Plan, resume: Option<&Path>, seed: u64, lr: f32) -> Result<Start> {
     match resume {
         Some(path) => {
             let path = if path.is_dir() {

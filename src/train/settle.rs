@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The products' precision: what was asked, else the resumed run's, else the spec's.
-pub fn precision(asked: Option<Precision>, resumed: Option<Precision>, spec: Precision) -> Precision {
+pub fn precision(
+    asked: Option<Precision>,
+    resumed: Option<Precision>,
+    spec: Precision,
+) -> Precision {
     asked.or(resumed).unwrap_or(spec)
 }
 
@@ -133,12 +137,17 @@ mod tests {
         let (folder, other) = (Path::new("r"), Path::new("s/checkpoint.safetensors"));
         assert!(check_folder_free(folder, false, None, false).is_ok());
         assert!(check_folder_free(folder, true, Some(other), true).is_ok());
-        let e = check_folder_free(folder, true, None, false).unwrap_err().to_string();
+        let e = check_folder_free(folder, true, None, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pass --resume r to continue it"), "{e}");
         let e = check_folder_free(folder, true, Some(other), false)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("continuing s/checkpoint.safetensors there"), "{e}");
+        assert!(
+            e.contains("continuing s/checkpoint.safetensors there"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,10 +5,10 @@
 use super::{batch, tiny_spec};
 use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
+use alexnet::engine::Network;
 use alexnet::model::Plan;
 use alexnet::model::init::{NetParams, init_params};
 use alexnet::ops::precision::Precision;
-use alexnet::engine::Network;
 use alexnet::tensor::max_rel_err;
 
 /// The kernels sum in another order than the CPU path (tiled GEMM, split-K filter gradients)

@@ -21,9 +21,7 @@ use crate::model::spec::NetSpec;
 use crate::ops::precision::Precision;
 use crate::train::batches::{LoaderBatches, LoaderEval};
 use crate::train::checkpoint::{DataRecord, TrainState};
-use crate::train::run::{
-    TrainConfig, checkpoint_path, fresh_start, interrupt_flag, resumed_start,
-};
+use crate::train::run::{TrainConfig, checkpoint_path, fresh_start, interrupt_flag, resumed_start};
 use crate::train::run_folder::RunFolder;
 use crate::train::schedule::Schedule;
 use crate::train::settle;

@@ -211,7 +211,6 @@ impl Dataset {
         labelled.sort_by(|a, b| a.0.parts.cmp(&b.0.parts));
         Ok(labelled.into_iter().map(|(f, l)| sample(f, l)).collect())
     }
-
 }
 
 /// A listed file as a sample of class `label`.

@@ -31,7 +31,6 @@ pub(super) fn is_image(parts: &[String]) -> bool {
     lower.ends_with(".jpg") || lower.ends_with(".jpeg") || lower.ends_with(".png")
 }
 
-
 /// Up to three names from a list, for messages.
 pub(super) fn examples(names: &[String]) -> String {
     let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
