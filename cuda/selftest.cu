@@ -1,4 +1,4 @@
-// Self-test kernels for the host executor (tests/emu_executor.rs, scripts/emu-sanitize.sh): each
+// Self-test kernels for the host executor (tests/executor_semantics.rs, scripts/emu-sanitize.sh): each
 // exercises one CUDA feature the op kernels rely on, on shapes that are not multiples of the
 // block. They compile for the GPU too, like every `.cu`. Some check executor-only behaviour (what
 // a read of never-written shared memory gives, deadlock detection); they say so.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for tests/golden.rs, computed by JAX in float64, independently of the engine.
+"""Golden fixtures for tests/golden_jax.rs, computed by JAX in float64, independently of the engine.
 
 Regenerate (from the repository root; the output is byte-for-byte reproducible with these pins):
     python3 -m venv /tmp/jaxenv
@@ -359,7 +359,7 @@ CASES = {
 
 def float32_spread(case, params, images, labels, grads):
     """How far the same JAX code run in float32 lands from the float64 gradients, on the measure
-    tests/golden.rs uses (per tensor, relative to max(|g|, 1e-2 * max |g| of the tensor)): the
+    tests/golden_jax.rs uses (per tensor, relative to max(|g|, 1e-2 * max |g| of the tensor)): the
     size of pure float32 rounding, which the engine's own error should match. Printed only."""
     p32 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
     g32 = jax.grad(loss_fn)(p32, case, jnp.asarray(images, jnp.float32), jnp.asarray(labels))

@@ -2,9 +2,10 @@
 # Builds, on a machine with Rust and nvcc (no GPU needed), everything the GPU machine runs — it
 # has a driver but no Rust toolchain and no network — and gathers it in gpu-bundle/:
 #   bin/alexnet                 the CLI
-#   tests/gpu, tests/alexnet-lib the GPU integration tests and the library's unit tests
-#   tests/torch_peer            PyTorch (scripts/torch_alexnet.py) against the engine's logits
-#   tests/data_parallel         a world of one replica over NCCL against the plain step
+#   tests/gpu_engine            the GPU integration tests
+#   tests/alexnet-lib           the library's unit tests
+#   tests/golden_torch_peer     PyTorch (scripts/torch_alexnet.py) against the engine's logits
+#   tests/dist_data_parallel    a world of one replica over NCCL against the plain step
 #   benches/<name>              every bench executable
 #   scripts/gpu-check.sh, scripts/peer_bench.py, scripts/side_by_side.py,
 #   scripts/loader_baseline.py
@@ -25,7 +26,7 @@ bundle=gpu-bundle
 limit=$((64 * 1024 * 1024))
 # Test executables worth running on a GPU: the GPU tests and the library's unit tests (the
 # runtime's own tests). The rest run anywhere and are CI's.
-tests_wanted=${GPU_BUNDLE_TESTS:-gpu alexnet-lib torch_peer data_parallel}
+tests_wanted=${GPU_BUNDLE_TESTS:-gpu_engine alexnet-lib golden_torch_peer dist_data_parallel}
 
 echo "== cargo build --release --bins --tests --benches"
 cargo build --release --bins --tests --benches

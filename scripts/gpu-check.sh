@@ -8,7 +8,7 @@
 #   ALEXNET_REQUIRE_GPU=1 (a skipped test fails); compute-sanitizer memcheck, racecheck and
 #   synccheck on a tiny two-tower training step (SKIP, said so, where the sanitizer refuses the
 #   device, as it does under gVisor); a short synthetic training run with
-#   --device cuda; PyTorch's logits from a checkpoint against ours (tests/torch_peer); every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench;
+#   --device cuda; PyTorch's logits from a checkpoint against ours (tests/golden_torch_peer); every bench executable (ops on the GPU, its JSON under OUT_DIR/target/bench;
 #   the loader on the machine's cores, beside Pillow where it imports);
 #   scripts/peer_bench.py where PyTorch with CUDA imports; ours and the peer's side by side.
 # It prints a table last (check, result, seconds), also written to OUT_DIR/summary.txt, and
@@ -32,8 +32,8 @@ limit=$per_check
 # Errors print their message, not a backtrace; panics keep theirs (RUST_BACKTRACE).
 export RUST_LIB_BACKTRACE=0
 
-if [ ! -x "$root/bin/alexnet" ] || [ ! -x "$root/tests/gpu" ]; then
-    echo "error: $root has no bin/alexnet or tests/gpu: run this script from the bundle that" >&2
+if [ ! -x "$root/bin/alexnet" ] || [ ! -x "$root/tests/gpu_engine" ]; then
+    echo "error: $root has no bin/alexnet or tests/gpu_engine: run this script from the bundle that" >&2
     echo "scripts/gpu-bundle.sh makes (gpu-bundle/scripts/gpu-check.sh)" >&2
     exit 2
 fi
@@ -125,19 +125,19 @@ unit_tests() {
 # PyTorch; the test itself says SKIP where torch does not import).
 torch_peer() {
     ALEXNET_BIN="$root/bin/alexnet" ALEXNET_TORCH_SCRIPT="$root/scripts/torch_alexnet.py" \
-        timeout "$limit" "$root/tests/torch_peer" --test-threads=1 --nocapture
+        timeout "$limit" "$root/tests/golden_torch_peer" --test-threads=1 --nocapture
 }
 
 # A world of one data-parallel replica over NCCL steps as the plain network does (SKIP where
 # libnccl is not on the GPU machine: the test says so in one line).
 nccl_world_of_one() {
-    [ -x "$root/tests/data_parallel" ] || { echo "SKIP: no tests/data_parallel in the bundle"; return 77; }
-    timeout "$limit" "$root/tests/data_parallel" a_world_of_one_over_nccl_equals_the_plain_step --exact --nocapture || return
+    [ -x "$root/tests/dist_data_parallel" ] || { echo "SKIP: no tests/dist_data_parallel in the bundle"; return 77; }
+    timeout "$limit" "$root/tests/dist_data_parallel" a_world_of_one_over_nccl_equals_the_plain_step --exact --nocapture || return
     if grep -q '^SKIP' "$out/nccl-world-of-one.log"; then return 77; fi
 }
 
 gpu_tests() {
-    ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$root/tests/gpu" --test-threads=1 --nocapture || return
+    ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$root/tests/gpu_engine" --test-threads=1 --nocapture || return
     # ALEXNET_REQUIRE_GPU=1 already fails a skip; this guards against a test that skips anyway.
     if grep -q '^SKIP' "$out/gpu-tests.log"; then
         echo "a GPU test skipped on the GPU machine"
@@ -170,7 +170,7 @@ sanitize() {
     fi
     echo "$sanitizer --tool $1"
     ALEXNET_REQUIRE_GPU=1 timeout "$limit" "$sanitizer" --tool "$1" --error-exitcode 99 \
-        "$root/tests/gpu" a_tiny_two_tower_step_matches_the_cpu --exact --test-threads=1 --nocapture
+        "$root/tests/gpu_engine" a_tiny_two_tower_step_matches_the_cpu --exact --test-threads=1 --nocapture
     local rc=$?
     # Only the sanitizer's own refusal is a skip; an error it finds in our kernels stays a FAIL.
     if [ $rc -ne 0 ] && grep -q 'Device not supported' "$out/sanitizer-$1.log"; then

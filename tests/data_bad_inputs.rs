@@ -1,12 +1,12 @@
 //! Awkward and broken inputs, made in a temporary folder: each gives its message, none a crash.
 
-mod data_common;
+pub mod support;
 
 use alexnet::data::stats::compute;
 use alexnet::data::*;
-use data_common::rgb_jpeg;
 use std::path::Path;
 use std::sync::Arc;
+use support::data::rgb_jpeg;
 
 fn err(result: anyhow::Result<impl std::fmt::Debug>) -> String {
     format!("{:#}", result.expect_err("expected an error"))

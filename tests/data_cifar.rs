@@ -1,7 +1,7 @@
 //! The pipeline over the shared CIFAR-10 tars (`../shared/data/cifar10/{train,test}.tar`, or the
 //! folder `ALEXNET_CIFAR10` names): read in place, counted, and the loader's determinism.
 
-mod data_common;
+pub mod support;
 
 use alexnet::data::stats::compute;
 use alexnet::data::*;
@@ -24,7 +24,7 @@ const CLASSES: [&str; 10] = [
 ];
 
 fn cifar() -> Option<PathBuf> {
-    data_common::shared_data("ALEXNET_CIFAR10", "cifar10")
+    support::data::shared_data("ALEXNET_CIFAR10", "cifar10")
 }
 
 #[test]

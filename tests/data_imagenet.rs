@@ -1,14 +1,14 @@
 //! The pipeline over the shared ImageNet samples (`../shared/data/imagenet-samples`, or
 //! `ALEXNET_IMAGENET_SAMPLES`): one real JPEG per class folder, `<wnid>/<name>.JPEG`.
 
-mod data_common;
+pub mod support;
 
 use alexnet::data::stats::{Stats, compute};
 use alexnet::data::*;
 use std::sync::Arc;
 
 fn samples() -> Option<Dataset> {
-    let root = data_common::shared_data("ALEXNET_IMAGENET_SAMPLES", "imagenet-samples")?;
+    let root = support::data::shared_data("ALEXNET_IMAGENET_SAMPLES", "imagenet-samples")?;
     Some(Dataset::open(&root).expect("opening the ImageNet samples"))
 }
 

@@ -2,7 +2,7 @@
 //! byte-identical every time, resumable, bad files skipped by name, damaged shards named, and a
 //! loader over a pack sees what it sees over the folder it was made from.
 
-mod data_common;
+pub mod support;
 
 use alexnet::data::stats::compute;
 use alexnet::data::*;
@@ -22,7 +22,7 @@ fn source(root: &Path, bad: bool) -> PathBuf {
             let (w, h) = (w + 3 * c as u32, h + i as u32);
             std::fs::write(
                 root.join(class).join(format!("{i}.jpg")),
-                data_common::rgb_jpeg(w, h),
+                support::data::rgb_jpeg(w, h),
             )
             .unwrap();
         }
@@ -30,7 +30,7 @@ fn source(root: &Path, bad: bool) -> PathBuf {
     let png = image::RgbImage::from_fn(40, 50, |x, y| image::Rgb([x as u8 * 6, y as u8 * 5, 9]));
     png.save(root.join("bee/p.png")).unwrap();
     if bad {
-        let jpeg = data_common::rgb_jpeg(70, 70);
+        let jpeg = support::data::rgb_jpeg(70, 70);
         std::fs::write(root.join("cat/cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
         std::fs::write(root.join("ant/notes.jpg"), b"not an image at all").unwrap();
     }
@@ -310,7 +310,7 @@ fn an_epoch_from_a_pack_sees_the_classes_and_counts_of_its_folder() {
 
 #[test]
 fn the_shared_imagenet_samples_pack_and_read_back() {
-    let Some(root) = data_common::shared_data("ALEXNET_IMAGENET_SAMPLES", "imagenet-samples")
+    let Some(root) = support::data::shared_data("ALEXNET_IMAGENET_SAMPLES", "imagenet-samples")
     else {
         return;
     };

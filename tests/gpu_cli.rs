@@ -7,18 +7,17 @@
 //! promises, within the engine's own timeouts, with nothing lost.
 //!
 //! On a machine where a CUDA driver loads, the simulation is not used, and a build without nvcc
-//! has no GPU kernels to load: each test prints one SKIP line then (tests/gpu.rs runs on the real
+//! has no GPU kernels to load: each test prints one SKIP line then (tests/gpu_engine.rs runs on the real
 //! GPU there).
 
-mod cli_common;
-mod common;
+pub mod support;
 
 use alexnet::ops::precision::Precision;
-use cli_common::{checkpoint_tensors, run_within, signal, text, wait_for_lines};
-use common::step_checks::{step_tolerance, tensor_errors_with_floor};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::cli::{checkpoint_tensors, run_within, signal, text, wait_for_lines};
+use support::step_checks::{step_tolerance, tensor_errors_with_floor};
 
 const SIM_DIR: &str = env!("ALEXNET_SIM_DIR");
 
@@ -249,7 +248,7 @@ fn two_replicas_over_simulated_nccl_train_as_one() {
     let ck = |run: &str| d.join(run).join("checkpoint.safetensors");
     let e = checkpoint_error(&ck("replicas"), &ck("single"), 1e-2);
     assert!(
-        e < common::step_checks::STEP_TOL,
+        e < support::step_checks::STEP_TOL,
         "two replicas differ from one by {e:.3e}"
     );
 }

@@ -1,5 +1,5 @@
 //! `alexnet rendezvous-check`: the multi-process introduction of a data-parallel run, without a
-//! GPU (tests/rendezvous.rs starts it as real processes). Each rank prints one JSON line with
+//! GPU (tests/dist_rendezvous.rs starts it as real processes). Each rank prints one JSON line with
 //! the id it got and the images of the epoch its shard reads, then checks liveness `--checks`
 //! times, printing `alive K` after each.
 

@@ -11,7 +11,7 @@
 //! `-DALEXNET_DROP_TEST_BARRIER`), without a wait for their asynchronous copies (`nowait`) or
 //! without one of each warp's MMA products (`skipmma`) must fail the same comparison.
 
-mod common;
+pub mod support;
 
 use alexnet::device::kernels::KernelDevice;
 use alexnet::emu::EmuLauncher;
@@ -20,7 +20,7 @@ use alexnet::ops::{
     conv::ConvGeom, dropout::DropoutGeom, fc::FcGeom, lrn::LrnGeom, pool::PoolGeom,
     spatial_norm::SpatialNormGeom,
 };
-use common::device_checks::*;
+use support::kernel_checks::*;
 
 fn dev() -> KernelDevice<EmuLauncher> {
     KernelDevice::new(EmuLauncher::new())

@@ -1,7 +1,5 @@
 //! Helpers shared by the data pipeline's tests.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 /// The shared test data at `../shared/data/<relative>` from the repository root, or where the

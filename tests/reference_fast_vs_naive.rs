@@ -16,14 +16,14 @@
 //! order 1/√K of the output's RMS, at least 1% here) cannot pass.
 //! Max pooling and dropout only select and route values: they are compared bit for bit.
 
-mod common;
+pub mod support;
 
 use alexnet::ops::{
     conv, conv::ConvGeom, dropout, dropout::DropoutGeom, fc, fc::FcGeom, lrn, lrn::LrnGeom, pool,
     pool::PoolGeom, spatial_norm, spatial_norm::SpatialNormGeom,
 };
 use alexnet::tensor::max_rel_err;
-use common::{rms, rng, to_f64, uniform_f32};
+use support::inputs::{rms, rng, to_f64, uniform_f32};
 
 const REDUCTION_TOL: f64 = 1e-4;
 const ELEMENTWISE_TOL: f64 = 1e-5;

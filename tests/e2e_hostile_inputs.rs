@@ -3,15 +3,15 @@
 //! command must end in bounded time with a clear message, and a refused command must leave every
 //! file of the run folder byte-identical.
 
-mod cli_common;
+pub mod support;
 
-use cli_common::{
-    alexnet, alexnet_within, checkpoint_tensors, signal, snapshot, spawn_long_training, text,
-    wait_for_lines,
-};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use support::cli::{
+    alexnet, alexnet_within, checkpoint_tensors, signal, snapshot, spawn_long_training, text,
+    wait_for_lines,
+};
 
 /// What any command here may take at most: far above their seconds, far below a hang.
 const LIMIT: Duration = Duration::from_secs(120);

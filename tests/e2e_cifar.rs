@@ -5,6 +5,8 @@
 //! `../shared/data/cifar10/{train,test}.tar` (override with `ALEXNET_CIFAR10`); skips with one
 //! line where absent. About seven minutes on 2 cores (six epochs).
 
+pub mod support;
+
 use alexnet::data::{
     Dataset, EvalViews, Geometry, Loader, LoaderConfig, OpenOptions, Stats, prepare,
 };
@@ -18,7 +20,6 @@ use alexnet::train::batches::{LoaderBatches, LoaderEval};
 use alexnet::train::checkpoint::TrainState;
 use alexnet::train::evaluate::EvalResult;
 use alexnet::train::run::{TrainConfig, train};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The seeds (initial weights, data order, augmentation, dropout) each precision is trained from.
@@ -36,21 +37,9 @@ const BF16_POINTS: f64 = 4.0;
 
 #[test]
 fn one_epoch_of_cifar10_reaches_forty_percent_test_accuracy_and_bf16_stays_near_fp32() {
-    let dir = std::env::var_os("ALEXNET_CIFAR10")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/data/cifar10"
-            ))
-        });
-    if !dir.join("train.tar").exists() {
-        println!(
-            "SKIP: no CIFAR-10 at {} (set ALEXNET_CIFAR10 to a folder holding train.tar and test.tar)",
-            dir.display()
-        );
+    let Some(dir) = support::data::shared_data("ALEXNET_CIFAR10", "cifar10") else {
         return;
-    }
+    };
     let train_set = Arc::new(Dataset::open(dir.join("train.tar")).unwrap());
     let test_set = Arc::new(
         Dataset::open_with(

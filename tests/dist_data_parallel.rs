@@ -2,15 +2,15 @@
 //! replicas, each on its slice of a global batch of B, apply the update one network applies on
 //! the whole batch, and stay identical to each other bit for bit.
 
-mod common;
+pub mod support;
 
 use alexnet::device::cpu::CpuDevice;
 use alexnet::dist::replicas::{digest, run_in_process};
 use alexnet::engine::Network;
 use alexnet::model::init::{NetParams, init_params};
 use alexnet::model::{Ablations, Plan, preset};
-use common::batch;
-use common::step_checks::{tensor_errors_with_floor, tensors};
+use support::net::batch;
+use support::step_checks::{tensor_errors_with_floor, tensors};
 
 /// The replicas compute the same sums in another order: each sums its B/R samples' terms of a
 /// weight's gradient, then the collective adds the R partial means (in replica order) and

@@ -2,7 +2,7 @@
 //! function (a two-tower step equals the same step of one grouped network), and steps are
 //! deterministic.
 
-mod common;
+pub mod support;
 
 use alexnet::device::cpu::CpuDevice;
 use alexnet::engine::Network;
@@ -11,7 +11,7 @@ use alexnet::model::grouped::{grouped_spec, stack_towers};
 use alexnet::model::init::init_params;
 use alexnet::model::spec::{Layer, NetSpec};
 use alexnet::tensor::max_rel_err;
-use common::{batch, flatten, tiny_spec};
+use support::net::{batch, flatten, tiny_spec};
 
 /// fp32 sums of the same terms in another order (the towers' partial sums are added at the
 /// exchange, the grouped net sums in one GEMM): a few ulps on values of order one. The floor keeps
@@ -160,7 +160,7 @@ fn the_fused_fc_update_trains_bit_identically() {
 /// bit-identically to uploading each batch before its step.
 #[test]
 fn the_double_buffered_upload_trains_bit_identically_to_the_synchronous_one() {
-    common::step_checks::staged_steps_equal_synchronous_steps(|| vec![CpuDevice, CpuDevice]);
+    support::step_checks::staged_steps_equal_synchronous_steps(|| vec![CpuDevice, CpuDevice]);
 }
 
 /// The bench's resident batch (`load_batch` once, then `train_loaded`) trains exactly as the

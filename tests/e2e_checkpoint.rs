@@ -1,6 +1,6 @@
 //! Checkpoints round-trip, refuse what is not theirs, and resume bit-exactly.
 
-mod common;
+pub mod support;
 
 use alexnet::data::Augment;
 use alexnet::device::cpu::CpuDevice;
@@ -8,7 +8,7 @@ use alexnet::engine::Network;
 use alexnet::model::init::init_params;
 use alexnet::model::{NetSpec, Plan};
 use alexnet::train::checkpoint::{self, TrainState};
-use common::{batch, flatten, tiny_spec};
+use support::net::{batch, flatten, tiny_spec};
 
 #[test]
 fn resuming_from_a_checkpoint_continues_bit_exactly() {

@@ -1,14 +1,9 @@
-//! Helpers shared by the integration tests: input generators for the op tests and a small
-//! two-tower network for the network-level tests (each test file uses a subset).
-#![allow(dead_code)]
-
-pub mod device_checks;
-pub mod step_checks;
+//! A small two-tower network with every layer type, and deterministic batches and parameter
+//! views for the network-level tests.
 
 use alexnet::model::init::NetParams;
 use alexnet::model::{NetSpec, Plan};
 use alexnet::ops::philox;
-use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 /// A small net with every layer type and every exchange pattern of `paper` and `net145`:
 /// conv1 on the whole image, own-tower conv2 with LRN and spatial norm, conv3 reading both towers,
@@ -61,40 +56,4 @@ pub fn flatten(p: &NetParams) -> Vec<f32> {
         .flatten()
         .flat_map(|t| t.weight.data.iter().chain(&t.bias.data).copied())
         .collect()
-}
-
-pub fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-/// `len` values uniform in `[lo, hi)`.
-pub fn uniform(rng: &mut StdRng, len: usize, lo: f64, hi: f64) -> Vec<f64> {
-    (0..len).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-/// `len` values uniform in `[lo, hi)`, rounded to f32 (so an f64 reference sees the same inputs).
-pub fn uniform_f32(rng: &mut StdRng, len: usize, lo: f64, hi: f64) -> Vec<f32> {
-    uniform(rng, len, lo, hi)
-        .into_iter()
-        .map(|v| v as f32)
-        .collect()
-}
-
-/// `len` distinct values in `[-1, 1)`, pairwise at least `2 / len` apart, in random order: max
-/// pooling's argmax cannot flip under a perturbation much smaller than that gap.
-pub fn distinct(rng: &mut StdRng, len: usize) -> Vec<f64> {
-    let mut v: Vec<f64> = (0..len)
-        .map(|i| -1.0 + 2.0 * i as f64 / len as f64)
-        .collect();
-    v.shuffle(rng);
-    v
-}
-
-pub fn to_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
-
-/// Root mean square, the scale a tolerance floor is set against.
-pub fn rms(v: &[f64]) -> f64 {
-    (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt()
 }

@@ -1,5 +1,5 @@
 //! Per-op checks of a `Device` against the naive CPU references, generic so the same checks run
-//! on the host executor (`tests/kernels_emu.rs`) and on a GPU.
+//! on the host executor (`tests/executor_kernels.rs`) and on a GPU.
 //!
 //! Each check uploads deterministic data, runs the op on the device and compares with the naive
 //! reference. The reference runs in f64 on the same (f32) inputs where the kernel's arithmetic
@@ -17,8 +17,6 @@
 //!   error is taken relative to the largest |dx|; each term is a short sum of ulp-accurate values.
 //! - Exact: relu, max pool (forward and the fixed-order gather backward), dropout masks, SGD
 //!   (explicitly rounded intrinsics), add/fill, top-k indices.
-
-#![allow(dead_code)]
 
 use alexnet::device::kernels::KernelDevice;
 use alexnet::device::launch::Launcher;
@@ -217,10 +215,6 @@ pub fn check_conv_at<D: Device>(dev: &D, g: &ConvGeom, prec: Precision, seed: u6
 }
 
 // ---- fully connected -------------------------------------------------------------------------
-
-pub fn check_fc<D: Device>(dev: &D, g: &FcGeom, seed: u64) -> Result<()> {
-    check_fc_at(dev, g, Precision::Fp32, seed)
-}
 
 /// The three fc passes at `prec`, references as for [`conv_errors`].
 pub fn check_fc_at<D: Device>(dev: &D, g: &FcGeom, prec: Precision, seed: u64) -> Result<()> {

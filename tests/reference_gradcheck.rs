@@ -18,14 +18,14 @@
 //! scale are judged at 10% of it: their own relative error is dominated by the absolute rounding
 //! error above and means nothing.
 
-mod common;
+pub mod support;
 
 use alexnet::ops::{
     activation, conv, conv::ConvGeom, dropout, dropout::DropoutGeom, fc, fc::FcGeom, lrn,
     lrn::LrnGeom, pool, pool::PoolGeom, softmax, spatial_norm, spatial_norm::SpatialNormGeom,
 };
 use alexnet::tensor::max_rel_err;
-use common::{distinct, rng, uniform};
+use support::inputs::{distinct, rng, uniform};
 
 const H: f64 = 1e-6;
 const TOL: f64 = 1e-6;

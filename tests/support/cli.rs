@@ -1,7 +1,5 @@
 //! Helpers for the tests that run the `alexnet` binary.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -17,7 +17,7 @@
 //! CPU, so there the paper-net step tests take fewer steps (`ALEXNET_GPU_TEST_SCALE=small`,
 //! which the harness sets).
 
-mod common;
+pub mod support;
 
 use alexnet::cuda::{CudaDevice, CudaLauncher, driver, placement};
 use alexnet::device::cpu::CpuDevice;
@@ -31,13 +31,13 @@ use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::dropout::DropoutGeom;
 use alexnet::ops::precision::Precision;
 use alexnet::tensor::max_rel_err;
-use common::device_checks::*;
-use common::step_checks::{
-    staged_steps_equal_synchronous_steps, tensors, tiny_steps_match_the_cpu,
-};
-use common::{batch, tiny_spec};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
+use support::kernel_checks::*;
+use support::net::{batch, tiny_spec};
+use support::step_checks::{
+    staged_steps_equal_synchronous_steps, tensors, tiny_steps_match_the_cpu,
+};
 
 /// The GPU tests share one GPU: one at a time.
 fn gpu_lock() -> MutexGuard<'static, ()> {

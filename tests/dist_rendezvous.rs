@@ -3,14 +3,14 @@
 //! rank gets rank 0's id, the epoch's shards neither overlap nor leave gaps, and a rank that is
 //! killed makes the others exit with an error naming it, within the timeout.
 
-mod cli_common;
+pub mod support;
 
-use cli_common::free_port;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::cli::free_port;
 
 const IMAGES: usize = 100;
 const BATCH: usize = 12;

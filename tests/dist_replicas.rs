@@ -2,15 +2,15 @@
 //! process (`--replicas 2`) and as two real processes started the way torchrun starts ranks
 //! (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT), each loading only its shard of every batch.
 
-mod cli_common;
+pub mod support;
 
 use alexnet::data::stats::compute;
 use alexnet::data::{Batch, Dataset, Geometry, Loader, LoaderConfig, Shard, Split, Synthetic};
-use cli_common::{alexnet, checkpoint_tensors, free_port, text};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::cli::{alexnet, checkpoint_tensors, free_port, text};
 
 const BATCH: &str = "16";
 const STEPS: &str = "4";
@@ -87,7 +87,7 @@ fn run_ok(c: &mut Command) -> Output {
 
 /// Two replicas on slices of 8 compute the step one network computes on the batch of 16 in
 /// another order of summation (each replica sums its 8 samples' terms, the collective adds the
-/// two halves and halves them; halving is exact, so only the order differs: tests/data_parallel.rs
+/// two halves and halves them; halving is exact, so only the order differs: tests/dist_data_parallel.rs
 /// measured 1e-6 of a tensor's largest magnitude over single steps). Over these 4 steps the
 /// measured worst error of a weight or momentum tensor is 4.1e-6 (floor as below) and the
 /// losses agree to 1e-7; the tolerances, 1e-4 (against a floor of 1e-1 of each tensor's

@@ -3,31 +3,18 @@
 //! pixels. Reads `../shared/data/imagenet-samples` (override with `ALEXNET_IMAGENET_SAMPLES`);
 //! skips with one line where that folder is absent.
 
+pub mod support;
+
 use alexnet::data::Dataset;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::engine::Network;
 use alexnet::model::init::init_params;
 use alexnet::model::{NetSpec, Plan};
-use std::path::PathBuf;
-
-fn samples_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ALEXNET_IMAGENET_SAMPLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/data/imagenet-samples"
-            ))
-        });
-    dir.is_dir().then_some(dir)
-}
 
 #[test]
 fn a_small_net_overfits_eight_real_images() {
-    let Some(dir) = samples_dir() else {
-        println!(
-            "SKIP: no ImageNet samples (set ALEXNET_IMAGENET_SAMPLES to a folder of class folders)"
-        );
+    let Some(dir) = support::data::shared_data("ALEXNET_IMAGENET_SAMPLES", "imagenet-samples")
+    else {
         return;
     };
     let ds = Dataset::open(&dir).unwrap();

@@ -1,7 +1,7 @@
 //! The training loop: a run stopped mid-epoch and resumed from its checkpoint ends bit-identical
 //! to an uninterrupted run; the metrics log and evaluation report what happened.
 
-mod common;
+pub mod support;
 
 use alexnet::device::cpu::CpuDevice;
 use alexnet::dist::replicas::Replica;
@@ -11,7 +11,7 @@ use alexnet::ops::philox;
 use alexnet::train::batches::{Batch, EvalBatches, TrainBatches};
 use alexnet::train::run::{TrainConfig, starting_point, train};
 use alexnet::train::schedule::Schedule;
-use common::{flatten, tiny_spec};
+use support::net::{flatten, tiny_spec};
 
 /// Batch `b` of epoch `e` is a pure function of (e, b), as the real loader guarantees.
 struct Synthetic {

@@ -1,9 +1,11 @@
 //! The `alexnet` binary end to end: the model table, a short synthetic training run, resume,
 //! eval, predict and filters on it, and clear errors for bad input.
 
-mod cli_common;
+pub mod support;
 
-use cli_common::{alexnet, checkpoint_tensors, signal, spawn_long_training, text, wait_for_lines};
+use support::cli::{
+    alexnet, checkpoint_tensors, signal, spawn_long_training, text, wait_for_lines,
+};
 
 #[test]
 fn model_prints_the_papers_totals() {
@@ -473,19 +475,10 @@ fn a_run_keeps_its_precision_on_resume_unless_told_otherwise() {
 /// pack where they read a dataset (skipped, with a line, where the samples are absent).
 #[test]
 fn imagenet_samples_pack_then_train_and_eval_from_the_pack() {
-    let samples = match std::env::var_os("ALEXNET_IMAGENET_SAMPLES") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/imagenet-samples")
-        }
-    };
-    if !samples.is_dir() {
-        println!(
-            "SKIP: {} not found (set ALEXNET_IMAGENET_SAMPLES)",
-            samples.display()
-        );
+    let Some(samples) = support::data::shared_data("ALEXNET_IMAGENET_SAMPLES", "imagenet-samples")
+    else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let src = samples.to_str().unwrap();

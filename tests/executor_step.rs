@@ -4,12 +4,12 @@
 //! buffer sizes, exchange order — on a machine without one; at fp32 and on the tensor-core
 //! kernels at TF32 and bf16, each against the CPU at the same precision.
 
-mod common;
+pub mod support;
 
 use alexnet::device::kernels::KernelDevice;
 use alexnet::emu::EmuLauncher;
 use alexnet::ops::precision::Precision;
-use common::step_checks::{staged_steps_equal_synchronous_steps, tiny_steps_match_the_cpu};
+use support::step_checks::{staged_steps_equal_synchronous_steps, tiny_steps_match_the_cpu};
 
 fn emu_pair() -> Vec<KernelDevice<EmuLauncher>> {
     vec![

@@ -1,8 +1,8 @@
-//! A few training steps of the tiny two-tower net (`super::tiny_spec`) on a device of the
+//! A few training steps of the tiny two-tower net (`super::net::tiny_spec`) on a device of the
 //! kernels (the host executor, or a GPU) against the same steps on the CPU reference: the whole
-//! launch path above the kernels, exchanges included. tests/emu_step.rs and tests/gpu.rs share it.
+//! launch path above the kernels, exchanges included. tests/executor_step.rs and tests/gpu_engine.rs share it.
 
-use super::{batch, tiny_spec};
+use super::net::{batch, tiny_spec};
 use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::engine::Network;
@@ -40,11 +40,6 @@ pub fn tensor_errors_with_floor(got: &[Vec<f32>], want: &[Vec<f32>], floor: f64)
         .fold(0.0, f64::max)
 }
 
-/// [`tensor_errors_with_floor`] with the floor of `STEP_TOL`: 1e-2.
-pub fn tensor_errors(got: &[Vec<f32>], want: &[Vec<f32>]) -> f64 {
-    tensor_errors_with_floor(got, want, 1e-2)
-}
-
 /// How close a device's step must come to the reference's at `prec`: (tolerance, floor).
 ///
 /// fp32: `STEP_TOL` with element floors of 1e-2, as above.
@@ -58,7 +53,7 @@ pub fn tensor_errors(got: &[Vec<f32>], want: &[Vec<f32>]) -> f64 {
 /// 90% of its elements past 1e-4 of themselves). So these precisions are judged against each
 /// tensor's largest magnitude (floor 1) at 4u, which a wrong launch, buffer or exchange (an O(1)
 /// error) still exceeds by orders of magnitude; the kernels themselves are held to 1e-4 by
-/// tests/kernels_emu.rs. Weights and momentum are reset to the reference's before each step, so
+/// tests/executor_kernels.rs. Weights and momentum are reset to the reference's before each step, so
 /// the flips of one step do not compound into the next.
 pub fn step_tolerance(prec: Precision) -> (f64, f64) {
     match prec {
@@ -133,9 +128,9 @@ pub fn tiny_steps_match_the_cpu<D: Device>(
 /// while a step is queued, `queue_staged_step`, `finish_step`). Every step's stats and the final
 /// weights must be bit-identical: the staged path only reorders uploads.
 pub fn staged_steps_equal_synchronous_steps<D: Device>(devices: impl Fn() -> Vec<D>) {
-    let plan = Plan::new(&super::tiny_spec(false, false)).unwrap();
+    let plan = Plan::new(&tiny_spec(false, false)).unwrap();
     let params = init_params(&plan, 3);
-    let batches: Vec<_> = (0..4).map(|k| super::batch(&plan, 4, 10 + k)).collect();
+    let batches: Vec<_> = (0..4).map(|k| batch(&plan, 4, 10 + k)).collect();
     let mut sync = Network::new(&plan, devices(), &params, 7).unwrap();
     let mut staged = Network::new(&plan, devices(), &params, 7).unwrap();
     let e = staged.queue_staged_step(0.05, 0).unwrap_err();
@@ -155,8 +150,8 @@ pub fn staged_steps_equal_synchronous_steps<D: Device>(devices: impl Fn() -> Vec
         assert_eq!(got, want, "step {k}");
     }
     assert_eq!(
-        super::flatten(&staged.params().unwrap()),
-        super::flatten(&sync.params().unwrap()),
+        super::net::flatten(&staged.params().unwrap()),
+        super::net::flatten(&sync.params().unwrap()),
         "weights after {} steps",
         batches.len()
     );
