@@ -1,14 +1,11 @@
-//! Opening datasets and their statistics for the commands.
+//! `alexnet prepare`: a dataset's statistics, or a pack of it; and the read limits commands share.
 
-use crate::data::{
-    BadSample, Dataset, OpenOptions, PackOptions, Splits, Stats, pack::check_destination,
-    pack_split, prepare_with, unreadable_classes,
-};
+use crate::data::open::{open_dataset, report_bad, splits, threads};
+use crate::data::{PackOptions, pack::check_destination, pack_split, prepare_with};
 use crate::progress::Progress;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct PrepareArgs {
@@ -59,49 +56,12 @@ impl ReadLimits {
     }
 }
 
-pub fn threads(t: Option<usize>) -> usize {
-    t.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// The training and validation sets under `root`: `train`/`val` (or `.tar`, or `test`) inside it,
-/// or `root` itself as the training set.
-pub fn splits(root: &Path) -> Result<Splits> {
-    if root.is_dir() && ["train", "train.tar"].iter().any(|n| root.join(n).exists()) {
-        return Splits::find(root);
-    }
-    anyhow::ensure!(
-        root.exists(),
-        "dataset not found: {} does not exist",
-        root.display()
-    );
-    Ok(Splits {
-        train: root.to_path_buf(),
-        val: None,
-    })
-}
-
-/// Opens a dataset and prints its warnings (empty class folders, files that are not images).
-pub fn open(path: &Path, classes: Option<Vec<String>>, limits: ReadLimits) -> Result<Arc<Dataset>> {
-    let ds = Dataset::open_with(
-        path,
-        &OpenOptions {
-            classes,
-            max_image_bytes: Some(limits.max_image_bytes()),
-            ..OpenOptions::default()
-        },
-    )?;
-    for w in ds.warnings() {
-        eprintln!("warning: {w}");
-    }
-    Ok(Arc::new(ds))
-}
-
 pub fn prepare(args: &PrepareArgs) -> Result<()> {
     if let Some(dir) = &args.pack {
         return pack(args, dir);
     }
     let splits = splits(&args.data)?;
-    let train = open(&splits.train, None, args.limits)?;
+    let train = open_dataset(&splits.train, None, args.limits.max_image_bytes())?;
     println!(
         "{}: {} images in {} classes",
         splits.train.display(),
@@ -142,27 +102,16 @@ pub fn prepare(args: &PrepareArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints each file a full pass could not read, once, and the classes left with no image.
-pub fn report_bad(dataset: &Dataset, bad: &[BadSample]) {
-    for b in bad {
-        eprintln!("skipped unreadable {}: {}", b.path, b.error);
-    }
-    for w in unreadable_classes(dataset, bad) {
-        eprintln!("warning: {w}");
-    }
-}
-
-/// Loads statistics from `path`, naming it in the error.
-pub fn load_stats(path: &Path) -> Result<Stats> {
-    Stats::load(path).with_context(|| format!("loading the dataset statistics {}", path.display()))
-}
-
 /// `prepare --pack`: packs the training set (with its statistics) and the validation set.
 fn pack(args: &PrepareArgs, dir: &Path) -> Result<()> {
     let sp = splits(&args.data)?;
-    let train = open(&sp.train, None, args.limits)?;
+    let train = open_dataset(&sp.train, None, args.limits.max_image_bytes())?;
     let val = match &sp.val {
-        Some(v) => Some(open(v, Some(train.classes().to_vec()), args.limits)?),
+        Some(v) => Some(open_dataset(
+            v,
+            Some(train.classes().to_vec()),
+            args.limits.max_image_bytes(),
+        )?),
         None => None,
     };
     ensure!(

@@ -1,9 +1,10 @@
 //! `alexnet eval`, `alexnet predict` and `alexnet filters`: using a trained checkpoint.
 
-use super::data_args::{ReadLimits, load_stats, open, splits, threads};
-use super::devices::{DeviceKind, Job, choose, dispatch};
+use super::data_args::ReadLimits;
+use crate::data::open::{load_stats, open_dataset, splits, threads};
 use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats, image_views};
 use crate::device::Device;
+use crate::dist::dispatch::{DeviceKind, Job, choose, dispatch};
 use crate::engine::Network;
 use crate::model::Plan;
 use crate::model::init::NetParams;
@@ -195,7 +196,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let sp = splits(&args.data)?;
     let path = sp.val.unwrap_or(sp.train);
     let classes = (!stats.classes.is_empty()).then(|| stats.classes.clone());
-    let data = open(&path, classes, args.ck.limits)?;
+    let data = open_dataset(&path, classes, args.ck.limits.max_image_bytes())?;
     let views = if args.ck.ten_crop {
         EvalViews::TenCrop
     } else {
@@ -309,6 +310,18 @@ fn read_synsets(path: &Path) -> Result<std::collections::HashMap<String, String>
         .collect())
 }
 
+/// The mean of `rows` (one row of `classes` values per view of an image).
+fn mean_over_views(rows: &[f32], classes: usize) -> Vec<f32> {
+    let views = rows.len() / classes;
+    let mut mean = vec![0f32; classes];
+    for row in rows.chunks(classes) {
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, p)| *m += p / views as f32);
+    }
+    mean
+}
+
 pub fn predict(args: PredictArgs) -> Result<()> {
     let (plan, ck, stats, geometry) = open_model(&args.ck)?;
     let names = match &args.synsets {
@@ -347,16 +360,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
                 }
             };
             let (probs, logits) = predict(&input, views.count())?;
-            let average = |v: &[f32]| {
-                let mut mean = vec![0f32; classes];
-                for row in v.chunks(classes) {
-                    mean.iter_mut()
-                        .zip(row)
-                        .for_each(|(m, p)| *m += p / views.count() as f32);
-                }
-                mean
-            };
-            let mean = average(&probs);
+            let mean = mean_over_views(&probs, classes);
             let best = crate::ops::softmax::top_k(&mean, top);
             if json {
                 let mut item = serde_json::json!({
@@ -367,7 +371,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
                     }).collect::<Vec<_>>(),
                 });
                 if with_logits {
-                    item["logits"] = serde_json::json!(average(&logits));
+                    item["logits"] = serde_json::json!(mean_over_views(&logits, classes));
                 }
                 scored.push(item);
             } else {

@@ -6,12 +6,13 @@ mod eval;
 mod rendezvous_check;
 mod train;
 
-use crate::model::{Ablations, Activation, NetSpec, Plan, preset};
+use crate::model::choice::NetChoice;
+use crate::model::{Ablations, Activation, Plan};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-pub use devices::DeviceKind;
+pub use crate::dist::dispatch::DeviceKind;
 
 #[derive(Parser)]
 #[command(
@@ -104,50 +105,24 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    /// Whether the user chose a network at all (rather than leaving the default).
-    pub fn chosen(&self) -> bool {
-        self.preset.is_some() || self.spec.is_some()
-    }
-
-    /// Whether the network is a preset (whose classifier is sized to the data) rather than a
-    /// spec file (which keeps its own).
-    pub fn is_preset(&self) -> bool {
-        self.spec.is_none()
-    }
-
-    /// The network, with `--classes` applied; the note says if fc8 had to move to one tower.
-    pub fn spec_or(&self, default_preset: &str) -> Result<NetSpec> {
-        let spec = self.spec_as_given(default_preset)?;
-        match self.classes {
-            Some(n) => {
-                let (spec, note) = spec.with_classes(n)?;
-                if let Some(note) = note {
-                    eprintln!("note: {note}");
-                }
-                Ok(spec)
-            }
-            None => Ok(spec),
-        }
-    }
-
-    fn spec_as_given(&self, default_preset: &str) -> Result<NetSpec> {
-        if let Some(path) = &self.spec {
-            let text = crate::files::read_text(path).context("reading the spec")?;
-            return NetSpec::from_json(&text)
-                .with_context(|| format!("parsing spec {}", path.display()));
-        }
-        let ab = Ablations {
-            lrn: !self.no_lrn,
-            alpha_over_n: self.lrn_alpha_over_n,
-            pool_size: self.pool,
-            activation: if self.tanh {
-                Activation::Tanh
-            } else {
-                Activation::Relu
+    /// The network these arguments name.
+    pub fn choice(&self) -> NetChoice {
+        NetChoice {
+            preset: self.preset.clone(),
+            spec: self.spec.clone(),
+            ablations: Ablations {
+                lrn: !self.no_lrn,
+                alpha_over_n: self.lrn_alpha_over_n,
+                pool_size: self.pool,
+                activation: if self.tanh {
+                    Activation::Tanh
+                } else {
+                    Activation::Relu
+                },
+                dropout: !self.no_dropout,
             },
-            dropout: !self.no_dropout,
-        };
-        preset(self.preset.as_deref().unwrap_or(default_preset), &ab)
+            classes: self.classes,
+        }
     }
 }
 
@@ -177,7 +152,7 @@ fn print_out(text: &str) -> Result<()> {
 pub fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Model { net, json } => {
-            let spec = net.spec_or("paper")?;
+            let spec = net.choice().spec_or("paper")?;
             let plan = Plan::new(&spec).context("the network spec does not make sense")?;
             if json {
                 print_out(&format!("{}\n", spec.to_json()))

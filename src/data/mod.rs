@@ -63,6 +63,7 @@
 pub mod augment;
 pub mod decode;
 pub mod loader;
+pub mod open;
 pub mod pack;
 pub mod shard;
 pub mod source;

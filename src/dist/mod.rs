@@ -6,10 +6,13 @@
 //! - `collective`: what replicas need from each other (each tower's gradients averaged), and
 //!   the in-process implementation; `tcp_collective` across processes on the CPU, `nccl` across
 //!   GPUs.
+//! - `dispatch`: the device kind and GPUs a run's networks go on, and jobs started there, alone
+//!   or as replicas with the collective their devices call for.
 //! - `launch`: who this process is, from the launcher's environment (torchrun's, Slurm's);
 //!   `rendezvous`: how the processes of a run find each other.
 
 pub mod collective;
+pub mod dispatch;
 pub mod launch;
 pub mod nccl;
 pub mod rendezvous;

@@ -1,5 +1,6 @@
 //! The network as data: spec, presets, plan (shapes and checks) and parameter initialisation.
 
+pub mod choice;
 pub mod geometry;
 pub mod grouped;
 pub mod init;

@@ -1,5 +1,7 @@
-//! Training: the loop and what it is made of.
+//! Training: a run assembled and launched, the loop and what it is made of.
 //!
+//! - `start`: a run from a [`start::RunRequest`]: settled, checked, its data, statistics, folder
+//!   lock and rendezvous opened, one job per replica of this process; then launched.
 //! - `run`: the loop (`train`), in parts: each epoch's steps with the next batch prefetched
 //!   beside the step, the stop policy, the checkpointer; it drives a `dist::replicas::Replica`,
 //!   alone or among others.
@@ -21,3 +23,4 @@ pub mod run;
 pub mod run_folder;
 pub mod schedule;
 pub mod settle;
+pub mod start;

@@ -1,6 +1,5 @@
 //! What `alexnet train` says at the start of training and at its end.
 
-use super::TrainArgs;
 use crate::model::Plan;
 use crate::model::spec::NetSpec;
 use crate::train::plot::plot_metrics;
@@ -11,7 +10,7 @@ use std::path::Path;
 pub(super) fn announce(
     spec: &NetSpec,
     plan: &Plan,
-    args: &TrainArgs,
+    batch: usize,
     replicas: usize,
     batches_per_epoch: usize,
     lr: f32,
@@ -21,11 +20,11 @@ pub(super) fn announce(
         spec.name,
         crate::model::plan::group_digits(plan.params()),
         spec.towers,
-        args.batch,
+        batch,
         if replicas > 1 {
             format!(
                 " ({replicas} data-parallel replicas of {} each)",
-                args.batch / replicas
+                batch / replicas
             )
         } else {
             String::new()

@@ -1,9 +1,9 @@
 //! One training job per replica of this process: what it trains from, on what batches, and
 //! how it starts on the devices it is given (alone, or as a replica with a collective).
 
-use crate::cli::devices::{Job, ReplicaJob};
 use crate::device::Device;
 use crate::dist::collective::Collective;
+use crate::dist::dispatch::{Job, ReplicaJob};
 use crate::dist::replicas::Replica;
 use crate::engine::Network;
 use crate::model::Plan;

@@ -1,10 +1,10 @@
 //! Where this process's replicas run (GPUs or the CPU), who they are among the run's, and how
 //! the run's processes meet.
 
-use super::TrainArgs;
+use super::RunRequest;
 use super::job::TrainJob;
-use crate::cli::devices::{DeviceKind, choose, dispatch, dispatch_replicas, rendezvous_id};
 use crate::data::shard;
+use crate::dist::dispatch::{DeviceKind, choose, dispatch, dispatch_replicas, rendezvous_id};
 use crate::dist::launch::{Launch, Rendezvous};
 use crate::dist::rendezvous::{Group, join};
 use crate::train::run::TrainOutcome;
@@ -27,19 +27,19 @@ pub(super) struct Placement {
 }
 
 impl Placement {
-    pub(super) fn settle(args: &TrainArgs, towers: usize) -> Result<Placement> {
-        let (device, mut gpus) = choose(args.device, args.devices.as_deref(), towers)?;
+    pub(super) fn settle(req: &RunRequest, towers: usize) -> Result<Placement> {
+        let (device, mut gpus) = choose(req.device, req.devices.as_deref(), towers)?;
         // Data parallel (issue #16): replicas in this process, in every process the launcher
         // started (WORLD_SIZE or Slurm's SLURM_NTASKS), and this process's first replica's rank.
         let launch = Launch::from_env(|k| std::env::var(k).ok())?;
-        if launch.world_size > 1 && device == DeviceKind::Cuda && args.devices.is_none() {
+        if launch.world_size > 1 && device == DeviceKind::Cuda && req.devices.is_none() {
             // One process per tower pair (torchrun --nproc-per-node 4 on eight GPUs): the pair
             // LOCAL_RANK names.
             gpus = (launch.local_rank * towers..(launch.local_rank + 1) * towers).collect();
         }
-        let local = local_replicas(args, device, &gpus, towers)?;
+        let local = local_replicas(req, device, &gpus, towers)?;
         let replicas = local * launch.world_size;
-        shard::range(args.batch, replicas, 0)?;
+        shard::range(req.batch, replicas, 0)?;
         ensure!(
             device == DeviceKind::Cuda || launch.world_size == 1 || local == 1,
             "--replicas {local} in each of {} processes: on the CPU a run of several processes takes one replica per process (start more processes instead)",
@@ -52,7 +52,7 @@ impl Placement {
             replicas,
             first_replica: launch.rank * local,
             writer: launch.rank == 0,
-            peer_timeout: settle::peer_timeout(args.peer_timeout)?,
+            peer_timeout: settle::peer_timeout(req.peer_timeout)?,
             launch,
         })
     }
@@ -77,12 +77,12 @@ impl Placement {
     }
 
     /// Meets the run's other processes (where there are any).
-    pub(super) fn join_group(&self, args: &TrainArgs, towers: usize) -> Result<Option<Group>> {
+    pub(super) fn join_group(&self, req: &RunRequest, towers: usize) -> Result<Option<Group>> {
         let launch = &self.launch;
         if launch.world_size == 1 {
             return Ok(None);
         }
-        let at = launch.rendezvous(args.rendezvous.as_deref())?;
+        let at = launch.rendezvous(req.rendezvous.as_deref())?;
         let place = match &at {
             Rendezvous::Tcp(addr) => format!("at {addr}"),
             Rendezvous::File(path) => format!("through {}", path.display()),
@@ -103,12 +103,12 @@ impl Placement {
 /// `--devices` (checked by `choose`: whole replicas, NCCL there); on the CPU and the host
 /// executor, `--replicas`.
 fn local_replicas(
-    args: &TrainArgs,
+    req: &RunRequest,
     device: DeviceKind,
     gpus: &[usize],
     towers: usize,
 ) -> Result<usize> {
-    let asked = args.replicas;
+    let asked = req.replicas;
     ensure!(
         asked != Some(0),
         "--replicas 0: a run has at least one replica"
