@@ -10,6 +10,7 @@ pub mod dist;
 pub mod emu;
 pub mod engine;
 pub mod fatbins;
+pub mod features;
 pub mod files;
 pub mod model;
 pub mod ops;

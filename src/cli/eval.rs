@@ -117,7 +117,7 @@ fn load_checkpoint(path: &Path) -> Result<(PathBuf, Checkpoint)> {
 }
 
 /// The checkpoint, its plan and the statistics it was trained with.
-fn open_model(args: &CheckpointArgs) -> Result<(Plan, Checkpoint, Stats, Geometry)> {
+pub(super) fn open_model(args: &CheckpointArgs) -> Result<(Plan, Checkpoint, Stats, Geometry)> {
     let (file, ck) = load_checkpoint(&args.checkpoint)?;
     let mut spec = ck.spec.clone();
     if let Some(p) = args.precision.filter(|&p| p != spec.precision) {
@@ -259,7 +259,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 /// The images named on the command line: files as given, folders searched through for `.jpg`,
 /// `.jpeg` and `.png` files (any case) in name order; what cannot be listed is returned as
 /// (path, why).
-fn expand_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+pub(super) fn expand_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>, bad: &mut Vec<(PathBuf, String)>) {
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(list) => list.filter_map(|e| e.ok().map(|e| e.path())).collect(),

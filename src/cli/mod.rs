@@ -3,6 +3,7 @@
 mod data_args;
 mod devices;
 mod eval;
+mod features;
 mod rendezvous_check;
 mod train;
 
@@ -45,6 +46,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// The five most likely classes of each image, with probabilities.
     Predict(eval::PredictArgs),
+    /// A layer's activations (fc7 by default) for images, as a .npy or .safetensors matrix,
+    /// for retrieval or transfer learning.
+    Features(features::FeaturesArgs),
     /// The first layer's kernels as one PNG grid (the paper's Figure 3).
     Filters(eval::FiltersArgs),
     /// Redraw a run's loss and error curves from its metrics log; with several runs, compare
@@ -164,6 +168,7 @@ pub fn main() -> Result<()> {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
+        Command::Features(args) => features::features(args),
         Command::Filters(args) => eval::filters(args),
         Command::Plot {
             runs,

@@ -122,6 +122,29 @@ impl<D: Device> Network<D> {
         self.devices[0].download(self.probs.as_ref().unwrap())
     }
 
+    /// Layer `l`'s output of the last forward pass for the whole network, `[n, output_total]`:
+    /// each sample's towers side by side (tower 0's values first), as a layer reading every
+    /// tower sees them.
+    pub fn layer_output(&self, l: usize) -> Result<Vec<f32>> {
+        let lp = &self.plan.layers[l];
+        if lp.fuses_relu {
+            bail!(
+                "{}'s output is not kept: its ReLU is fused into it, so {} holds the same values after the ReLU",
+                lp.name(),
+                self.plan.layers[l + 1].name()
+            );
+        }
+        let (n, per, towers) = (self.loaded, lp.output.len(), lp.active_towers);
+        let mut out = vec![0f32; n * per * towers];
+        for (t, buf) in self.layers[l].out.iter().enumerate() {
+            let tower = self.devices[t].download(buf)?;
+            for (i, row) in tower.chunks_exact(per).take(n).enumerate() {
+                out[(i * towers + t) * per..][..per].copy_from_slice(row);
+            }
+        }
+        Ok(out)
+    }
+
     /// The logits of the last forward pass (`[n, classes]`).
     pub fn logits(&self) -> Result<Vec<f32>> {
         match &self.logits {

@@ -1,0 +1,429 @@
+//! Feature matrices on disk, in formats other programs read without this engine, streamed row by
+//! row so that a gallery of a million images never sits in memory:
+//!
+//! - `.npy` (NumPy's format, read by numpy, PyTorch and FAISS' loaders): one `[rows, cols]`
+//!   little-endian f32 (or f16) matrix, and a sidecar `<name>.rows.tsv` beside it, one line per
+//!   row: its index, path and label.
+//! - `.safetensors`: the same matrix as the tensor `features`, with the rows' paths and labels
+//!   in the metadata (`rows`, a JSON list of `[path, label]`).
+//!
+//! Nothing is visible under the final names until [`FeatureWriter::finish`]: the rows go to
+//! partial files beside them (removed if the writer is dropped unfinished, e.g. on Ctrl-C) and
+//! are renamed into place at the end. An existing file is never overwritten.
+
+use crate::files::partial_path;
+use anyhow::{Context, Result, bail, ensure};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The `.npy` header's length, fixed so that the row count can be rewritten in place at the
+/// end: magic, version, length and a dict padded with spaces (a multiple of 64, as NumPy aligns).
+const NPY_HEADER_BYTES: usize = 128;
+
+/// The file formats, chosen by the name given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Npy,
+    Safetensors,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Result<Format> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => Ok(Format::Npy),
+            Some("safetensors") => Ok(Format::Safetensors),
+            _ => bail!(
+                "{}: name the features file .npy (a NumPy matrix, with a .rows.tsv beside it) or .safetensors",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// The sidecar listing a `.npy` file's rows.
+pub fn rows_path(npy: &Path) -> PathBuf {
+    npy.with_extension("rows.tsv")
+}
+
+/// Writes a feature matrix one row at a time; see the module documentation.
+pub struct FeatureWriter {
+    format: Format,
+    path: PathBuf,
+    cols: usize,
+    half: bool,
+    rows: u64,
+    /// The matrix's bytes (for `.npy`, behind the header), under a partial name.
+    data: Option<(PathBuf, BufWriter<File>)>,
+    /// Each row's path and label: streamed to the sidecar (`.npy`) or kept for the metadata.
+    index: RowIndex,
+    /// What the metadata says beside the rows (`.safetensors`): layer, checkpoint, views.
+    about: Vec<(String, String)>,
+}
+
+enum RowIndex {
+    Sidecar(PathBuf, BufWriter<File>),
+    InMemory(Vec<(String, String)>),
+}
+
+impl FeatureWriter {
+    /// A writer of `cols`-wide rows to `path` (f16 with `half`), refused where `path` (or its
+    /// sidecar) exists. `about` is recorded in the `.safetensors` metadata.
+    pub fn create(
+        path: &Path,
+        cols: usize,
+        half: bool,
+        about: Vec<(String, String)>,
+    ) -> Result<FeatureWriter> {
+        let format = Format::of(path)?;
+        ensure!(cols > 0, "features of width 0");
+        let mut finals = vec![path.to_path_buf()];
+        if format == Format::Npy {
+            finals.push(rows_path(path));
+        }
+        for f in &finals {
+            ensure!(
+                !f.exists(),
+                "{} exists: features are never written over a file (remove it, or name another)",
+                f.display()
+            );
+        }
+        let data_path = partial_path(path);
+        let mut data = BufWriter::new(create_new(&data_path)?);
+        if format == Format::Npy {
+            data.write_all(&npy_header(0, cols, half))?;
+        }
+        let index = match format {
+            Format::Npy => {
+                let p = partial_path(&rows_path(path));
+                let f = create_new(&p).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&data_path);
+                })?;
+                RowIndex::Sidecar(p, BufWriter::new(f))
+            }
+            Format::Safetensors => RowIndex::InMemory(Vec::new()),
+        };
+        Ok(FeatureWriter {
+            format,
+            path: path.to_path_buf(),
+            cols,
+            half,
+            rows: 0,
+            data: Some((data_path, data)),
+            index,
+            about,
+        })
+    }
+
+    /// Appends one row: its values, and the path and label it is listed with.
+    pub fn push(&mut self, row: &[f32], path: &str, label: &str) -> Result<()> {
+        ensure!(
+            row.len() == self.cols,
+            "a row of {} values in a file of {}-wide rows",
+            row.len(),
+            self.cols
+        );
+        let (data_path, data) = self.data.as_mut().expect("open until finished");
+        let mut bytes = Vec::with_capacity(row.len() * 4);
+        for &v in row {
+            if self.half {
+                bytes.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            } else {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        data.write_all(&bytes)
+            .with_context(|| format!("cannot write {}", data_path.display()))?;
+        match &mut self.index {
+            RowIndex::Sidecar(p, f) => writeln!(f, "{}\t{}\t{}", self.rows, tsv(path), tsv(label))
+                .with_context(|| format!("cannot write {}", p.display()))?,
+            RowIndex::InMemory(v) => v.push((path.to_string(), label.to_string())),
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Completes the file(s) and renames them into place; returns the matrix's path.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        let (data_path, data) = self.data.take().expect("open until finished");
+        let mut file = data
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", data_path.display()))?;
+        let result = match self.format {
+            Format::Npy => self.finish_npy(&mut file, &data_path),
+            Format::Safetensors => self.finish_safetensors(file, &data_path),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_file(&data_path);
+        }
+        result?;
+        Ok(self.path.clone())
+    }
+
+    fn finish_npy(&mut self, file: &mut File, data_path: &Path) -> Result<()> {
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&npy_header(self.rows, self.cols, self.half))?;
+        file.sync_all()
+            .with_context(|| format!("cannot write {}", data_path.display()))?;
+        let RowIndex::Sidecar(rows_partial, rows) =
+            std::mem::replace(&mut self.index, RowIndex::InMemory(Vec::new()))
+        else {
+            unreachable!(".npy rows go to a sidecar")
+        };
+        let rows = rows.into_inner().map_err(|e| e.into_error())?;
+        rows.sync_all()?;
+        // The sidecar first: a matrix is never in place without its rows' list.
+        std::fs::rename(&rows_partial, rows_path(&self.path))?;
+        std::fs::rename(data_path, &self.path)
+            .with_context(|| format!("cannot rename to {}", self.path.display()))
+    }
+
+    fn finish_safetensors(&mut self, data: File, data_path: &Path) -> Result<()> {
+        let RowIndex::InMemory(rows) = &self.index else {
+            unreachable!(".safetensors rows are kept for the metadata")
+        };
+        let width = if self.half { 2 } else { 4 };
+        let bytes = self.rows * self.cols as u64 * width;
+        let mut metadata = serde_json::Map::new();
+        for (k, v) in &self.about {
+            metadata.insert(k.clone(), v.clone().into());
+        }
+        metadata.insert("rows".into(), serde_json::to_string(rows)?.into());
+        let header = serde_json::json!({
+            "__metadata__": metadata,
+            "features": {
+                "dtype": if self.half { "F16" } else { "F32" },
+                "shape": [self.rows, self.cols as u64],
+                "data_offsets": [0, bytes],
+            },
+        });
+        let mut header = serde_json::to_vec(&header)?;
+        // Padded with spaces so the data starts 8-byte aligned, as the format allows.
+        while (8 + header.len()) % 8 != 0 {
+            header.push(b' ');
+        }
+        let out_partial = partial_path(&partial_path(&self.path));
+        let written = (|| -> Result<()> {
+            let mut out = BufWriter::new(create_new(&out_partial)?);
+            out.write_all(&(header.len() as u64).to_le_bytes())?;
+            out.write_all(&header)?;
+            let mut data = std::io::BufReader::new(data);
+            data.seek(SeekFrom::Start(0))?;
+            std::io::copy(&mut data, &mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&out_partial, &self.path)
+                .with_context(|| format!("cannot rename to {}", self.path.display()))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&out_partial);
+        }
+        let _ = std::fs::remove_file(data_path);
+        written
+    }
+}
+
+impl Drop for FeatureWriter {
+    /// An unfinished writer (an error, an interruption) leaves nothing behind.
+    fn drop(&mut self) {
+        if let Some((p, _)) = self.data.take() {
+            let _ = std::fs::remove_file(p);
+        }
+        if let RowIndex::Sidecar(p, _) = &self.index {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// A field of the sidecar: tabs and line breaks (which a path may hold) shown as spaces.
+fn tsv(s: &str) -> String {
+    s.replace(['\t', '\n', '\r'], " ")
+}
+
+/// NumPy's format 1.0 header for a C-order `[rows, cols]` matrix, [`NPY_HEADER_BYTES`] long.
+fn npy_header(rows: u64, cols: usize, half: bool) -> Vec<u8> {
+    let descr = if half { "<f2" } else { "<f4" };
+    let dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut h = b"\x93NUMPY\x01\x00".to_vec();
+    let len = NPY_HEADER_BYTES - 10;
+    h.extend_from_slice(&(len as u16).to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h.resize(NPY_HEADER_BYTES - 1, b' ');
+    h.push(b'\n');
+    h
+}
+
+/// A `.npy` or `.safetensors` feature file read back: `[rows, cols]` values as f32, and each
+/// row's path and label. For tests and for `alexnet similar`'s gallery.
+pub fn read(path: &Path) -> Result<(usize, Vec<f32>, Vec<(String, String)>)> {
+    let bytes = crate::files::read_whole(path)?;
+    match Format::of(path)? {
+        Format::Npy => read_npy(path, &bytes),
+        Format::Safetensors => read_safetensors(path, &bytes),
+    }
+}
+
+fn read_npy(path: &Path, bytes: &[u8]) -> Result<(usize, Vec<f32>, Vec<(String, String)>)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "{} is not a feature matrix this engine wrote",
+            path.display()
+        )
+    };
+    ensure!(bytes.len() >= 10 && bytes.starts_with(b"\x93NUMPY"), bad());
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let dict = std::str::from_utf8(bytes.get(10..10 + hlen).ok_or_else(bad)?)?;
+    let half = dict.contains("'<f2'");
+    let shape = dict
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(bad)?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    ensure!(dims.len() == 2, bad());
+    let values = decode(&bytes[10 + hlen..], half, dims[0] * dims[1]).ok_or_else(bad)?;
+    let text = crate::files::read_text(&rows_path(path))?;
+    let rows = text
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(3, '\t').skip(1);
+            let p = f.next().unwrap_or_default().to_string();
+            (p, f.next().unwrap_or_default().to_string())
+        })
+        .collect::<Vec<_>>();
+    ensure!(
+        rows.len() == dims[0],
+        "{} lists {} rows, the matrix has {}",
+        rows_path(path).display(),
+        rows.len(),
+        dims[0]
+    );
+    Ok((dims[1], values, rows))
+}
+
+fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<(usize, Vec<f32>, Vec<(String, String)>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let t = st
+        .tensor("features")
+        .with_context(|| format!("{} holds no `features` tensor", path.display()))?;
+    ensure!(
+        t.shape().len() == 2,
+        "{}: features are not a matrix",
+        path.display()
+    );
+    let half = t.dtype() == safetensors::Dtype::F16;
+    let values = decode(t.data(), half, t.shape()[0] * t.shape()[1])
+        .ok_or_else(|| anyhow::anyhow!("{}: features of an unexpected size", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
+    let rows = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("rows"))
+        .map(|r| serde_json::from_str::<Vec<(String, String)>>(r))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((t.shape()[1], values, rows))
+}
+
+fn decode(bytes: &[u8], half: bool, len: usize) -> Option<Vec<f32>> {
+    let width = if half { 2 } else { 4 };
+    if bytes.len() != len * width {
+        return None;
+    }
+    Some(if half {
+        bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()
+    } else {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize, cols: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|r| {
+                (0..cols)
+                    .map(|c| r as f32 * 0.5 - c as f32 * 0.25)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_formats_read_back_what_was_written_and_name_each_row() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, half) in [("f.npy", false), ("h.npy", true), ("f.safetensors", false)] {
+            let path = dir.path().join(name);
+            let mut w = FeatureWriter::create(&path, 3, half, vec![("layer".into(), "fc7".into())])
+                .unwrap();
+            for (i, r) in rows(5, 3).iter().enumerate() {
+                w.push(r, &format!("img/{i}.jpg"), "dog").unwrap();
+            }
+            assert_eq!(w.finish().unwrap(), path);
+            let (cols, values, listed) = read(&path).unwrap();
+            assert_eq!(cols, 3);
+            // Every value here is a multiple of 1/4 below 3: exact in f16 too.
+            assert_eq!(values, rows(5, 3).concat(), "{name}");
+            assert_eq!(listed.len(), 5);
+            assert_eq!(listed[4], ("img/4.jpg".to_string(), "dog".to_string()));
+            let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
+        let header = std::fs::read(dir.path().join("f.npy")).unwrap();
+        let dict = String::from_utf8_lossy(&header[10..NPY_HEADER_BYTES]);
+        assert!(dict.contains("'shape': (5, 3)"), "{dict}");
+        assert_eq!(header.len(), NPY_HEADER_BYTES + 5 * 3 * 4);
+    }
+
+    #[test]
+    fn an_existing_file_is_refused_and_an_unfinished_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.npy");
+        std::fs::write(rows_path(&path), "mine").unwrap();
+        let e = FeatureWriter::create(&path, 3, false, vec![])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("never written over"), "{e}");
+        std::fs::remove_file(rows_path(&path)).unwrap();
+        let mut w = FeatureWriter::create(&path, 3, false, vec![]).unwrap();
+        w.push(&[1.0, 2.0, 3.0], "a", "").unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let e = FeatureWriter::create(&dir.path().join("f.bin"), 3, false, vec![])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains(".npy"), "{e}");
+    }
+}

@@ -1,0 +1,132 @@
+//! A trained network's features: the activations of any named layer for a list of images,
+//! streamed to a file other programs read (see `file`). What most users of a trained AlexNet
+//! want from it (retrieval, transfer learning, the paper's Figure 4).
+//!
+//! Each image is decoded and rendered as evaluation renders it (the centre crop, or the paper's
+//! ten crops), the network runs in evaluation (test-time dropout scaling), and the layer's output
+//! for the image is the mean over its views.
+
+pub mod file;
+
+use crate::data::{Augment, EvalViews, Geometry, Stats, image_views};
+use crate::device::Device;
+use crate::dist::dispatch::Job;
+use crate::engine::Network;
+use crate::model::Plan;
+use crate::model::init::NetParams;
+use crate::progress::Progress;
+use anyhow::{Result, bail};
+use file::FeatureWriter;
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+/// The index of the layer named `name`, or an error listing the names there are (or saying
+/// where a fused convolution's output is).
+pub fn layer_index(plan: &Plan, name: &str) -> Result<usize> {
+    if let Some(l) = plan.layers.iter().position(|lp| lp.name() == name) {
+        if plan.layers[l].fuses_relu {
+            bail!(
+                "{name}'s output is not kept: its ReLU is fused into it, so {} holds the same values after the ReLU",
+                plan.layers[l + 1].name()
+            );
+        }
+        return Ok(l);
+    }
+    let names: Vec<&str> = plan.layers.iter().map(|lp| lp.name()).collect();
+    bail!(
+        "{} has no layer {name:?}; its layers: {}",
+        plan.spec.name,
+        names.join(", ")
+    )
+}
+
+/// How images become the network's input: as evaluation renders them.
+pub struct Rendering<'a> {
+    pub stats: &'a Stats,
+    pub geometry: Geometry,
+    pub views: EvalViews,
+    pub augment: Augment,
+    /// Image files larger than this are skipped, unread.
+    pub max_image_bytes: u64,
+}
+
+/// Extracts layer `layer`'s features of `images` (each with the label it is listed with),
+/// `batch` images at a time, into `writer`. Runs as a [`Job`] on the devices chosen; stops,
+/// with an error, when `progress` is interrupted.
+pub struct Extraction<'a> {
+    pub plan: Plan,
+    pub params: NetParams,
+    pub layer: usize,
+    pub images: Vec<(PathBuf, String)>,
+    pub render: Rendering<'a>,
+    pub batch: usize,
+    pub writer: FeatureWriter,
+    pub progress: Progress,
+}
+
+/// What an extraction leaves: the writer (to finish) and the images it could not read, with why.
+pub struct Extracted {
+    pub writer: FeatureWriter,
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+impl Job for Extraction<'_> {
+    type Output = Extracted;
+    fn run<D: Device>(mut self, devices: Vec<D>) -> Result<Extracted> {
+        let mut net = Network::new(&self.plan, devices, &self.params, 0)?;
+        let views = self.render.views.count();
+        let mut unreadable = Vec::new();
+        for chunk in self.images.chunks(self.batch.max(1)) {
+            if self.progress.interrupted() {
+                bail!("interrupted: no features file was written");
+            }
+            let inputs: Vec<_> = chunk
+                .par_iter()
+                .map(|(path, _)| render(path, &self.render))
+                .collect();
+            let mut kept = Vec::new();
+            let mut pixels = Vec::new();
+            for ((path, label), input) in chunk.iter().zip(inputs) {
+                match input {
+                    Ok(v) => {
+                        pixels.extend_from_slice(&v);
+                        kept.push((path, label));
+                    }
+                    Err(e) => unreadable.push((path.clone(), format!("{e:#}"))),
+                }
+            }
+            if !kept.is_empty() {
+                net.predict(&pixels, kept.len() * views)?;
+                let out = net.layer_output(self.layer)?;
+                let width = out.len() / (kept.len() * views);
+                for (i, (path, label)) in kept.iter().enumerate() {
+                    let row = mean_rows(&out[i * views * width..][..views * width], width);
+                    self.writer.push(&row, &path.display().to_string(), label)?;
+                }
+            }
+            chunk.iter().for_each(|_| self.progress.inc());
+        }
+        self.progress.finish();
+        Ok(Extracted {
+            writer: self.writer,
+            unreadable,
+        })
+    }
+}
+
+/// One image's views, rendered for the network.
+fn render(path: &std::path::Path, r: &Rendering) -> Result<Vec<f32>> {
+    let bytes = crate::files::read_capped_unnamed(path, r.max_image_bytes)?;
+    image_views(&bytes, r.stats, r.geometry, r.views, r.augment)
+}
+
+/// The mean of the `width`-wide rows of `rows`, summed in row order.
+pub fn mean_rows(rows: &[f32], width: usize) -> Vec<f32> {
+    let count = rows.len() / width;
+    let mut mean = vec![0f32; width];
+    for row in rows.chunks_exact(width) {
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+    }
+    mean.iter_mut().for_each(|m| *m /= count as f32);
+    mean
+}
