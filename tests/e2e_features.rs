@@ -10,11 +10,11 @@ use alexnet::device::cpu::CpuDevice;
 use alexnet::engine::Network;
 use alexnet::features::{file, layer_index};
 use alexnet::model::Plan;
-use alexnet::tensor::max_rel_err;
 use alexnet::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
 use support::cli::{alexnet, text};
 use support::data::rgb_jpeg;
+use support::step_checks::tensor_errors_with_floor;
 
 /// A two-step `cifar` run on the synthetic set, and five labelled JPEGs (two classes' folders)
 /// beside a file that is no image.
@@ -211,8 +211,7 @@ fn ten_crops_average_their_views_and_the_host_executor_agrees() {
     let (_, want) = reference(d, &images, "fc4", EvalViews::TenCrop);
     // The command averages ten f32 values in f32, the reference in f64: a few ulp of the mean.
     let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let err = max_rel_err(&got, &want32, 1e-2 * scale);
+    let err = tensor_errors_with_floor(&[got], &[want32], 1e-2);
     assert!(err < 1e-6, "ten-crop mean off by {err:e}");
     // The same features through the CUDA kernels run by the host executor: the kernels sum in
     // another order, so within the kernels' tolerance of 1e-4 (tests/support/step_checks.rs).
@@ -221,8 +220,7 @@ fn ten_crops_average_their_views_and_the_host_executor_agrees() {
     let (_, emu, _) = file::read(&d.join("e.npy")).unwrap();
     let (_, cpu) = reference(d, &images, "fc4", EvalViews::Centre);
     let cpu32: Vec<f32> = cpu.iter().map(|&v| v as f32).collect();
-    let scale = cpu.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let err = max_rel_err(&emu, &cpu32, 1e-2 * scale);
+    let err = tensor_errors_with_floor(&[emu], &[cpu32], 1e-2);
     assert!(err < 1e-4, "emu features off by {err:e}");
 }
 

@@ -2,10 +2,11 @@
 
 use super::data_args::ReadLimits;
 use crate::data::open::{load_stats, open_dataset, splits, threads};
-use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats, image_views};
+use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats};
 use crate::device::Device;
 use crate::dist::dispatch::{DeviceKind, Job, choose, dispatch};
 use crate::engine::Network;
+use crate::features::{Rendering, mean_over_views, render};
 use crate::model::Plan;
 use crate::model::init::NetParams;
 use crate::ops::precision::Precision;
@@ -197,11 +198,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let path = sp.val.unwrap_or(sp.train);
     let classes = (!stats.classes.is_empty()).then(|| stats.classes.clone());
     let data = open_dataset(&path, classes, args.ck.limits.max_image_bytes())?;
-    let views = if args.ck.ten_crop {
-        EvalViews::TenCrop
-    } else {
-        EvalViews::Centre
-    };
+    let views = EvalViews::from_ten_crop(args.ck.ten_crop);
     let loader = Loader::new(
         data.clone(),
         Arc::new(stats),
@@ -310,32 +307,22 @@ fn read_synsets(path: &Path) -> Result<std::collections::HashMap<String, String>
         .collect())
 }
 
-/// The mean of `rows` (one row of `classes` values per view of an image).
-fn mean_over_views(rows: &[f32], classes: usize) -> Vec<f32> {
-    let views = rows.len() / classes;
-    let mut mean = vec![0f32; classes];
-    for row in rows.chunks(classes) {
-        mean.iter_mut()
-            .zip(row)
-            .for_each(|(m, p)| *m += p / views as f32);
-    }
-    mean
-}
-
 pub fn predict(args: PredictArgs) -> Result<()> {
     let (plan, ck, stats, geometry) = open_model(&args.ck)?;
     let names = match &args.synsets {
         Some(p) => Some(read_synsets(p)?),
         None => None,
     };
-    let views = if args.ck.ten_crop {
-        EvalViews::TenCrop
-    } else {
-        EvalViews::Centre
-    };
-    let (classes, augment) = (plan.classes, ck.spec.augment);
+    let views = EvalViews::from_ten_crop(args.ck.ten_crop);
+    let classes = plan.classes;
     let (images, unlisted) = expand_images(&args.images);
-    let max_bytes = args.ck.limits.max_image_bytes();
+    let rendering = Rendering {
+        stats: &stats,
+        geometry,
+        views,
+        augment: ck.spec.augment,
+        max_image_bytes: args.ck.limits.max_image_bytes(),
+    };
     let top = args.top.clamp(1, classes);
     let described = |c: usize| -> (String, Option<String>) {
         let folder = stats
@@ -350,9 +337,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let work = |predict: &mut Predict| -> Result<(Vec<serde_json::Value>, Vec<(PathBuf, String)>)> {
         let (mut scored, mut failed) = (Vec::new(), unlisted.clone());
         for path in &images {
-            let input = crate::files::read_capped_unnamed(path, max_bytes)
-                .and_then(|bytes| image_views(&bytes, &stats, geometry, views, augment));
-            let input = match input {
+            let input = match render(path, &rendering) {
                 Ok(v) => v,
                 Err(e) => {
                     failed.push((path.clone(), format!("{e:#}")));

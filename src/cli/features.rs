@@ -51,11 +51,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
             (p, label)
         })
         .collect();
-    let views = if args.ck.ten_crop {
-        EvalViews::TenCrop
-    } else {
-        EvalViews::Centre
-    };
+    let views = EvalViews::from_ten_crop(args.ck.ten_crop);
     let about = vec![
         ("layer".to_string(), args.layer.clone()),
         ("network".to_string(), plan.spec.name.clone()),

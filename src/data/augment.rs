@@ -87,6 +87,15 @@ pub enum EvalViews {
 }
 
 impl EvalViews {
+    /// The paper's ten crops where `ten_crop` asks for them, else the centre crop.
+    pub fn from_ten_crop(ten_crop: bool) -> EvalViews {
+        if ten_crop {
+            EvalViews::TenCrop
+        } else {
+            EvalViews::Centre
+        }
+    }
+
     pub fn count(self) -> usize {
         match self {
             EvalViews::Centre => 1,

@@ -126,14 +126,8 @@ impl<D: Device> Network<D> {
     /// each sample's towers side by side (tower 0's values first), as a layer reading every
     /// tower sees them.
     pub fn layer_output(&self, l: usize) -> Result<Vec<f32>> {
+        self.plan.check_output_kept(l)?;
         let lp = &self.plan.layers[l];
-        if lp.fuses_relu {
-            bail!(
-                "{}'s output is not kept: its ReLU is fused into it, so {} holds the same values after the ReLU",
-                lp.name(),
-                self.plan.layers[l + 1].name()
-            );
-        }
         let (n, per, towers) = (self.loaded, lp.output.len(), lp.active_towers);
         let mut out = vec![0f32; n * per * towers];
         for (t, buf) in self.layers[l].out.iter().enumerate() {

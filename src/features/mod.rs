@@ -24,12 +24,7 @@ use std::path::PathBuf;
 /// where a fused convolution's output is).
 pub fn layer_index(plan: &Plan, name: &str) -> Result<usize> {
     if let Some(l) = plan.layers.iter().position(|lp| lp.name() == name) {
-        if plan.layers[l].fuses_relu {
-            bail!(
-                "{name}'s output is not kept: its ReLU is fused into it, so {} holds the same values after the ReLU",
-                plan.layers[l + 1].name()
-            );
-        }
+        plan.check_output_kept(l)?;
         return Ok(l);
     }
     let names: Vec<&str> = plan.layers.iter().map(|lp| lp.name()).collect();
@@ -100,7 +95,7 @@ impl Job for Extraction<'_> {
                 let out = net.layer_output(self.layer)?;
                 let width = out.len() / (kept.len() * views);
                 for (i, (path, label)) in kept.iter().enumerate() {
-                    let row = mean_rows(&out[i * views * width..][..views * width], width);
+                    let row = mean_over_views(&out[i * views * width..][..views * width], width);
                     self.writer.push(&row, &path.display().to_string(), label)?;
                 }
             }
@@ -115,18 +110,20 @@ impl Job for Extraction<'_> {
 }
 
 /// One image's views, rendered for the network.
-fn render(path: &std::path::Path, r: &Rendering) -> Result<Vec<f32>> {
+pub fn render(path: &std::path::Path, r: &Rendering) -> Result<Vec<f32>> {
     let bytes = crate::files::read_capped_unnamed(path, r.max_image_bytes)?;
     image_views(&bytes, r.stats, r.geometry, r.views, r.augment)
 }
 
-/// The mean of the `width`-wide rows of `rows`, summed in row order.
-pub fn mean_rows(rows: &[f32], width: usize) -> Vec<f32> {
-    let count = rows.len() / width;
+/// The mean of the `width`-wide rows of `rows` (one per view of an image), each row divided
+/// by the count before it is added, in row order (as `predict` has always averaged).
+pub fn mean_over_views(rows: &[f32], width: usize) -> Vec<f32> {
+    let views = rows.len() / width;
     let mut mean = vec![0f32; width];
     for row in rows.chunks_exact(width) {
-        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, v)| *m += v / views as f32);
     }
-    mean.iter_mut().for_each(|m| *m /= count as f32);
     mean
 }

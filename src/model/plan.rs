@@ -153,6 +153,20 @@ impl Plan {
         self.layers.iter().map(|l| l.macs).sum()
     }
 
+    /// Refuses to read layer `l`'s output where it is not kept: a convolution whose ReLU is
+    /// fused into it writes the ReLU's output instead (the next layer holds it).
+    pub fn check_output_kept(&self, l: usize) -> Result<()> {
+        let lp = &self.layers[l];
+        if lp.fuses_relu {
+            bail!(
+                "{}'s output is not kept: its ReLU is fused into it, so {} holds the same values after the ReLU",
+                lp.name(),
+                self.layers[l + 1].name()
+            );
+        }
+        Ok(())
+    }
+
     pub fn layer(&self, name: &str) -> Option<&LayerPlan> {
         self.layers.iter().find(|l| l.name() == name)
     }

@@ -116,7 +116,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             &run.spec,
             &run.plan,
             req.batch,
-            run.replicas,
+            run.replicas(),
             run.batches_per_epoch,
             run.lr,
         );

@@ -86,8 +86,7 @@ pub struct Run {
     pub plan: Plan,
     /// The run folder.
     pub out: PathBuf,
-    /// Replicas in the whole run; batches per epoch; the learning rate it starts at.
-    pub replicas: usize,
+    /// Batches per epoch; the learning rate it starts at.
     pub batches_per_epoch: usize,
     pub lr: f32,
     placement: Placement,
@@ -101,6 +100,11 @@ impl Run {
     /// Whether this process writes the run folder (rank 0) rather than only training.
     pub fn writer(&self) -> bool {
         self.placement.writer
+    }
+
+    /// Replicas in the whole run.
+    pub fn replicas(&self) -> usize {
+        self.placement.replicas
     }
 
     /// This process's rank among the run's processes.
@@ -162,11 +166,7 @@ pub fn assemble(req: &RunRequest) -> Result<Run> {
         spec: &spec,
         geometry,
         threads: (threads / place.local).max(1),
-        views: if req.ten_crop {
-            EvalViews::TenCrop
-        } else {
-            EvalViews::Centre
-        },
+        views: EvalViews::from_ten_crop(req.ten_crop),
     };
     let shards = (0..place.local)
         .map(|i| loaders.open(req, &state, place.first_replica + i, place.replicas))
@@ -199,7 +199,6 @@ pub fn assemble(req: &RunRequest) -> Result<Run> {
         spec,
         plan,
         out,
-        replicas: place.replicas,
         batches_per_epoch,
         lr: state.lr,
         placement: place,
