@@ -53,7 +53,7 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).with_context(|| format!("{what} = {v} exceeds a grid dimension"))
 }
 
-fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+fn check_len(what: impl std::fmt::Display, got: usize, want: usize) -> Result<()> {
     ensure!(got == want, "{what} holds {got} elements, expected {want}");
     Ok(())
 }
