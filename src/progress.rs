@@ -11,6 +11,8 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Progress {
     label: String,
+    /// What is counted ("files", "images", "rows").
+    unit: &'static str,
     total: u64,
     done: AtomicU64,
     started: Instant,
@@ -36,12 +38,6 @@ impl Progress {
     pub fn new(label: impl Into<String>, total: u64, bar: bool) -> Progress {
         let shown = if bar && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             let b = indicatif::ProgressBar::new(total);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} {bar:30} {pos}/{len} files {per_sec} [{elapsed_precise} < {eta_precise}]",
-                )
-                .expect("a valid template"),
-            );
             Display::Bar(b)
         } else {
             Display::Lines(Mutex::new(Instant::now()))
@@ -50,12 +46,27 @@ impl Progress {
         if let Display::Bar(b) = &p.shown {
             b.set_message(p.label.clone());
         }
-        p
+        p.counting("files")
+    }
+
+    /// Counts `unit` ("images", "rows") instead of files.
+    pub fn counting(mut self, unit: &'static str) -> Progress {
+        self.unit = unit;
+        if let Display::Bar(b) = &self.shown {
+            let template = format!(
+                "{{msg}} {{bar:30}} {{pos}}/{{len}} {unit} {{per_sec}} [{{elapsed_precise}} < {{eta_precise}}]"
+            );
+            b.set_style(
+                indicatif::ProgressStyle::with_template(&template).expect("a valid template"),
+            );
+        }
+        self
     }
 
     fn with(label: String, total: u64, shown: Display) -> Progress {
         Progress {
             label,
+            unit: "files",
             total,
             done: AtomicU64::new(0),
             started: Instant::now(),
@@ -77,10 +88,15 @@ impl Progress {
 
     /// One more item done (from any thread).
     pub fn inc(&self) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.inc_by(1)
+    }
+
+    /// `n` more items done (from any thread).
+    pub fn inc_by(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         match &self.shown {
             Display::Hidden => {}
-            Display::Bar(b) => b.inc(1),
+            Display::Bar(b) => b.inc(n),
             Display::Lines(last) => {
                 let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
                 if last.elapsed() >= LINE_EVERY {
@@ -91,13 +107,14 @@ impl Progress {
         }
     }
 
-    /// `label: done/total files (percent), rate, ETA`.
+    /// `label: done/total <unit> (percent), rate, ETA`.
     fn line(&self, done: u64) -> String {
         let secs = self.started.elapsed().as_secs_f64();
         let rate = done as f64 / secs.max(1e-9);
+        let unit = self.unit;
         let left = self.total.saturating_sub(done) as f64 / rate.max(1e-9);
         format!(
-            "{}: {done}/{} files ({:.0}%), {rate:.0} files/s, about {:.0} s left",
+            "{}: {done}/{} {unit} ({:.0}%), {rate:.0} {unit}/s, about {:.0} s left",
             self.label,
             self.total,
             100.0 * done as f64 / self.total.max(1) as f64,

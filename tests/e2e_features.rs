@@ -1,7 +1,10 @@
-//! `alexnet features` end to end: the rows it writes are the activations the network computes
-//! in evaluation (on the CPU bit for bit, on the host executor within the kernels' tolerance),
-//! ten crops average their views, both file formats read back with each row's path and label,
-//! and bad input (an unknown layer, a fused one, an existing file, an unreadable image) is named.
+//! The paper's Figure 4 end to end. `alexnet features`: the rows it writes are the activations
+//! the network computes in evaluation (on the CPU bit for bit, on the host executor within the
+//! kernels' tolerance), ten crops average their views, both file formats read back with each
+//! row's path and label, bad input (an unknown layer, a fused one, an existing file, an
+//! unreadable image) is named, and Ctrl-C leaves nothing. `alexnet similar`: a query in the
+//! gallery finds itself first, a gallery of images and its features file rank alike, a file of
+//! another layer, width or network is refused. `predict --figure` and `similar --figure` draw.
 
 pub mod support;
 
@@ -12,7 +15,7 @@ use alexnet::features::{file, layer_index};
 use alexnet::model::Plan;
 use alexnet::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
-use support::cli::{alexnet, text};
+use support::cli::{alexnet, signal, text};
 use support::data::rgb_jpeg;
 use support::step_checks::tensor_errors_with_floor;
 
@@ -269,4 +272,287 @@ fn bad_requests_are_named_and_write_nothing() {
         .filter(|e| e.file_name().to_string_lossy().contains("partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Starts `alexnet features` over `count` copies of one image, one image per pass (long enough
+/// to be interrupted).
+fn spawn_slow_features(d: &Path, count: usize) -> std::process::Child {
+    std::fs::create_dir_all(d.join("many")).unwrap();
+    for i in 0..count {
+        std::fs::write(d.join(format!("many/{i:04}.jpg")), rgb_jpeg(64, 48)).unwrap();
+    }
+    std::process::Command::new(env!("CARGO_BIN_EXE_alexnet"))
+        .args([
+            "features",
+            "--checkpoint",
+            "run",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ])
+        .args(["--layer", "pool3", "--batch", "1", "--out", "f.npy", "many"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_leaves_no_features_file_and_no_partial_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let child = spawn_slow_features(d, 3000);
+    // Interrupted once rows are on disk: the partial matrix has grown past its header.
+    let partial = d.join(format!("f.npy.partial-{}", child.id()));
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) <= 128 {
+        assert!(started.elapsed().as_secs() < 120, "no rows were written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal(child.id(), "INT");
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("interrupted"), "{}", text(&o));
+    let left: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("f."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Runs `alexnet similar` on the CPU with `extra` arguments and parses its JSON.
+fn similar_json(d: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "similar",
+        "--checkpoint",
+        "run",
+        "--device",
+        "cpu",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = alexnet(&args, d);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Each query's nearest rows as (path, label, distance).
+fn nearest(report: &serde_json::Value) -> Vec<Vec<(String, String, f64)>> {
+    report["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            q["nearest"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h["path"].as_str().unwrap().to_string(),
+                        h["label"].as_str().unwrap().to_string(),
+                        h["distance"].as_f64().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_query_finds_itself_first_in_a_file_and_in_images_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let o = features(
+        d,
+        &["--device", "cpu", "--layer", "pool3", "--out", "g.npy"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let queries = [
+        "imgs/horizontal-stripes/1.jpg",
+        "imgs/vertical-stripes/4.jpg",
+    ];
+    let mut args = vec!["--gallery", "g.npy", "--top", "9"];
+    args.extend(queries);
+    let from_file = similar_json(d, &args);
+    assert_eq!(
+        from_file["layer"], "pool3",
+        "the file's layer is the default"
+    );
+    assert_eq!(from_file["gallery_rows"], 5);
+    let found = nearest(&from_file);
+    for (q, hits) in queries.iter().zip(&found) {
+        // All five rows (top 9 > 5), nearest first; the query itself first. Its features in
+        // a batch of one against the gallery's batch of five: the CPU's kernels sum each
+        // image alone, so the distance is 0 up to the fp32 rounding of those sums.
+        assert_eq!(hits.len(), 5, "{hits:?}");
+        assert!(hits[0].0.ends_with(q), "{q}: {hits:?}");
+        assert!(hits[0].2 < 1e-3, "{q} is at {} from itself", hits[0].2);
+        assert!(hits.windows(2).all(|w| w[0].2 <= w[1].2), "{hits:?}");
+    }
+    assert_eq!(found[0][0].1, "horizontal-stripes");
+    // The gallery given as images: its features made on the spot, the same ranks.
+    let mut args = vec!["--gallery", "imgs", "--layer", "pool3", "--top", "9"];
+    args.extend(queries);
+    let from_images = nearest(&similar_json(d, &args));
+    for (a, b) in found.iter().zip(&from_images) {
+        let order =
+            |h: &Vec<(String, String, f64)>| h.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+        assert_eq!(order(a), order(b));
+        for (x, y) in a.iter().zip(b) {
+            assert!((x.2 - y.2).abs() <= 1e-4 * x.2.max(1.0), "{x:?} {y:?}");
+        }
+    }
+    // Text: the query, then its ranks.
+    let o = alexnet(
+        &[
+            "similar",
+            "--checkpoint",
+            "run",
+            "--device",
+            "cpu",
+            "--gallery",
+            "g.npy",
+            "--top",
+            "2",
+            queries[0],
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().trim_start().starts_with("1 "),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_gallery_of_another_layer_width_or_network_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let o = features(d, &["--device", "cpu", "--layer", "fc4", "--out", "g.npy"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let refused = |args: &[&str], why: &str| {
+        let mut all = vec!["similar", "--checkpoint", "run", "--device", "cpu"];
+        all.extend_from_slice(args);
+        all.push("imgs/horizontal-stripes/0.jpg");
+        let o = alexnet(&all, d);
+        assert!(
+            !o.status.success() && text(&o).contains(why),
+            "{why}: {}",
+            text(&o)
+        );
+    };
+    refused(
+        &["--gallery", "g.npy", "--layer", "pool3"],
+        "holds fc4 features",
+    );
+    // Another network's file: its sidecar names it.
+    let sidecar = std::fs::read_to_string(d.join("g.rows.tsv")).unwrap();
+    assert!(sidecar.starts_with("#layer=fc4\t"), "{sidecar}");
+    std::fs::copy(d.join("g.npy"), d.join("n.npy")).unwrap();
+    let renamed = sidecar.replacen("network=cifar", "network=alexnet", 1);
+    assert_ne!(renamed, sidecar, "the sidecar names the network: {sidecar}");
+    std::fs::write(d.join("n.rows.tsv"), renamed).unwrap();
+    refused(
+        &["--gallery", "n.npy"],
+        "features of the network \"alexnet\"",
+    );
+    // A matrix from elsewhere (no record of its layer) of the wrong width.
+    let mut w = file::FeatureWriter::create(&d.join("w.npy"), 7, false, vec![]).unwrap();
+    w.push(&[0.0; 7], "x.jpg", "").unwrap();
+    w.finish().unwrap();
+    refused(
+        &["--gallery", "w.npy", "--layer", "fc4"],
+        "rows of 7 values",
+    );
+    refused(&["--gallery", "g.npy", "--figure", "f.jpg"], "PNG");
+    refused(
+        &["--gallery", "g.npy", "--gallery", "imgs"],
+        "searched alone",
+    );
+}
+
+#[test]
+fn figures_draw_each_image_and_its_bars_or_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let o = alexnet(
+        &[
+            "predict",
+            "--checkpoint",
+            "run",
+            "--device",
+            "cpu",
+            "--figure",
+            "left.png",
+            "imgs/horizontal-stripes",
+            "imgs/vertical-stripes/3.jpg",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let left = image::open(d.join("left.png")).unwrap().to_rgb8();
+    use alexnet::viz::{neighbours, predictions};
+    // Four images: one row of four cells.
+    assert_eq!(
+        (left.width(), left.height()),
+        (4 * predictions::CELL_W, predictions::CELL_H)
+    );
+    let o = alexnet(
+        &[
+            "similar",
+            "--checkpoint",
+            "run",
+            "--device",
+            "cpu",
+            "--gallery",
+            "imgs",
+            "--layer",
+            "pool3",
+            "--top",
+            "3",
+            "--figure",
+            "right.png",
+            "imgs/horizontal-stripes/0.jpg",
+            "imgs/vertical-stripes/3.jpg",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let right = image::open(d.join("right.png")).unwrap().to_rgb8();
+    // Two queries, each beside its three nearest.
+    let (w, h) = (
+        neighbours::NEIGHBOURS_LEFT + 3 * neighbours::CELL_W,
+        2 * neighbours::CELL_H,
+    );
+    assert_eq!((right.width(), right.height()), (w, h));
+    let o = alexnet(
+        &[
+            "predict",
+            "--checkpoint",
+            "run",
+            "--device",
+            "cpu",
+            "--figure",
+            "x.jpeg",
+            "imgs",
+        ],
+        d,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("PNG"),
+        "{}",
+        text(&o)
+    );
 }

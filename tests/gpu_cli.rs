@@ -484,3 +484,73 @@ fn a_replica_that_dies_or_never_arrives_stops_the_run_without_a_hang() {
     assert!(out.contains("did not complete within 3s"), "{out}");
     println!("a replica arriving late: the run ended after {took:.1?}");
 }
+
+#[test]
+fn features_and_similar_on_simulated_gpus_find_what_the_cpu_finds() {
+    if !simulated("features_and_similar_on_simulated_gpus_find_what_the_cpu_finds") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_ok(
+        &short_run(&["--device", "cpu"], Precision::Fp32, "2", "run"),
+        &[],
+        d,
+    );
+    std::fs::create_dir_all(d.join("imgs")).unwrap();
+    for (i, side) in [40, 52, 64, 33, 90, 71].into_iter().enumerate() {
+        let jpeg = support::data::rgb_jpeg(side, side * 3 / 4 + 7);
+        std::fs::write(d.join(format!("imgs/{i}.jpg")), jpeg).unwrap();
+    }
+    // The gallery's features on two simulated GPUs, then searched there in blocks of two rows
+    // (each block's upload staged on the copy stream, the sanitizer watching).
+    let similar = |device: &str, out: &str| -> serde_json::Value {
+        let base = [
+            "--checkpoint",
+            "run",
+            "--device",
+            device,
+            "--layer",
+            "pool3",
+        ];
+        let mut args: Vec<&str> = vec!["features", "--no-progress", "--out", out];
+        args.extend(base);
+        args.push("imgs");
+        run_ok(
+            &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &[],
+            d,
+        );
+        let mut args: Vec<&str> = vec!["similar", "--json", "--block", "2", "--top", "4"];
+        args.extend(base);
+        args.extend(["--gallery", out, "imgs/1.jpg", "imgs/4.jpg"]);
+        let o = alexnet_sim(&args, &[], d);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (gpu, cpu) = (similar("cuda", "g.npy"), similar("cpu", "c.npy"));
+    let hits = |v: &serde_json::Value| -> Vec<(String, f64)> {
+        let queries = v["queries"].as_array().unwrap();
+        queries
+            .iter()
+            .flat_map(|q| q["nearest"].as_array().unwrap().clone())
+            .map(|h| {
+                (
+                    h["path"].as_str().unwrap().to_string(),
+                    h["distance"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (gpu, cpu) = (hits(&gpu), hits(&cpu));
+    assert_eq!(gpu.len(), 8);
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert_eq!(g.0, c.0, "ranks differ: {gpu:?} against {cpu:?}");
+        // Features through the CUDA kernels against the CPU's: within the kernels' 1e-4.
+        assert!(
+            (g.1 - c.1).abs() <= 1e-4 * c.1.max(1.0),
+            "{g:?} against {c:?}"
+        );
+    }
+    assert!(gpu[0].0.ends_with("1.jpg") && gpu[0].1 < 1e-3, "{gpu:?}");
+}

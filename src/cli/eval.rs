@@ -1,6 +1,7 @@
 //! `alexnet eval`, `alexnet predict` and `alexnet filters`: using a trained checkpoint.
 
 use super::data_args::ReadLimits;
+use super::figures::Ranked;
 use crate::data::open::{load_stats, open_dataset, splits, threads};
 use crate::data::{EvalViews, Geometry, Loader, LoaderConfig, Stats};
 use crate::device::Device;
@@ -86,6 +87,14 @@ pub struct PredictArgs {
     /// With --json, also each image's logits (averaged over the views).
     #[arg(long, requires = "json")]
     pub logits: bool,
+    /// Also draw the paper's Figure 4 (left) to this PNG: each image with its top classes as
+    /// bars, the true class (its class folder, or --labels) in red.
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
+    /// The images' true classes for the figure: `<file name> <class>` per line (the class by
+    /// its folder name, as the network's classes are named) [default: each image's folder].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -307,10 +316,79 @@ fn read_synsets(path: &Path) -> Result<std::collections::HashMap<String, String>
         .collect())
 }
 
+/// Each image's true class, by file name, from a `<file name> <class>` list.
+fn read_labels(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let text = crate::files::read_text(path)?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            match (f.next(), f.next()) {
+                (Some(name), Some(class)) => Ok((name.to_string(), class.to_string())),
+                _ => bail!("{}: {l:?} is not `<file name> <class>`", path.display()),
+            }
+        })
+        .collect()
+}
+
+/// The paper's Figure 4 (left) to `png`: each image with its top classes' bars, named by
+/// `described`, its true class (`truth`: a class folder, or any name) marked.
+fn draw_predictions(
+    png: &Path,
+    ranked: &[Scored],
+    classes: &[String],
+    described: &dyn Fn(usize) -> (String, Option<String>),
+    truth: &dyn Fn(&Path) -> Option<String>,
+    max_bytes: u64,
+) -> Result<()> {
+    let short = |c: usize| short_name(described(c));
+    let cells = ranked
+        .iter()
+        .map(|(path, best)| {
+            let top = best.iter().map(|&(c, p)| (short(c), p)).collect();
+            let truth = truth(path).map(|f| match classes.iter().position(|c| *c == f) {
+                Some(c) => short(c),
+                None => f,
+            });
+            Ranked {
+                path: path.as_path(),
+                top,
+                truth,
+            }
+        })
+        .collect::<Vec<_>>();
+    super::figures::save(png, &super::figures::predictions(cells, max_bytes))?;
+    eprintln!("wrote {}", png.display());
+    Ok(())
+}
+
+/// A class's name for a figure: its synset's first name ("tiger shark" of "tiger shark,
+/// Galeocerdo cuvieri"), else its folder's.
+fn short_name((folder, description): (String, Option<String>)) -> String {
+    description.map_or(folder, |d| {
+        d.split(',').next().unwrap_or(&d).trim().to_string()
+    })
+}
+
+/// One image's most likely classes, most likely first: (class, probability).
+type Scored = (PathBuf, Vec<(usize, f32)>);
+
+/// What predict's work gives: each image's JSON (with --json), its ranked classes, and the
+/// images that could not be read, with why.
+type Predicted = (Vec<serde_json::Value>, Vec<Scored>, Vec<(PathBuf, String)>);
+
 pub fn predict(args: PredictArgs) -> Result<()> {
+    if let Some(f) = &args.figure {
+        super::figures::check_png_name(f)?;
+    }
     let (plan, ck, stats, geometry) = open_model(&args.ck)?;
     let names = match &args.synsets {
         Some(p) => Some(read_synsets(p)?),
+        None => None,
+    };
+    let truths = match &args.labels {
+        Some(p) => Some(read_labels(p)?),
         None => None,
     };
     let views = EvalViews::from_ten_crop(args.ck.ten_crop);
@@ -334,8 +412,8 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         (folder, desc)
     };
     let (json, with_logits) = (args.json, args.logits);
-    let work = |predict: &mut Predict| -> Result<(Vec<serde_json::Value>, Vec<(PathBuf, String)>)> {
-        let (mut scored, mut failed) = (Vec::new(), unlisted.clone());
+    let work = |predict: &mut Predict| -> Result<Predicted> {
+        let (mut scored, mut ranked, mut failed) = (Vec::new(), Vec::new(), unlisted.clone());
         for path in &images {
             let input = match render(path, &rendering) {
                 Ok(v) => v,
@@ -347,6 +425,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
             let (probs, logits) = predict(&input, views.count())?;
             let mean = mean_over_views(&probs, classes);
             let best = crate::ops::softmax::top_k(&mean, top);
+            ranked.push((path.clone(), best.iter().map(|&c| (c, mean[c])).collect()));
             if json {
                 let mut item = serde_json::json!({
                     "path": path.display().to_string(),
@@ -369,10 +448,10 @@ pub fn predict(args: PredictArgs) -> Result<()> {
                 super::print_out(&lines)?;
             }
         }
-        Ok((scored, failed))
+        Ok((scored, ranked, failed))
     };
     let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
-    let (scored, failed) = dispatch(
+    let (scored, ranked, failed) = dispatch(
         device,
         plan.spec.towers,
         &gpus,
@@ -384,6 +463,19 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     )?;
     for (path, why) in &failed {
         eprintln!("skipped {}: {why}", path.display());
+    }
+    if let Some(png) = &args.figure {
+        let truth = |path: &Path| match &truths {
+            Some(t) => path
+                .file_name()
+                .and_then(|n| t.get(n.to_string_lossy().as_ref()))
+                .cloned(),
+            None => {
+                Some(crate::features::class_folder(path, &stats.classes)).filter(|c| !c.is_empty())
+            }
+        };
+        let max_bytes = args.ck.limits.max_image_bytes();
+        draw_predictions(png, &ranked, &stats.classes, &described, &truth, max_bytes)?;
     }
     if args.json {
         let out = serde_json::json!({

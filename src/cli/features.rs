@@ -5,12 +5,12 @@ use super::eval::{CheckpointArgs, expand_images, open_model};
 use crate::data::EvalViews;
 use crate::dist::dispatch::{choose, dispatch};
 use crate::features::file::FeatureWriter;
-use crate::features::{Extraction, Rendering, layer_index};
+use crate::features::{Extraction, Extractor, Rendering, class_folder, layer_index};
 use crate::progress::Progress;
 use crate::train::run::interrupt_flag;
 use anyhow::{Result, bail};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct FeaturesArgs {
@@ -68,26 +68,30 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         total as u64,
         !args.no_progress,
     )
+    .counting("images")
     .interruptible(interrupt_flag());
     let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
     let t = std::time::Instant::now();
     let job = Extraction {
         plan: plan.clone(),
         params: ck.params,
-        layer,
-        images: labelled,
-        render: Rendering {
-            stats: &stats,
-            geometry,
-            views,
-            augment: ck.spec.augment,
-            max_image_bytes: args.ck.limits.max_image_bytes(),
+        extractor: Extractor {
+            layer,
+            render: Rendering {
+                stats: &stats,
+                geometry,
+                views,
+                augment: ck.spec.augment,
+                max_image_bytes: args.ck.limits.max_image_bytes(),
+            },
+            batch: args.batch,
         },
-        batch: args.batch,
+        images: labelled,
         writer,
         progress,
     };
-    let done = dispatch(device, plan.spec.towers, &gpus, job)?;
+    let done = dispatch(device, plan.spec.towers, &gpus, job)
+        .map_err(|e| e.context("no features file was written"))?;
     let mut unreadable = unlisted;
     unreadable.extend(done.unreadable);
     for (path, why) in &unreadable {
@@ -117,13 +121,4 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         }
     );
     Ok(())
-}
-
-/// The class an image's folder names, where it is one of `classes`; else empty.
-fn class_folder(path: &Path, classes: &[String]) -> String {
-    path.parent()
-        .and_then(|d| d.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|n| classes.contains(n))
-        .unwrap_or_default()
 }

@@ -4,7 +4,9 @@ mod data_args;
 mod devices;
 mod eval;
 mod features;
+mod figures;
 mod rendezvous_check;
+mod similar;
 mod train;
 
 use crate::model::choice::NetChoice;
@@ -49,6 +51,9 @@ enum Command {
     /// A layer's activations (fc7 by default) for images, as a .npy or .safetensors matrix,
     /// for retrieval or transfer learning.
     Features(features::FeaturesArgs),
+    /// Each query image's nearest images in a gallery by a layer's features (fc7 by default),
+    /// as text, JSON or a picture (the paper's Figure 4, right).
+    Similar(similar::SimilarArgs),
     /// The first layer's kernels as one PNG grid (the paper's Figure 3).
     Filters(eval::FiltersArgs),
     /// Redraw a run's loss and error curves from its metrics log; with several runs, compare
@@ -169,6 +174,7 @@ pub fn main() -> Result<()> {
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
         Command::Features(args) => features::features(args),
+        Command::Similar(args) => similar::similar(args),
         Command::Filters(args) => eval::filters(args),
         Command::Plot {
             runs,

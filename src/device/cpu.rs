@@ -23,6 +23,12 @@ impl Device for CpuDevice {
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
         Ok(data.to_vec())
     }
+    /// Into `dst`'s own memory: no allocation (nor its page faults) per upload.
+    fn upload_async(&self, data: &[f32], dst: &mut Vec<f32>, _slot: usize) -> Result<()> {
+        dst.clear();
+        dst.extend_from_slice(data);
+        Ok(())
+    }
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())
     }

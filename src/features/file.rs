@@ -14,7 +14,7 @@
 use crate::files::partial_path;
 use anyhow::{Context, Result, bail, ensure};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The `.npy` header's length, fixed so that the row count can be rewritten in place at the
@@ -57,7 +57,8 @@ pub struct FeatureWriter {
     data: Option<(PathBuf, BufWriter<File>)>,
     /// Each row's path and label: streamed to the sidecar (`.npy`) or kept for the metadata.
     index: RowIndex,
-    /// What the metadata says beside the rows (`.safetensors`): layer, checkpoint, views.
+    /// What the rows are (layer, network, views, checkpoint): in the `.safetensors` metadata, or
+    /// on the sidecar's first line.
     about: Vec<(String, String)>,
 }
 
@@ -68,7 +69,8 @@ enum RowIndex {
 
 impl FeatureWriter {
     /// A writer of `cols`-wide rows to `path` (f16 with `half`), refused where `path` (or its
-    /// sidecar) exists. `about` is recorded in the `.safetensors` metadata.
+    /// sidecar) exists. `about` is recorded in the `.safetensors` metadata, or on the sidecar's
+    /// first line (`#key=value` pairs, tab-separated).
     pub fn create(
         path: &Path,
         cols: usize,
@@ -99,7 +101,15 @@ impl FeatureWriter {
                 let f = create_new(&p).inspect_err(|_| {
                     let _ = std::fs::remove_file(&data_path);
                 })?;
-                RowIndex::Sidecar(p, BufWriter::new(f))
+                let mut f = BufWriter::new(f);
+                // What the rows are, on a comment line (numpy's loadtxt and pandas' read_csv
+                // with comment='#' skip it): `alexnet similar` checks a gallery by it.
+                let line: Vec<String> = about
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", tsv(v)))
+                    .collect();
+                writeln!(f, "#{}", line.join("\t"))?;
+                RowIndex::Sidecar(p, f)
             }
             Format::Safetensors => RowIndex::InMemory(Vec::new()),
         };
@@ -267,100 +277,292 @@ fn npy_header(rows: u64, cols: usize, half: bool) -> Vec<u8> {
     h
 }
 
-/// A `.npy` or `.safetensors` feature file read back: `[rows, cols]` values as f32, and each
-/// row's path and label. For tests and for `alexnet similar`'s gallery.
-pub fn read(path: &Path) -> Result<(usize, Vec<f32>, Vec<(String, String)>)> {
-    let bytes = crate::files::read_whole(path)?;
-    match Format::of(path)? {
-        Format::Npy => read_npy(path, &bytes),
-        Format::Safetensors => read_safetensors(path, &bytes),
-    }
+/// A `.npy` or `.safetensors` feature file opened for reading a block of rows at a time (a
+/// million-row gallery is never read whole): its shape, each row's path and label, and what the
+/// writer recorded about it (layer, network, views, checkpoint).
+pub struct FeatureReader {
+    path: PathBuf,
+    file: File,
+    rows: usize,
+    cols: usize,
+    half: bool,
+    /// Where row 0 starts in the file.
+    data_start: u64,
+    listed: Vec<(String, String)>,
+    about: Vec<(String, String)>,
+    /// The last block's bytes, as read.
+    bytes: Vec<u8>,
 }
 
-fn read_npy(path: &Path, bytes: &[u8]) -> Result<(usize, Vec<f32>, Vec<(String, String)>)> {
-    let bad = || {
+/// The longest safetensors header read (its metadata lists every row's path: a million rows
+/// of 100-byte paths take 100 MB).
+const MAX_HEADER_BYTES: u64 = 1 << 30;
+
+impl FeatureReader {
+    pub fn open(path: &Path) -> Result<FeatureReader> {
+        let format = Format::of(path)?;
+        let (file, len) = crate::files::open_regular(path)?;
+        let mut r = FeatureReader {
+            path: path.to_path_buf(),
+            file,
+            rows: 0,
+            cols: 0,
+            half: false,
+            data_start: 0,
+            listed: Vec::new(),
+            about: Vec::new(),
+            bytes: Vec::new(),
+        };
+        match format {
+            Format::Npy => r.open_npy()?,
+            Format::Safetensors => r.open_safetensors()?,
+        }
+        // Checked: the shape is what the file claims, the length what it has.
+        let expected = (r.rows as u64)
+            .checked_mul(r.cols as u64)
+            .and_then(|v| v.checked_mul(r.value_bytes() as u64))
+            .and_then(|v| v.checked_add(r.data_start));
+        ensure!(
+            expected == Some(len),
+            "{} is {len} bytes, not what its header's [{}, {}] {} matrix makes",
+            path.display(),
+            r.rows,
+            r.cols,
+            if r.half { "f16" } else { "f32" }
+        );
+        ensure!(
+            r.listed.len() == r.rows,
+            "{} lists {} rows' paths for a matrix of {} rows",
+            path.display(),
+            r.listed.len(),
+            r.rows
+        );
+        Ok(r)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Each row's path and label, in row order.
+    pub fn listed(&self) -> &[(String, String)] {
+        &self.listed
+    }
+
+    /// What the writer recorded under `key` (`layer`, `network`, `views`, `checkpoint`), if it did.
+    pub fn about(&self, key: &str) -> Option<&str> {
+        self.about
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn value_bytes(&self) -> usize {
+        if self.half { 2 } else { 4 }
+    }
+
+    /// Rows `start..start + count` as f32, `[count, cols]`, into `out` (its memory reused: a
+    /// search reads a block after another of the same size).
+    pub fn read_rows_into(&mut self, start: usize, count: usize, out: &mut Vec<f32>) -> Result<()> {
+        ensure!(
+            start + count <= self.rows,
+            "rows {start}..{} of {}, which has {}",
+            start + count,
+            self.path.display(),
+            self.rows
+        );
+        let width = self.value_bytes();
+        let at = self.data_start + (start * self.cols * width) as u64;
+        self.bytes.resize(count * self.cols * width, 0);
+        self.file
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| self.file.read_exact(&mut self.bytes))
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        decode_into(&self.bytes, self.half, out);
+        Ok(())
+    }
+
+    fn not_ours(&self, why: &str) -> anyhow::Error {
         anyhow::anyhow!(
-            "{} is not a feature matrix this engine wrote",
-            path.display()
+            "{} is not a feature matrix this engine reads: {why}",
+            self.path.display()
         )
-    };
-    ensure!(bytes.len() >= 10 && bytes.starts_with(b"\x93NUMPY"), bad());
-    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let dict = std::str::from_utf8(bytes.get(10..10 + hlen).ok_or_else(bad)?)?;
-    let half = dict.contains("'<f2'");
-    let shape = dict
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(bad)?;
-    let dims: Vec<usize> = shape
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    ensure!(dims.len() == 2, bad());
-    let values = decode(&bytes[10 + hlen..], half, dims[0] * dims[1]).ok_or_else(bad)?;
-    let text = crate::files::read_text(&rows_path(path))?;
-    let rows = text
-        .lines()
-        .map(|l| {
-            let mut f = l.splitn(3, '\t').skip(1);
-            let p = f.next().unwrap_or_default().to_string();
-            (p, f.next().unwrap_or_default().to_string())
-        })
-        .collect::<Vec<_>>();
-    ensure!(
-        rows.len() == dims[0],
-        "{} lists {} rows, the matrix has {}",
-        rows_path(path).display(),
-        rows.len(),
-        dims[0]
-    );
-    Ok((dims[1], values, rows))
-}
-
-fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<(usize, Vec<f32>, Vec<(String, String)>)> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
-    let t = st
-        .tensor("features")
-        .with_context(|| format!("{} holds no `features` tensor", path.display()))?;
-    ensure!(
-        t.shape().len() == 2,
-        "{}: features are not a matrix",
-        path.display()
-    );
-    let half = t.dtype() == safetensors::Dtype::F16;
-    let values = decode(t.data(), half, t.shape()[0] * t.shape()[1])
-        .ok_or_else(|| anyhow::anyhow!("{}: features of an unexpected size", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)?;
-    let rows = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("rows"))
-        .map(|r| serde_json::from_str::<Vec<(String, String)>>(r))
-        .transpose()?
-        .unwrap_or_default();
-    Ok((t.shape()[1], values, rows))
-}
-
-fn decode(bytes: &[u8], half: bool, len: usize) -> Option<Vec<f32>> {
-    let width = if half { 2 } else { 4 };
-    if bytes.len() != len * width {
-        return None;
     }
-    Some(if half {
-        bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect()
+
+    /// NumPy's header (format 1.0, or 2.0/3.0 with a 4-byte length), then the sidecar.
+    fn open_npy(&mut self) -> Result<()> {
+        let mut lead = [0u8; 12];
+        self.file
+            .read_exact(&mut lead[..10])
+            .map_err(|_| self.not_ours("shorter than a .npy header"))?;
+        ensure!(
+            lead.starts_with(b"\x93NUMPY"),
+            self.not_ours("no .npy magic")
+        );
+        let (header_len, header_start) = match lead[6] {
+            1 => (u16::from_le_bytes([lead[8], lead[9]]) as u64, 10),
+            2 | 3 => {
+                self.file
+                    .read_exact(&mut lead[10..12])
+                    .map_err(|_| self.not_ours("shorter than a .npy header"))?;
+                (
+                    u32::from_le_bytes([lead[8], lead[9], lead[10], lead[11]]) as u64,
+                    12,
+                )
+            }
+            v => return Err(self.not_ours(&format!(".npy format version {v}"))),
+        };
+        ensure!(
+            header_len <= 1 << 20,
+            self.not_ours("a .npy header over 1 MiB")
+        );
+        let mut dict = vec![0u8; header_len as usize];
+        self.file
+            .read_exact(&mut dict)
+            .map_err(|_| self.not_ours("its .npy header is cut short"))?;
+        let dict = String::from_utf8_lossy(&dict);
+        self.half = if dict.contains("'descr': '<f2'") {
+            true
+        } else if dict.contains("'descr': '<f4'") {
+            false
+        } else {
+            return Err(self.not_ours("its values are not little-endian f32 or f16"));
+        };
+        ensure!(
+            dict.contains("'fortran_order': False"),
+            self.not_ours("the matrix is stored column by column (Fortran order)")
+        );
+        let dims: Vec<usize> = dict
+            .split("'shape': (")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|s| s.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [rows, cols] = dims[..] else {
+            return Err(self.not_ours("not a two-dimensional matrix"));
+        };
+        (self.rows, self.cols) = (rows, cols);
+        self.data_start = header_start + header_len;
+        let sidecar = rows_path(&self.path);
+        let text = crate::files::read_text(&sidecar)
+            .context("the rows' paths and labels of a .npy gallery are read from beside it")?;
+        for line in text.lines() {
+            if let Some(about) = line.strip_prefix('#') {
+                self.about.extend(about.split('\t').filter_map(|kv| {
+                    kv.trim()
+                        .split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                }));
+                continue;
+            }
+            let mut fields = line.splitn(3, '\t').skip(1);
+            let path = fields.next().unwrap_or_default().to_string();
+            self.listed
+                .push((path, fields.next().unwrap_or_default().to_string()));
+        }
+        Ok(())
+    }
+
+    /// The 8-byte header length, the JSON header (tensor `features` and the metadata), read
+    /// without reading the data.
+    fn open_safetensors(&mut self) -> Result<()> {
+        let mut n = [0u8; 8];
+        self.file
+            .read_exact(&mut n)
+            .map_err(|_| self.not_ours("shorter than a safetensors header"))?;
+        let n = u64::from_le_bytes(n);
+        ensure!(
+            n <= MAX_HEADER_BYTES,
+            self.not_ours(&format!("a header of {n} bytes"))
+        );
+        let mut header = Vec::new();
+        (&mut self.file).take(n).read_to_end(&mut header)?;
+        ensure!(
+            header.len() as u64 == n,
+            self.not_ours("its header is cut short")
+        );
+        let header: serde_json::Value = serde_json::from_slice(&header)
+            .map_err(|e| self.not_ours(&format!("its header is not JSON ({e})")))?;
+        let t = header
+            .get("features")
+            .ok_or_else(|| self.not_ours("it holds no `features` tensor"))?;
+        self.half = match t.get("dtype").and_then(|d| d.as_str()) {
+            Some("F32") => false,
+            Some("F16") => true,
+            other => return Err(self.not_ours(&format!("features of dtype {other:?}"))),
+        };
+        let dims: Vec<usize> = t
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|s| {
+                s.iter()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [rows, cols] = dims[..] else {
+            return Err(self.not_ours("the features are not a matrix"));
+        };
+        (self.rows, self.cols) = (rows, cols);
+        let begin = t
+            .get("data_offsets")
+            .and_then(|o| o.get(0))
+            .and_then(|o| o.as_u64())
+            .ok_or_else(|| self.not_ours("no data offsets"))?;
+        self.data_start = 8 + n + begin;
+        let meta = header.get("__metadata__").and_then(|m| m.as_object());
+        for (k, v) in meta.into_iter().flatten() {
+            let Some(v) = v.as_str() else { continue };
+            if k == "rows" {
+                self.listed = serde_json::from_str(v)
+                    .map_err(|e| self.not_ours(&format!("its `rows` metadata ({e})")))?;
+            } else {
+                self.about.push((k.clone(), v.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A feature file read whole: `[rows, cols]` values as f32, and each row's path and label.
+pub fn read(path: &Path) -> Result<(usize, Vec<f32>, Vec<(String, String)>)> {
+    let mut r = FeatureReader::open(path)?;
+    let mut values = Vec::new();
+    r.read_rows_into(0, r.rows, &mut values)?;
+    Ok((r.cols, values, r.listed))
+}
+
+/// Little-endian f32 (or f16) values as f32, into `out`.
+fn decode_into(bytes: &[u8], half: bool, out: &mut Vec<f32>) {
+    out.clear();
+    if half {
+        out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        );
     } else {
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    })
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+    }
 }
 
 #[cfg(test)]

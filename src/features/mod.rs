@@ -7,6 +7,8 @@
 //! for the image is the mean over its views.
 
 pub mod file;
+pub mod search;
+pub mod similar;
 
 use crate::data::{Augment, EvalViews, Geometry, Stats, image_views};
 use crate::device::Device;
@@ -45,35 +47,55 @@ pub struct Rendering<'a> {
     pub max_image_bytes: u64,
 }
 
-/// Extracts layer `layer`'s features of `images` (each with the label it is listed with),
-/// `batch` images at a time, into `writer`. Runs as a [`Job`] on the devices chosen; stops,
-/// with an error, when `progress` is interrupted.
-pub struct Extraction<'a> {
-    pub plan: Plan,
-    pub params: NetParams,
+/// Where extracted rows go: a feature file, or memory.
+pub trait RowSink {
+    fn push(&mut self, row: &[f32], path: &str, label: &str) -> Result<()>;
+}
+
+impl RowSink for FeatureWriter {
+    fn push(&mut self, row: &[f32], path: &str, label: &str) -> Result<()> {
+        FeatureWriter::push(self, row, path, label)
+    }
+}
+
+/// Rows kept in memory, with each row's path and label.
+#[derive(Default)]
+pub struct Collected {
+    pub values: Vec<f32>,
+    pub listed: Vec<(String, String)>,
+}
+
+impl RowSink for Collected {
+    fn push(&mut self, row: &[f32], path: &str, label: &str) -> Result<()> {
+        self.values.extend_from_slice(row);
+        self.listed.push((path.to_string(), label.to_string()));
+        Ok(())
+    }
+}
+
+/// Layer `layer`'s features of images, `batch` images at a time.
+pub struct Extractor<'a> {
     pub layer: usize,
-    pub images: Vec<(PathBuf, String)>,
     pub render: Rendering<'a>,
     pub batch: usize,
-    pub writer: FeatureWriter,
-    pub progress: Progress,
 }
 
-/// What an extraction leaves: the writer (to finish) and the images it could not read, with why.
-pub struct Extracted {
-    pub writer: FeatureWriter,
-    pub unreadable: Vec<(PathBuf, String)>,
-}
-
-impl Job for Extraction<'_> {
-    type Output = Extracted;
-    fn run<D: Device>(mut self, devices: Vec<D>) -> Result<Extracted> {
-        let mut net = Network::new(&self.plan, devices, &self.params, 0)?;
+impl Extractor<'_> {
+    /// Pushes the features of `images` (each with the label it is listed with) to `sink`, in
+    /// order; returns the images that could not be read, with why. Stops, with an error, when
+    /// `progress` is interrupted.
+    pub fn extract<D: Device>(
+        &self,
+        net: &mut Network<D>,
+        images: &[(PathBuf, String)],
+        sink: &mut dyn RowSink,
+        progress: &Progress,
+    ) -> Result<Vec<(PathBuf, String)>> {
         let views = self.render.views.count();
         let mut unreadable = Vec::new();
-        for chunk in self.images.chunks(self.batch.max(1)) {
-            if self.progress.interrupted() {
-                bail!("interrupted: no features file was written");
+        for chunk in images.chunks(self.batch.max(1)) {
+            if progress.interrupted() {
+                bail!("interrupted");
             }
             let inputs: Vec<_> = chunk
                 .par_iter()
@@ -96,17 +118,53 @@ impl Job for Extraction<'_> {
                 let width = out.len() / (kept.len() * views);
                 for (i, (path, label)) in kept.iter().enumerate() {
                     let row = mean_over_views(&out[i * views * width..][..views * width], width);
-                    self.writer.push(&row, &path.display().to_string(), label)?;
+                    sink.push(&row, &path.display().to_string(), label)?;
                 }
             }
-            chunk.iter().for_each(|_| self.progress.inc());
+            progress.inc_by(chunk.len() as u64);
         }
-        self.progress.finish();
+        progress.finish();
+        Ok(unreadable)
+    }
+}
+
+/// Extracts features of `images` into `writer` as a [`Job`] on the devices chosen.
+pub struct Extraction<'a> {
+    pub plan: Plan,
+    pub params: NetParams,
+    pub extractor: Extractor<'a>,
+    pub images: Vec<(PathBuf, String)>,
+    pub writer: FeatureWriter,
+    pub progress: Progress,
+}
+
+/// What an extraction leaves: the writer (to finish) and the images it could not read, with why.
+pub struct Extracted {
+    pub writer: FeatureWriter,
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+impl Job for Extraction<'_> {
+    type Output = Extracted;
+    fn run<D: Device>(mut self, devices: Vec<D>) -> Result<Extracted> {
+        let mut net = Network::new(&self.plan, devices, &self.params, 0)?;
+        let unreadable =
+            self.extractor
+                .extract(&mut net, &self.images, &mut self.writer, &self.progress)?;
         Ok(Extracted {
             writer: self.writer,
             unreadable,
         })
     }
+}
+
+/// The class an image's folder names, where it is one of `classes`; else empty.
+pub fn class_folder(path: &std::path::Path, classes: &[String]) -> String {
+    path.parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| classes.contains(n))
+        .unwrap_or_default()
 }
 
 /// One image's views, rendered for the network.

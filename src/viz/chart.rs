@@ -1,8 +1,13 @@
-//! Line charts for training curves: panels side by side, each with axes, ticks, and a legend.
+//! Line charts for training curves: panels side by side, each with axes, ticks, and a legend,
+//! drawn with plotters.
 
-use super::{draw_line, draw_text, put, text_width};
+use super::{Canvas, FONT, draw_on, pixel};
 use anyhow::{Context, Result};
-use image::{Rgb, RgbImage};
+use image::RgbImage;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::ops::Range;
 use std::path::Path;
 
 pub struct Series {
@@ -19,53 +24,31 @@ pub struct Panel {
     pub log_y: bool,
 }
 
-const PALETTE: [Rgb<u8>; 6] = [
-    Rgb([31, 119, 180]),
-    Rgb([214, 39, 40]),
-    Rgb([44, 160, 44]),
-    Rgb([255, 127, 14]),
-    Rgb([148, 103, 189]),
-    Rgb([23, 190, 207]),
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(23, 190, 207),
 ];
-const INK: Rgb<u8> = Rgb([40, 40, 40]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
+const INK: RGBColor = RGBColor(40, 40, 40);
+const GRID: RGBColor = RGBColor(225, 225, 225);
 const PANEL_W: u32 = 560;
 const PANEL_H: u32 = 400;
-const MARGIN: (i64, i64, i64, i64) = (70, 30, 30, 50); // left, right, top, bottom
 
-/// Tick positions covering [lo, hi] at a 1-2-5 step giving about five ticks.
-fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let raw = (hi - lo) / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * mag)
-        .find(|&s| s >= raw)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    (first..=last).map(|i| i as f64 * step).collect()
-}
-
-/// Ticks of a log10 axis spanning [lo, hi] (in log10 units): 1, 2 and 5 times each power of
-/// ten, thinned to the powers alone over more than two decades. Returns (position, value).
-fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, f64)> {
-    let steps: &[f64] = if hi - lo > 2.0 {
-        &[1.0]
-    } else {
-        &[1.0, 2.0, 5.0]
+/// Ticks of a log axis spanning [lo, hi]: 1, 2 and 5 times each power of ten, thinned to the
+/// powers alone over more than two decades, and every multiple within one. (plotters' own log
+/// axis puts ticks at powers of ten only, so a loss between 1.5 and 7 would get none.)
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let steps: &[f64] = match hi / lo {
+        r if r > 100.0 => &[1.0],
+        r if r > 10.0 => &[1.0, 2.0, 5.0],
+        _ => &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
     };
-    let mut out = Vec::new();
-    for k in (lo.floor() as i64)..=(hi.ceil() as i64) {
-        for m in steps {
-            let value = m * 10f64.powi(k as i32);
-            let at = value.log10();
-            if (lo..=hi).contains(&at) {
-                out.push((at, value));
-            }
-        }
-    }
-    out
+    let decades = (lo.log10().floor() as i32)..=(hi.log10().ceil() as i32);
+    let values = decades.flat_map(|k| steps.iter().map(move |m| m * 10f64.powi(k)));
+    values.filter(|v| (lo..=hi).contains(v)).collect()
 }
 
 fn label(v: f64) -> String {
@@ -79,31 +62,28 @@ fn label(v: f64) -> String {
     }
 }
 
-fn draw_panel(img: &mut RgbImage, x0: i64, panel: &Panel) {
-    let (ml, mr, mt, mb) = MARGIN;
-    let (left, right, top, bottom) = (x0 + ml, x0 + PANEL_W as i64 - mr, mt, PANEL_H as i64 - mb);
-    // On a log axis the curves are drawn in log10(y).
-    let fy = |y: f64| if panel.log_y { y.log10() } else { y };
-    let shown = |p: &&(f64, f64)| p.0.is_finite() && fy(p.1).is_finite();
-    let all = || {
-        panel
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter())
-            .filter(shown)
-    };
+/// The panel's curves as drawn: non-finite points dropped and, on a log axis, those at or
+/// below zero.
+fn shown_points(panel: &Panel) -> Vec<Vec<(f64, f64)>> {
+    let shown = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!panel.log_y || y > 0.0);
+    let points = |s: &Series| s.points.iter().copied().filter(shown).collect();
+    panel.series.iter().map(points).collect()
+}
+
+/// The axes' ranges, or None with no point to draw.
+fn bounds(curves: &[Vec<(f64, f64)>], log_y: bool) -> Option<(Range<f64>, Range<f64>)> {
+    // A log axis is spanned, padded and widened in decades.
+    let to_axis = |y: f64| if log_y { y.log10() } else { y };
     let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all() {
-        let y = fy(y);
+    for &(x, y) in curves.iter().flatten() {
+        let y = to_axis(y);
         (xmin, xmax, ymin, ymax) = (xmin.min(x), xmax.max(x), ymin.min(y), ymax.max(y));
     }
-    draw_text(img, left, 8, &panel.title, 2, INK);
     if xmin > xmax {
-        draw_text(img, left + 10, (top + bottom) / 2, "no data", 2, INK);
-        return;
+        return None;
     }
     // Curves of losses and errors read best from zero (a log axis has none).
-    if !panel.log_y {
+    if !log_y {
         ymin = ymin.min(0.0);
     }
     if xmax == xmin {
@@ -113,68 +93,103 @@ fn draw_panel(img: &mut RgbImage, x0: i64, panel: &Panel) {
         ymax = ymin + 1.0;
     }
     ymax += 0.05 * (ymax - ymin);
-    let px = |x: f64| left + ((x - xmin) / (xmax - xmin) * (right - left) as f64).round() as i64;
-    let py = |y: f64| bottom - ((y - ymin) / (ymax - ymin) * (bottom - top) as f64).round() as i64;
-    let y_ticks: Vec<(f64, f64)> = if panel.log_y {
-        log_ticks(ymin, ymax)
-    } else {
-        ticks(ymin, ymax).into_iter().map(|t| (t, t)).collect()
+    let from_axis = |y: f64| if log_y { 10f64.powf(y) } else { y };
+    Some((xmin..xmax, from_axis(ymin)..from_axis(ymax)))
+}
+
+fn draw_panel(area: &Canvas, panel: &Panel) -> Result<()> {
+    let area = area.titled(&panel.title, text(20))?;
+    let curves = shown_points(panel);
+    let Some((x, y)) = bounds(&curves, panel.log_y) else {
+        let (w, h) = area.dim_in_pixel();
+        let centre = Pos::new(HPos::Center, VPos::Center);
+        area.draw_text(
+            "no data",
+            &text(20).pos(centre),
+            (w as i32 / 2, h as i32 / 2),
+        )?;
+        return Ok(());
     };
-    for (at, value) in y_ticks {
-        draw_line(img, (left, py(at)), (right, py(at)), 1, GRID);
-        let l = label(value);
-        draw_text(img, left - 6 - text_width(&l, 1), py(at) - 4, &l, 1, INK);
+    if panel.log_y {
+        let ticks = log_ticks(y.start, y.end);
+        plot(
+            &area,
+            panel,
+            curves,
+            x,
+            y.log_scale().with_key_points(ticks),
+        )
+    } else {
+        plot(&area, panel, curves, x, y)
     }
-    for t in ticks(xmin, xmax) {
-        draw_line(img, (px(t), top), (px(t), bottom), 1, GRID);
-        let l = label(t);
-        draw_text(img, px(t) - text_width(&l, 1) / 2, bottom + 6, &l, 1, INK);
-    }
-    draw_line(img, (left, bottom), (right, bottom), 1, INK);
-    draw_line(img, (left, top), (left, bottom), 1, INK);
-    draw_text(
-        img,
-        (left + right) / 2 - text_width(&panel.x_label, 1) / 2,
-        bottom + 22,
-        &panel.x_label,
-        1,
-        INK,
-    );
-    for (i, s) in panel.series.iter().enumerate() {
+}
+
+fn text(size: u32) -> TextStyle<'static> {
+    (FONT, size).into_font().color(&INK)
+}
+
+/// Axes, curves and legend, on a linear or a log y axis.
+fn plot<Y>(
+    area: &Canvas,
+    panel: &Panel,
+    curves: Vec<Vec<(f64, f64)>>,
+    x: Range<f64>,
+    y: Y,
+) -> Result<()>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_labels(6)
+        .y_labels(6)
+        .max_light_lines(0)
+        .bold_line_style(GRID)
+        .axis_style(INK)
+        .label_style(text(13))
+        .axis_desc_style(text(14))
+        .x_desc(&panel.x_label)
+        .x_label_formatter(&|x| label(*x))
+        .y_label_formatter(&|y| label(*y))
+        .draw()?;
+    for (i, (series, points)) in panel.series.iter().zip(curves).enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let pts: Vec<(i64, i64)> = s
-            .points
-            .iter()
-            .filter(shown)
-            .map(|&(x, y)| (px(x), py(fy(y))))
-            .collect();
-        for w in pts.windows(2) {
-            draw_line(img, w[0], w[1], 2, color);
+        // A lone point makes no line: a dot shows it.
+        if let [only] = points[..] {
+            chart.draw_series([Circle::new(only, 3, color.filled())])?;
         }
-        if let [only] = pts[..] {
-            for d in -2..=2 {
-                put(img, only.0 + d, only.1, color);
-                put(img, only.0, only.1 + d, color);
-            }
-        }
-        // Legend, top right.
-        let ly = top + 6 + 14 * i as i64;
-        let lx = right - 8 - text_width(&s.label, 1) - 22;
-        draw_line(img, (lx, ly + 4), (lx + 16, ly + 4), 2, color);
-        draw_text(img, lx + 22, ly, &s.label, 1, INK);
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(&series.label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
     }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(GRID)
+        .label_font(text(13))
+        .draw()?;
+    Ok(())
 }
 
 /// The panels side by side in one image.
 pub fn render(panels: &[Panel]) -> RgbImage {
-    let mut img = RgbImage::from_pixel(
-        PANEL_W * panels.len().max(1) as u32,
-        PANEL_H,
-        Rgb([255, 255, 255]),
-    );
-    for (i, p) in panels.iter().enumerate() {
-        draw_panel(&mut img, i as i64 * PANEL_W as i64, p);
-    }
+    let width = PANEL_W * panels.len().max(1) as u32;
+    let mut img = RgbImage::from_pixel(width, PANEL_H, pixel(WHITE));
+    draw_on(&mut img, |canvas| {
+        let areas = canvas.split_evenly((1, panels.len().max(1)));
+        for (area, panel) in areas.iter().zip(panels) {
+            draw_panel(area, panel)?;
+        }
+        Ok(())
+    });
     img
 }
 
@@ -188,48 +203,82 @@ pub fn save_png(path: &Path, panels: &[Panel]) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn panel(title: &str, points: Vec<(f64, f64)>, log_y: bool) -> Panel {
+        Panel {
+            title: title.into(),
+            x_label: "epoch".into(),
+            series: vec![Series {
+                label: "train".into(),
+                points,
+            }],
+            log_y,
+        }
+    }
+
+    /// Pixels of `color` in the `i`th panel of `img`.
+    fn count(img: &RgbImage, i: u32, color: RGBColor) -> usize {
+        let x0 = i * PANEL_W;
+        (x0..x0 + PANEL_W)
+            .flat_map(|x| (0..PANEL_H).map(move |y| (x, y)))
+            .filter(|&(x, y)| *img.get_pixel(x, y) == pixel(color))
+            .count()
+    }
+
     #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(
-            ticks(0.0, 1.0),
-            [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
-        );
-        assert_eq!(ticks(0.0, 90.0), [0.0, 20.0, 40.0, 60.0, 80.0]);
+    fn log_ticks_are_round_and_labels_short() {
         assert_eq!(label(0.25), "0.25");
         assert_eq!(label(100000.0), "1e5");
+        let labels = |ticks: Vec<f64>| ticks.into_iter().map(label).collect::<Vec<_>>();
         // A loss from 0.03 to 2.5 (under two decades): 1x, 2x and 5x each power of ten.
-        let values: Vec<f64> = log_ticks(0.03f64.log10(), 2.5f64.log10())
-            .iter()
-            .map(|t| t.1)
-            .collect();
-        assert_eq!(values, [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
-        let wide: Vec<f64> = log_ticks(-3.5, 1.2).iter().map(|t| t.1).collect();
-        assert_eq!(wide, [0.001, 0.01, 0.1, 1.0, 10.0]);
+        assert_eq!(
+            labels(log_ticks(0.03, 2.5)),
+            ["0.05", "0.1", "0.2", "0.5", "1", "2"]
+        );
+        assert_eq!(labels(log_ticks(1.5, 7.0)), ["2", "3", "4", "5", "6", "7"]);
+        assert_eq!(
+            labels(log_ticks(3e-4, 16.0)),
+            ["1e-3", "0.01", "0.1", "1", "10"]
+        );
     }
 
     #[test]
     fn curves_are_drawn_in_their_colours() {
-        let panel = Panel {
-            title: "loss".into(),
-            x_label: "epoch".into(),
-            series: vec![Series {
-                label: "train".into(),
-                points: vec![(0.0, 2.3), (1.0, 1.5), (2.0, 1.0)],
-            }],
-            log_y: false,
-        };
         let img = render(&[
-            panel,
+            panel("loss", vec![(0.0, 2.3), (1.0, 1.5), (2.0, 1.0)], false),
             Panel {
-                title: "empty".into(),
-                x_label: "epoch".into(),
                 series: vec![],
-                log_y: false,
+                ..panel("empty", vec![], false)
             },
         ]);
         assert_eq!((img.width(), img.height()), (2 * PANEL_W, PANEL_H));
-        let blue = img.pixels().filter(|p| **p == PALETTE[0]).count();
-        // Two segments spanning the plot width at 2 px plus the legend swatch.
-        assert!(blue > 2 * (PANEL_W as usize - 100), "{blue} curve pixels");
+        // Two segments spanning the plot's ~470 px at 2 px, plus the legend swatch.
+        let blue = count(&img, 0, PALETTE[0]);
+        assert!(blue > 2 * 400, "{blue} curve pixels");
+        // The empty panel has its title and "no data" (dark, anti-aliased), and no curve.
+        assert_eq!(count(&img, 1, PALETTE[0]), 0);
+        let dark = |x: u32| {
+            (0..PANEL_H)
+                .filter(|&y| img.get_pixel(x, y).0.iter().all(|&c| c < 128))
+                .count()
+        };
+        assert!((PANEL_W..2 * PANEL_W).map(dark).sum::<usize>() > 100);
+    }
+
+    #[test]
+    fn log_axis_drops_non_positive_points_and_shows_a_lone_point() {
+        let curves = shown_points(&panel(
+            "loss",
+            vec![(0.0, 0.0), (1.0, -1.0), (2.0, 10.0)],
+            true,
+        ));
+        assert_eq!(curves, [vec![(2.0, 10.0)]]);
+        let img = render(&[
+            panel("loss", vec![(0.0, 0.0), (1.0, -1.0), (2.0, 10.0)], true),
+            panel("loss", vec![], true),
+        ]);
+        // The dot (radius 3) and the legend swatch; the panel of no points says "no data".
+        let blue = count(&img, 0, PALETTE[0]);
+        assert!(blue >= 25 + 16, "{blue} pixels");
+        assert_eq!(count(&img, 1, PALETTE[0]), 0);
     }
 }

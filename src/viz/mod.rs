@@ -1,75 +1,126 @@
-//! Pictures: training curves (`chart`) and the conv1 filter grid of the paper's Figure 3
-//! (`filters`), drawn straight into RGB images.
+//! Pictures: training curves (`chart`), the conv1 filter grid of the paper's Figure 3
+//! (`filters`), and the two halves of its Figure 4: top-k predictions (`predictions`) and nearest
+//! neighbours (`neighbours`). Text and shapes are drawn with plotters into RGB images.
 
 pub mod chart;
 pub mod filters;
+pub mod neighbours;
+pub mod predictions;
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
+use image::imageops::FilterType;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::sync::Once;
 
-/// Draws `text` with its top-left corner at (`x`, `y`) in the 8x8 bitmap font, scaled by `scale`.
-pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: i64, color: Rgb<u8>) {
-    use font8x8::UnicodeFonts;
-    for (i, ch) in text.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {
-            continue;
-        };
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) == 0 {
-                    continue;
-                }
-                for dy in 0..scale {
-                    for dx in 0..scale {
-                        let px = x + (i as i64 * 8 + col) * scale + dx;
-                        let py = y + row as i64 * scale + dy;
-                        put(img, px, py, color);
-                    }
-                }
+/// The font family every picture's text is drawn in: plotters' own default family name, so
+/// its axis labels and legends find the compiled-in font too.
+pub const FONT: &str = "sans-serif";
+
+/// A plotters drawing area over an image's pixels.
+pub(crate) type Canvas<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Registers Noto Sans (compiled in) as [`FONT`]: plotters' ab_glyph text has no font until
+/// one is registered, and the table is global, so once per process.
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let font = notosans::REGULAR_TTF;
+        if plotters::style::register_font(FONT, FontStyle::Normal, font).is_err() {
+            panic!("the compiled-in Noto Sans does not parse");
+        }
+    });
+}
+
+/// Runs `draw` on a canvas over `img`, keeping what `img` holds already (thumbnails pasted
+/// before). Drawing in memory fails only on a font that cannot lay out text, a bug, so it
+/// panics rather than returning an error.
+pub(crate) fn draw_on(img: &mut RgbImage, draw: impl FnOnce(&Canvas) -> anyhow::Result<()>) {
+    register_font();
+    let size = img.dimensions();
+    let canvas = BitMapBackend::with_buffer(img, size).into_drawing_area();
+    draw(&canvas).expect("drawing in memory");
+    canvas.present().expect("drawing in memory");
+}
+
+/// Writes `text` in `style` (whose `pos` says where `x` is: left, centre or right) with its
+/// baseline at `baseline`. plotters' ab_glyph text puts the baseline half the font size below a
+/// top anchor, so a line's place is best said by its baseline.
+pub(crate) fn write(
+    canvas: &Canvas,
+    text: &str,
+    style: &TextStyle,
+    (x, baseline): (i32, i32),
+) -> anyhow::Result<()> {
+    let top = baseline - (style.font.get_size() / 2.0).round() as i32;
+    canvas.draw_text(text, style, (x, top))?;
+    Ok(())
+}
+
+/// A plotters colour as an image pixel.
+pub(crate) fn pixel(color: RGBColor) -> image::Rgb<u8> {
+    image::Rgb([color.0, color.1, color.2])
+}
+
+/// `text` shortened with an ellipsis to at most `width` pixels in `style`.
+pub(crate) fn fit(
+    canvas: &Canvas,
+    text: &str,
+    style: &TextStyle,
+    width: u32,
+) -> anyhow::Result<String> {
+    let mut chars: Vec<char> = text.chars().collect();
+    let mut shown = text.to_string();
+    while !chars.is_empty() && canvas.estimate_text_size(&shown, style)?.0 > width {
+        chars.pop();
+        shown = chars.iter().collect::<String>() + "…";
+    }
+    Ok(shown)
+}
+
+/// The centre square of `img`, resized to `side` x `side` (Catmull-Rom: sharp when shrinking
+/// photographs, smooth when enlarging small ones).
+pub fn thumbnail(img: &RgbImage, side: u32) -> RgbImage {
+    let s = img.width().min(img.height());
+    if s == 0 {
+        return RgbImage::new(side, side);
+    }
+    let (x, y) = ((img.width() - s) / 2, (img.height() - s) / 2);
+    let square = image::imageops::crop_imm(img, x, y, s, s).to_image();
+    image::imageops::resize(&square, side, side, FilterType::CatmullRom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    #[test]
+    fn thumbnail_is_the_centre_square() {
+        // A wide image: red bands left and right, green in the centre square.
+        let mut img = RgbImage::from_pixel(300, 100, Rgb([255, 0, 0]));
+        for y in 0..100 {
+            for x in 100..200 {
+                img.put_pixel(x, y, Rgb([0, 255, 0]));
             }
         }
+        let t = thumbnail(&img, 40);
+        assert_eq!(t.dimensions(), (40, 40));
+        assert!(t.pixels().all(|p| *p == Rgb([0, 255, 0])));
+        assert_eq!(thumbnail(&RgbImage::new(0, 5), 8).dimensions(), (8, 8));
     }
-}
 
-/// Width in pixels of `text` drawn at `scale`.
-pub fn text_width(text: &str, scale: i64) -> i64 {
-    text.chars().count() as i64 * 8 * scale
-}
-
-/// Sets a pixel, ignoring coordinates outside the image.
-pub fn put(img: &mut RgbImage, x: i64, y: i64, color: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, color);
-    }
-}
-
-/// A line from (x0, y0) to (x1, y1), `width` pixels thick (Bresenham with a square pen).
-pub fn draw_line(
-    img: &mut RgbImage,
-    (x0, y0): (i64, i64),
-    (x1, y1): (i64, i64),
-    width: i64,
-    color: Rgb<u8>,
-) {
-    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-    loop {
-        for ox in 0..width {
-            for oy in 0..width {
-                put(img, x + ox - width / 2, y + oy - width / 2, color);
-            }
-        }
-        if x == x1 && y == y1 {
-            break;
-        }
-        let e2 = 2 * err;
-        if e2 >= dy {
-            err += dy;
-            x += sx;
-        }
-        if e2 <= dx {
-            err += dx;
-            y += sy;
-        }
+    #[test]
+    fn long_text_is_cut_to_fit() {
+        let mut img = RgbImage::new(200, 50);
+        draw_on(&mut img, |canvas| {
+            let style = TextStyle::from((FONT, 14));
+            let long = "a very long label that cannot fit in sixty pixels";
+            let cut = fit(canvas, long, &style, 60)?;
+            assert!(cut.ends_with('…') && cut.len() < long.len(), "{cut}");
+            assert!(canvas.estimate_text_size(&cut, &style)?.0 <= 60);
+            assert_eq!(fit(canvas, "short", &style, 60)?, "short");
+            Ok(())
+        });
     }
 }
