@@ -215,65 +215,14 @@ fn parse_cases(list: &str) -> Result<Vec<(String, usize)>> {
 }
 
 /// GFLOP/s of fused multiply-adds on every thread of rayon's pool at once: each thread runs 12
-/// independent accumulator chains (enough to cover the FMA latency on two ports) of the widest
-/// vectors the CPU has (AVX-512, else AVX2), for about 20 ms a round. The best of five rounds:
-/// single short rounds came out at half the peak now and then (214-239 GFLOP/s against 402-466
-/// on this 2-core machine), so every round is long enough to ride out a core waking or clocking
-/// up, and the best one counts.
+/// independent accumulator chains (enough to cover the FMA latency on two ports) of the vectors
+/// of the set the kernels use (`ops::simd::Isa::active`: AVX-512, AVX2, or portable), for about
+/// 20 ms a round. The best of five rounds: single short rounds came out at half the peak now
+/// and then (214-239 GFLOP/s against 402-466 on this 2-core machine), so every round is long
+/// enough to ride out a core waking or clocking up, and the best one counts.
 fn fma_peak_gflops() -> f64 {
     const ITERS: usize = 12_000_000;
-    /// Flops done, and a sum to keep the chains alive.
-    fn chains(seed: f32) -> (f64, f32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::*;
-            #[target_feature(enable = "avx512f")]
-            fn avx512(seed: f32) -> f32 {
-                let mut acc = [_mm512_set1_ps(seed); 12];
-                let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-                for _ in 0..ITERS {
-                    for v in acc.iter_mut() {
-                        *v = _mm512_fmadd_ps(*v, m, a);
-                    }
-                }
-                acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
-            }
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2(seed: f32) -> f32 {
-                let mut acc = [_mm256_set1_ps(seed); 12];
-                let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-                for _ in 0..ITERS {
-                    for v in acc.iter_mut() {
-                        *v = _mm256_fmadd_ps(*v, m, a);
-                    }
-                }
-                let mut lanes = [0f32; 8];
-                acc.iter()
-                    .map(|&v| {
-                        // SAFETY: `lanes` holds 8 f32s, one AVX register's worth.
-                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-                        lanes.iter().sum::<f32>()
-                    })
-                    .sum()
-            }
-            let flops = |lanes: usize| (ITERS * 12 * lanes * 2) as f64;
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F, checked just above.
-                return (flops(16), unsafe { avx512(seed) });
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                return (flops(8), unsafe { avx2(seed) });
-            }
-        }
-        let mut acc = [seed; 12];
-        for _ in 0..ITERS {
-            for v in acc.iter_mut() {
-                *v = v.mul_add(0.999_999, 1e-7);
-            }
-        }
-        ((ITERS * 12 * 2) as f64, acc.iter().sum())
-    }
+    let chains = |seed: f32| alexnet::ops::simd::fma_chains(seed, ITERS);
     (0..5)
         .map(|_| {
             let t = Instant::now();
@@ -329,7 +278,8 @@ fn cpu_side_by_side(
 ) -> Result<serde_json::Value> {
     let peak = fma_peak_gflops();
     println!(
-        "FMA peak of {} threads: {peak:.1} GFLOP/s",
+        "CPU kernels: {}; FMA peak of {} threads at that set: {peak:.1} GFLOP/s",
+        alexnet::ops::simd::Isa::active(),
         rayon::current_num_threads()
     );
     let want_peer = std::env::var("ALEXNET_BENCH_PEER").map_or(true, |v| v != "0");
@@ -389,7 +339,8 @@ fn cpu_side_by_side(
         table.push(serde_json::json!({
             "preset": name, "batch": batch, "ours_median_ms": o, "ours_rounds_ms": ours[c],
             "pytorch_median_ms": t, "pytorch_rounds_ms": theirs[c], "pytorch_layout": layouts[c],
-            "pytorch_over_ours": ratios, "fma_peak_gflops": peak, "share_of_fma_peak": share / 100.0,
+            "pytorch_over_ours": ratios, "fma_peak_gflops": peak,
+            "cpu_isa": alexnet::ops::simd::Isa::active().name(), "share_of_fma_peak": share / 100.0,
             "threads": rayon::current_num_threads(),
         }));
     }

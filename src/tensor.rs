@@ -105,18 +105,11 @@ pub fn as_f32<T: Real>(v: &[T]) -> Option<&[f32]> {
     })
 }
 
-/// Whether the kernels written for f32 in AVX-512 serve `T` on this CPU: `T` is f32 and the CPU
-/// has AVX-512F.
-pub fn avx512_f32<T: Real>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// Whether the vector kernels (written once over `ops::simd`, for f32) serve `T` here: `T` is
+/// f32 and the active instruction set has vectors with fused multiply-adds (AVX2 or AVX-512).
+pub fn vector_f32<T: Real>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && crate::ops::simd::Isa::active() >= crate::ops::simd::Isa::Avx2
 }
 
 /// [`as_f32`] for a mutable slice.

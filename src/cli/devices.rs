@@ -8,6 +8,7 @@ use std::fmt::Write;
 /// Without a driver it says so (it is not an error to have no GPU).
 pub fn report() -> String {
     let mut s = String::new();
+    let _ = writeln!(s, "{}", cpu_line());
     let _ = writeln!(
         s,
         "GPU kernels embedded in this build: {}",
@@ -45,6 +46,21 @@ pub fn report() -> String {
         "Placement: --device cuda --devices 0,1 puts tower A on GPU 0 and B on GPU 1; --devices 0 puts both on GPU 0 (two streams)."
     );
     s
+}
+
+/// The CPU path's vectors: the set in use, and the machine's best where the variable lowers it.
+fn cpu_line() -> String {
+    use crate::ops::simd::Isa;
+    let (active, best) = (Isa::active(), Isa::best());
+    let why = if active == best {
+        "this CPU's best".to_string()
+    } else {
+        format!("held there by ALEXNET_CPU_ISA; this CPU's best is {best}")
+    };
+    format!(
+        "CPU kernels: {active} ({why}), {} threads",
+        rayon::current_num_threads()
+    )
 }
 
 /// The architectures this build's kernels are compiled for, or why there are none.

@@ -159,7 +159,10 @@ fn print_out(text: &str) -> Result<()> {
 }
 
 pub fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // A bad ALEXNET_CPU_ISA is refused before any work (the kernels would only warn).
+    crate::ops::simd::Isa::requested().map_err(anyhow::Error::msg)?;
+    match cli.command {
         Command::Model { net, json } => {
             let spec = net.choice().spec_or("paper")?;
             let plan = Plan::new(&spec).context("the network spec does not make sense")?;

@@ -15,7 +15,11 @@ impl Device for CpuDevice {
     type Buf = Vec<f32>;
 
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!(
+            "cpu ({} threads, {})",
+            rayon::current_num_threads(),
+            crate::ops::simd::Isa::active()
+        )
     }
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])

@@ -6,8 +6,8 @@
 //! copies that again into its panels; with the cifar net's 16 maps a tower, each copied value
 //! feeds only 16 multiply-adds, so the copies cost more than the arithmetic. Here the input is
 //! copied once, zero-padded, and a block of output positions × output channels is summed in
-//! registers (48 × 8 in AVX-512, `tiles_avx512`): per filter tap, 16-wide loads of input and
-//! fused multiply-adds against the tap's weights of those channels, broadcast.
+//! registers (48 × 8 in AVX-512, 24 × 4 in AVX2: `tiles_simd`): per filter tap, vector loads of
+//! input and fused multiply-adds against the tap's weights of those channels, broadcast.
 //!
 //! Output positions are numbered along the padded input's rows (`q = oy·wp + ox`, `wp` the padded
 //! rows' pitch, `Plane::wp`), so tap `(ky, kx)` of 16 consecutive positions reads 16 consecutive
@@ -19,13 +19,12 @@
 //! hardware, and on every thread count (the work is split by sample).
 
 use super::conv_geom::ConvGeom;
-use crate::tensor::Real;
-#[cfg(target_arch = "x86_64")]
-use crate::tensor::{as_f32, as_f32_mut};
+use super::simd::{Simd, dispatch};
+use crate::tensor::{Real, as_f32, as_f32_mut};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-/// Output positions per tile: one AVX-512 register of f32.
+/// Output positions are computed in runs of 16 (a multiple of every vector's width).
 const PX: usize = 16;
 /// Output channels per tile; channel counts are padded up to a multiple with zero filters.
 const CO: usize = 16;
@@ -136,70 +135,72 @@ fn copy_row<T: Real>(dst: &mut [T], src: &[T], relu: bool) {
 
 /// All tiles of one plane: `yq[co][q] = bias[co] + Σ_{ci,ky,kx} w(ci, ky, kx, co) ·
 /// xp[ci][q + ky·wp + kx]`, `w` read at `wt[weight_at(tap, co)]`, for `cout_tiles` channels
-/// and `positions()` positions. In f32 on a CPU with AVX-512 by `tiles_avx512`, else by the
-/// portable loops (the same fused operations in the same order, so the same bits).
+/// and `positions()` positions. In f32 by `tiles_simd` on the CPU's vectors, in f64 by the
+/// scalar loops (the same fused operations in the same order, so the same bits).
 fn tiles<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && let (Some(xp), Some(wt), Some(bias), Some(yq)) =
-            (as_f32(xp), as_f32(wt), as_f32(bias), as_f32_mut(yq))
+    if let (Some(xp), Some(wt), Some(bias), Some(yq)) =
+        (as_f32(xp), as_f32(wt), as_f32(bias), as_f32_mut(yq))
     {
-        // SAFETY: the CPU has AVX-512F (checked above).
-        return unsafe { tiles_avx512(p, xp, wt, bias, yq) };
+        return dispatch!(tiles_simd::<_>(p, xp, wt, bias, yq));
     }
-    tiles_portable(p, xp, wt, bias, yq)
+    tiles_scalar(p, xp, wt, bias, yq)
 }
 
-/// `tiles` in AVX-512, in register blocks of `TILE_VECTORS` vectors of 16 positions × 8
-/// channels (24 accumulators): per tap, `TILE_VECTORS` loads of inputs and 8 weights broadcast
-/// from memory for `8·TILE_VECTORS` fused multiply-adds. (A block of one vector × 16 channels
-/// took 17 loads for 16 multiply-adds, and the two load ports, not the two FMA ports, set its
-/// pace.) The positions left past the last whole block go in blocks of fewer vectors. The input
-/// channels are taken `CI_BLOCK` at a time over every block, so that block's weights and inputs
-/// stay in L1 while all blocks use them; between passes the accumulators wait in `yq`. Each
-/// output's sum keeps the order of `tiles_portable`, so the same bits.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn tiles_avx512(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut [f32]) {
+/// `tiles` in register blocks of `V` vectors of positions × `C` channels (`V·C` accumulators:
+/// 3 × 8 of 16 lanes where there are 32 registers, AVX-512; 3 × 4 of 8 lanes where there are
+/// 16, AVX2): per tap, `V` loads of inputs and `C` weights broadcast for `V·C` fused
+/// multiply-adds. (A block of one vector × 16 channels took 17 loads for 16 multiply-adds, and
+/// the two load ports, not the two FMA ports, set its pace.) The positions left past the last
+/// whole block go in blocks of fewer vectors. The input channels are taken `CI_BLOCK` at a time
+/// over every block, so that block's weights and inputs stay in L1 while all blocks use them;
+/// between passes the accumulators wait in `yq`. Each output's sum keeps the order of
+/// `tiles_scalar`, so the same bits on every instruction set.
+#[inline(always)]
+fn tiles_simd<S: Simd>(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut [f32]) {
     let (cin, ct, nq) = (p.cin, p.cout_tiles, p.positions());
     assert!(xp.len() >= p.padded_len() && wt.len() >= cin * p.k * p.k * ct);
     assert!(bias.len() >= ct && yq.len() >= ct * nq && ct % BLOCK_CO == 0 && nq % PX == 0);
+    assert!(PX % S::LANES == 0, "positions come in whole vectors");
     debug_assert_eq!(
         p.weight_at(1, 1),
         BLOCK_CO + 1,
-        "tiles_avx512 reads [co / 8][tap][co % 8]"
+        "tiles_simd reads [co / 8][tap][co % 8]"
     );
     let t = TileArgs { p, xp, wt, bias };
-    for co0 in (0..ct).step_by(BLOCK_CO) {
+    let wide = S::REGISTERS >= 32;
+    let channels = if wide { 8 } else { 4 };
+    for co0 in (0..ct).step_by(channels) {
         for ci0 in (0..cin.max(1)).step_by(CI_BLOCK) {
             let ci = ci0..(ci0 + CI_BLOCK).min(cin);
             let mut q0 = 0;
             while q0 < nq {
-                let vectors = ((nq - q0) / PX).min(TILE_VECTORS);
-                // SAFETY: AVX-512F; positions q0 + 16·vectors <= nq and channels co0 + 8 <= ct,
-                // inside the slices asserted above.
+                let vectors = ((nq - q0) / S::LANES).min(TILE_VECTORS);
+                // SAFETY: the set's instructions (the caller's entry point); positions
+                // q0 + LANES·vectors <= nq and channels co0 + channels <= ct, inside the
+                // slices asserted above.
                 unsafe {
-                    match vectors {
-                        3 => t.block::<3>(q0, co0, ci.clone(), yq),
-                        2 => t.block::<2>(q0, co0, ci.clone(), yq),
-                        _ => t.block::<1>(q0, co0, ci.clone(), yq),
+                    match (wide, vectors) {
+                        (true, 3) => t.block::<S, 3, 8>(q0, co0, ci.clone(), yq),
+                        (true, 2) => t.block::<S, 2, 8>(q0, co0, ci.clone(), yq),
+                        (true, _) => t.block::<S, 1, 8>(q0, co0, ci.clone(), yq),
+                        (false, 3) => t.block::<S, 3, 4>(q0, co0, ci.clone(), yq),
+                        (false, 2) => t.block::<S, 2, 4>(q0, co0, ci.clone(), yq),
+                        (false, _) => t.block::<S, 1, 4>(q0, co0, ci.clone(), yq),
                     }
                 }
-                q0 += vectors * PX;
+                q0 += vectors * S::LANES;
             }
         }
     }
 }
 
-/// Vectors of 16 positions per register block of `tiles_avx512`.
-#[cfg(target_arch = "x86_64")]
+/// Vectors of positions per register block of `tiles_simd`.
 const TILE_VECTORS: usize = 3;
-/// Output channels per register block of `tiles_avx512` (a divisor of `CO`), and per block of
-/// the weights' layout (`Plane::weight_at`).
+/// Output channels per block of the weights' layout (`Plane::weight_at`); a register block of
+/// `tiles_simd` takes all or half of them.
 const BLOCK_CO: usize = 8;
 
 /// What every register block of one plane reads.
-#[cfg(target_arch = "x86_64")]
 struct TileArgs<'a> {
     p: &'a Plane,
     xp: &'a [f32],
@@ -207,55 +208,55 @@ struct TileArgs<'a> {
     bias: &'a [f32],
 }
 
-#[cfg(target_arch = "x86_64")]
 impl TileArgs<'_> {
-    /// Positions `q0..q0 + 16·V` of channels `co0..co0 + 8`, over the input channels `ci`: from
-    /// the bias at the first channel, else from what `yq` holds.
+    /// Positions `q0..q0 + LANES·V` of channels `co0..co0 + C`, over the input channels `ci`:
+    /// from the bias at the first channel, else from what `yq` holds.
     ///
     /// # Safety
-    /// AVX-512F; `q0 + 16·V <= positions()`, `co0 + 8 <= cout_tiles`, with the slices
-    /// `tiles_avx512` asserts.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block<const V: usize>(
+    /// The set's instructions; `q0 + LANES·V <= positions()`, `co0 + C <= cout_tiles`, `C`
+    /// dividing `BLOCK_CO`, with the slices `tiles_simd` asserts.
+    #[inline(always)]
+    unsafe fn block<S: Simd, const V: usize, const C: usize>(
         &self,
         q0: usize,
         co0: usize,
         ci: std::ops::Range<usize>,
         yq: &mut [f32],
     ) {
-        use std::arch::x86_64::*;
         let p = self.p;
         let (wp, k, plane, nq) = (p.wp(), p.k, p.hp() * p.wp(), p.positions());
-        let out = |c: usize, v: usize| (co0 + c) * nq + q0 + v * PX;
+        let out = |c: usize, v: usize| (co0 + c) * nq + q0 + v * S::LANES;
         let first = ci.start == 0;
-        let mut acc = [[_mm512_setzero_ps(); V]; BLOCK_CO];
-        for (c, ac) in acc.iter_mut().enumerate() {
-            for (v, a) in ac.iter_mut().enumerate() {
-                // SAFETY: `out(c, v) + 16 <= ct·nq <= yq.len()`.
-                *a = if first {
-                    _mm512_set1_ps(self.bias[co0 + c])
+        // SAFETY (every block below): the caller's contract; `out(c, v) + LANES <= ct·nq <=
+        // yq.len()`.
+        let mut acc: [[S::V; V]; C] = std::array::from_fn(|c| {
+            std::array::from_fn(|v| unsafe {
+                if first {
+                    S::splat(self.bias[co0 + c])
                 } else {
-                    unsafe { _mm512_loadu_ps(yq.as_ptr().add(out(c, v))) }
-                };
-            }
-        }
-        // This block's weights: `taps()` runs of 8, one per tap (`Plane::weight_at`).
-        let (xp, wt) = (self.xp.as_ptr(), self.wt[co0 * p.taps()..].as_ptr());
+                    S::load(yq.as_ptr().add(out(c, v)))
+                }
+            })
+        });
+        // This block's weights: `taps()` runs of 8, one per tap (`Plane::weight_at`), of which
+        // the block reads `C` from `co0 % 8`.
+        let block_start = (co0 / BLOCK_CO) * p.taps() * BLOCK_CO + co0 % BLOCK_CO;
+        let (xp, wt) = (self.xp.as_ptr(), self.wt[block_start..].as_ptr());
         for ci in ci {
             for ky in 0..k {
                 for kx in 0..k {
                     let at = ci * plane + q0 + ky * wp + kx;
                     let tap = ((ci * k + ky) * k + kx) * BLOCK_CO;
-                    // SAFETY: `at + 16·V <= padded_len()` (see `Plane::padded_len`: the reads
-                    // of the last positions stay in the buffer) and `co0·taps + tap + 8 <=
-                    // wt.len()`.
+                    // SAFETY: `at + LANES·V <= padded_len()` (see `Plane::padded_len`: the
+                    // reads of the last positions stay in the buffer) and `block_start + tap +
+                    // C <= wt.len()`.
                     unsafe {
-                        let xv: [__m512; V] =
-                            std::array::from_fn(|v| _mm512_loadu_ps(xp.add(at + v * PX)));
+                        let xv: [S::V; V] =
+                            std::array::from_fn(|v| S::load(xp.add(at + v * S::LANES)));
                         for (c, ac) in acc.iter_mut().enumerate() {
-                            let wv = _mm512_set1_ps(*wt.add(tap + c));
+                            let wv = S::splat(*wt.add(tap + c));
                             for (a, &x) in ac.iter_mut().zip(&xv) {
-                                *a = _mm512_fmadd_ps(wv, x, *a);
+                                *a = S::fmadd(wv, x, *a);
                             }
                         }
                     }
@@ -265,18 +266,17 @@ impl TileArgs<'_> {
         for (c, ac) in acc.iter().enumerate() {
             for (v, a) in ac.iter().enumerate() {
                 // SAFETY: as for the loads above.
-                unsafe { _mm512_storeu_ps(yq.as_mut_ptr().add(out(c, v)), *a) };
+                unsafe { S::store(yq.as_mut_ptr().add(out(c, v)), *a) };
             }
         }
     }
 }
 
-/// Input channels per pass of `tiles_avx512` over the tiles.
-#[cfg(target_arch = "x86_64")]
+/// Input channels per pass of `tiles_simd` over the tiles.
 const CI_BLOCK: usize = 8;
 
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
-fn tiles_portable<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
+fn tiles_scalar<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
     let (wp, k, plane) = (p.wp(), p.k, p.hp() * p.wp());
     let nq = p.positions();
     for co0 in (0..p.cout_tiles).step_by(CO) {
@@ -462,4 +462,51 @@ pub fn backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
         .for_each_init(scratch(p), |s, (dxs, dys)| {
             sample(&p, g.groups, cig, dys, &wt, &[], false, dxs, s)
         });
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ops::simd::Isa;
+
+    /// Values in [-1, 1) from a fixed sequence.
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(13) ^ seed;
+                (h % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_scalar_loops_bits() {
+        // 11 input channels: two passes over the tiles (CI_BLOCK 8); 16 channels: two register
+        // blocks of 8 (AVX-512) or four of 4 (AVX2, portable); positions in blocks of 3, 2, 1.
+        for (k, pad, pad_end) in [(3, 1, 2), (5, 2, 2)] {
+            let p = Plane {
+                cin: 11,
+                cout_tiles: 16,
+                k,
+                ih: 9,
+                iw: 13,
+                pad,
+                pad_end,
+            };
+            let xp = values(p.padded_len(), 1);
+            let wt = values(p.taps() * p.cout_tiles, 2);
+            let bias = values(p.cout_tiles, 3);
+            let mut want = vec![0f32; p.cout_tiles * p.positions()];
+            tiles_scalar(&p, &xp, &wt, &bias, &mut want);
+            for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::best()) {
+                let mut got = vec![0f32; want.len()];
+                dispatch!(@isa isa, tiles_simd::<_>(&p, &xp, &wt, &bias, &mut got));
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa}, k {k}: other bits than the scalar loops'");
+            }
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! `dw[co][ci][ky][kx] = Σ_n Σ_{oy,ox} dy[n][co][oy][ox] · xp[n][ci][oy + ky][ox + kx]`, with `xp`
 //! the zero-padded input. A sample's output gradient is first laid out filter-fastest
-//! (`dyt[oy·ow + ox][co]`), so one 16-wide load holds 16 filters' gradients at one position. A
-//! register block then holds the partial sums of `V·16` filters × `R` rows of `K` taps (a row is
+//! (`dyt[oy·ow + ox][co]`), so one vector load holds a vector's width of filters' gradients at one
+//! position. A register block then holds the partial sums of `V` vectors of filters × `R` rows of `K` taps (a row is
 //! one input channel and filter row `(ci, ky)`, its `K` taps the filter columns `kx`), and per
 //! output position costs `V` loads, `R·K` input values broadcast from memory and `V·R·K` fused
 //! multiply-adds. The im2col path this replaces wrote every input value `K²` times into a
@@ -12,26 +12,28 @@
 //!
 //! Each weight's gradient is one chain of fused multiply-adds over the positions of a slice's
 //! samples in order, and the slices' partials are added in slice order: the same bits on every
-//! run and every thread count. AVX-512 and f32 only; elsewhere `conv::backward_filter` keeps
+//! run and every thread count, and on every instruction set (the blocking changes, the order of
+//! each chain does not). f32 on AVX-512 or AVX2 (`simd`); elsewhere `conv::backward_filter` keeps
 //! im2col and GEMM.
 
-#[cfg(target_arch = "x86_64")]
 use super::conv_direct::{Plane, pad_into};
 use super::conv_geom::ConvGeom;
-use crate::tensor::{Real, avx512_f32};
-#[cfg(target_arch = "x86_64")]
-use crate::tensor::{as_f32, as_f32_mut};
-#[cfg(target_arch = "x86_64")]
+use super::simd::{Isa, Simd, dispatch};
+use crate::tensor::{Real, as_f32, as_f32_mut};
 use rayon::prelude::*;
 
-/// Filters per vector: one AVX-512 register of f32.
+/// Filters are padded to a multiple of 16 (a whole number of vectors of every width), and the
+/// bias gradient's sums run in 16 interleaved partials.
 const LANES: usize = 16;
 
 /// Whether the direct filter gradient takes `g` in `T` on this CPU: stride 1 with the padding
 /// the direct forward takes, a kernel size the register blocks are built for (3 and 5, every
-/// stride-1 layer of the presets), f32, AVX-512.
+/// stride-1 layer of the presets), f32, vectors with fused multiply-adds (AVX2 or AVX-512).
 pub fn applies<T: Real>(g: &ConvGeom) -> bool {
-    super::conv_direct::applies(g) && matches!(g.k, 3 | 5) && avx512_f32::<T>()
+    super::conv_direct::applies(g)
+        && matches!(g.k, 3 | 5)
+        && as_f32::<T>(&[]).is_some()
+        && Isa::active() >= Isa::Avx2
 }
 
 /// `dw = ∂L/∂w`, `db = ∂L/∂b` as `conv::backward_filter_naive` defines them, the batch cut into
@@ -49,17 +51,14 @@ pub fn backward_filter<T: Real>(
         applies::<T>(g),
         "conv_filter: {g:?} is not for the direct filter gradient"
     );
-    #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(dy), Some(dw), Some(db)) =
         (as_f32(x), as_f32(dy), as_f32_mut(dw), as_f32_mut(db))
     {
         return backward_filter_f32(g, x, dy, dw, db, per_slice);
     }
-    let _ = (x, dy, dw, db, per_slice);
-    unreachable!("applies() holds only for f32 on x86-64")
+    unreachable!("applies() holds only for f32")
 }
 
-#[cfg(target_arch = "x86_64")]
 fn backward_filter_f32(
     g: &ConvGeom,
     x: &[f32],
@@ -109,8 +108,8 @@ fn backward_filter_f32(
                             }
                         }
                     }
-                    // SAFETY: the CPU has AVX-512F (`applies`).
-                    unsafe { sample_sums(&p, &xp, &dyt, &mut dwt[grp * taps * ct..][..taps * ct]) };
+                    let dwt = &mut dwt[grp * taps * ct..][..taps * ct];
+                    dispatch!(sample_sums::<_>(&p, &xp, &dyt, dwt));
                 }
                 for (b, map) in pb.iter_mut().zip(dys.chunks_exact(ohw)) {
                     *b += lane_sum(map);
@@ -146,7 +145,6 @@ fn backward_filter_f32(
 
 /// The sum of `v` in 16 interleaved partials, added up at the end: a fixed order, and not one
 /// chain of dependent adds a map long (cifar's conv1 maps are 1024 long, 128 of them a filter).
-#[cfg(target_arch = "x86_64")]
 fn lane_sum(v: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
     let chunks = v.chunks_exact(LANES);
@@ -158,12 +156,14 @@ fn lane_sum(v: &[f32]) -> f32 {
 }
 
 /// Adds one sample's sums into `dwt` (`[tap][ct]`, tap = `(ci·k + ky)·k + kx`): every filter
-/// row `(ci, ky)` against every block of 16·V filters, `R` rows a register block.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn sample_sums(p: &Plane, xp: &[f32], dyt: &[f32], dwt: &mut [f32]) {
-    let vectors = p.cout_tiles / LANES;
-    let v = if vectors % 4 == 0 {
+/// row `(ci, ky)` against every block of `V` vectors of filters, `R` rows a register block, as
+/// many as keep the `V·R·K` accumulators within the registers (25 of AVX-512's 32, 12 of
+/// AVX2's 16, with room for the loaded gradients and the broadcast input).
+#[inline(always)]
+fn sample_sums<S: Simd>(p: &Plane, xp: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+    let wide = S::REGISTERS >= 32;
+    let vectors = p.cout_tiles / S::LANES;
+    let v = if vectors % 4 == 0 && wide {
         4
     } else if vectors % 2 == 0 {
         2
@@ -171,37 +171,43 @@ fn sample_sums(p: &Plane, xp: &[f32], dyt: &[f32], dwt: &mut [f32]) {
         1
     };
     let rows = p.cin * p.k;
-    // Rows a block: as many as keep V·R·K accumulators within 25 of the 32 registers.
-    let r = match (p.k, v) {
-        (5, 1) => 5,
-        (5, 2) => 2,
-        (3, 1) => 8,
-        (3, 2) => 4,
-        (3, 4) => 2,
+    let r = match (wide, p.k, v) {
+        (true, 5, 1) => 5,
+        (true, 5, 2) => 2,
+        (true, 3, 1) => 8,
+        (true, 3, 2) => 4,
+        (true, 3, 4) => 2,
+        (false, 5, 1) => 2,
+        (false, 3, 1) => 4,
+        (false, 3, 2) => 2,
         _ => 1,
     };
     let b = Block { p: *p, xp, dyt };
     assert!(dyt.len() >= p.oh() * p.ow() * p.cout_tiles && dwt.len() >= rows * p.k * p.cout_tiles);
-    assert!(xp.len() >= p.padded_len());
-    for co0 in (0..p.cout_tiles).step_by(v * LANES) {
+    assert!(xp.len() >= p.padded_len() && p.cout_tiles % S::LANES == 0);
+    for co0 in (0..p.cout_tiles).step_by(v * S::LANES) {
         let mut row = 0;
         while row < rows {
             let take = if rows - row >= r { r } else { 1 };
-            // SAFETY: AVX-512F is enabled here; rows `row..row + take` and filters
-            // `co0..co0 + 16·v` lie within the sizes asserted above.
+            // SAFETY: the set's instructions (the caller's entry point); rows
+            // `row..row + take` and filters `co0..co0 + LANES·v` lie within the sizes asserted
+            // above.
             unsafe {
                 match (p.k, v, take) {
-                    (5, 1, 5) => b.rows::<1, 5, 5>(row, co0, dwt),
-                    (5, 1, _) => b.rows::<1, 1, 5>(row, co0, dwt),
-                    (5, 2, 2) => b.rows::<2, 2, 5>(row, co0, dwt),
-                    (5, 2, _) => b.rows::<2, 1, 5>(row, co0, dwt),
-                    (5, _, _) => b.rows::<4, 1, 5>(row, co0, dwt),
-                    (3, 1, 8) => b.rows::<1, 8, 3>(row, co0, dwt),
-                    (3, 1, _) => b.rows::<1, 1, 3>(row, co0, dwt),
-                    (3, 2, 4) => b.rows::<2, 4, 3>(row, co0, dwt),
-                    (3, 2, _) => b.rows::<2, 1, 3>(row, co0, dwt),
-                    (3, _, 2) => b.rows::<4, 2, 3>(row, co0, dwt),
-                    (3, _, _) => b.rows::<4, 1, 3>(row, co0, dwt),
+                    (5, 1, 5) => b.rows::<S, 1, 5, 5>(row, co0, dwt),
+                    (5, 1, 2) => b.rows::<S, 1, 2, 5>(row, co0, dwt),
+                    (5, 1, _) => b.rows::<S, 1, 1, 5>(row, co0, dwt),
+                    (5, 2, 2) => b.rows::<S, 2, 2, 5>(row, co0, dwt),
+                    (5, 2, _) => b.rows::<S, 2, 1, 5>(row, co0, dwt),
+                    (5, _, _) => b.rows::<S, 4, 1, 5>(row, co0, dwt),
+                    (3, 1, 8) => b.rows::<S, 1, 8, 3>(row, co0, dwt),
+                    (3, 1, 4) => b.rows::<S, 1, 4, 3>(row, co0, dwt),
+                    (3, 1, _) => b.rows::<S, 1, 1, 3>(row, co0, dwt),
+                    (3, 2, 4) => b.rows::<S, 2, 4, 3>(row, co0, dwt),
+                    (3, 2, 2) => b.rows::<S, 2, 2, 3>(row, co0, dwt),
+                    (3, 2, _) => b.rows::<S, 2, 1, 3>(row, co0, dwt),
+                    (3, _, 2) => b.rows::<S, 4, 2, 3>(row, co0, dwt),
+                    (3, _, _) => b.rows::<S, 4, 1, 3>(row, co0, dwt),
                     _ => unreachable!("applies() admits k = 3 and 5"),
                 }
             }
@@ -211,29 +217,26 @@ fn sample_sums(p: &Plane, xp: &[f32], dyt: &[f32], dwt: &mut [f32]) {
 }
 
 /// One sample's padded input and filter-fastest output gradient.
-#[cfg(target_arch = "x86_64")]
 struct Block<'a> {
     p: Plane,
     xp: &'a [f32],
     dyt: &'a [f32],
 }
 
-#[cfg(target_arch = "x86_64")]
 impl Block<'_> {
-    /// `dwt[(row + r)·K + kx][co0 + 16·v + lane] += Σ_{oy,ox} xp[row + r at (oy, ox + kx)] ·
-    /// dyt[oy·ow + ox][co0 + 16·v + lane]` for `r < R`, `kx < K`, `v < V`, in registers.
+    /// `dwt[(row + r)·K + kx][co0 + LANES·v + lane] += Σ_{oy,ox} xp[row + r at (oy, ox + kx)]
+    /// · dyt[oy·ow + ox][co0 + LANES·v + lane]` for `r < R`, `kx < K`, `v < V`, in registers.
     ///
     /// # Safety
-    /// AVX-512F; rows `row..row + R` below `cin·k`, filters `co0 + 16·V` within `cout_tiles`,
-    /// and `dwt`, `xp`, `dyt` of the sizes `sample_sums` asserts.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const V: usize, const R: usize, const K: usize>(
+    /// The set's instructions; rows `row..row + R` below `cin·k`, filters `co0 + LANES·V`
+    /// within `cout_tiles`, and `dwt`, `xp`, `dyt` of the sizes `sample_sums` asserts.
+    #[inline(always)]
+    unsafe fn rows<S: Simd, const V: usize, const R: usize, const K: usize>(
         &self,
         row: usize,
         co0: usize,
         dwt: &mut [f32],
     ) {
-        use std::arch::x86_64::*;
         let p = &self.p;
         let (wp, plane, ct) = (p.wp(), p.hp() * p.wp(), p.cout_tiles);
         let (oh, ow) = (p.oh(), p.ow());
@@ -243,16 +246,13 @@ impl Block<'_> {
             // SAFETY: within `xp` (ci < cin, ky < k): see the caller's assertions.
             unsafe { self.xp.as_ptr().add(ci * plane + ky * wp) }
         });
-        let out = |r: usize, kx: usize, v: usize| ((row + r) * K + kx) * ct + co0 + v * LANES;
-        let mut acc = [[[_mm512_setzero_ps(); V]; K]; R];
-        for (r, ar) in acc.iter_mut().enumerate() {
-            for (kx, akx) in ar.iter_mut().enumerate() {
-                for (v, a) in akx.iter_mut().enumerate() {
-                    // SAFETY: `out(..) + 16 <= dwt.len()` (caller's assertions).
-                    *a = unsafe { _mm512_loadu_ps(dwt.as_ptr().add(out(r, kx, v))) };
-                }
-            }
-        }
+        let out = |r: usize, kx: usize, v: usize| ((row + r) * K + kx) * ct + co0 + v * S::LANES;
+        // SAFETY: `out(..) + LANES <= dwt.len()` (caller's assertions).
+        let mut acc: [[[S::V; V]; K]; R] = std::array::from_fn(|r| {
+            std::array::from_fn(|kx| {
+                std::array::from_fn(|v| unsafe { S::load(dwt.as_ptr().add(out(r, kx, v))) })
+            })
+        });
         let dyt = self.dyt.as_ptr();
         for oy in 0..oh {
             for ox in 0..ow {
@@ -262,14 +262,14 @@ impl Block<'_> {
                 // `padded_len()` (past a row's pitch it reads the next row's leading zeros,
                 // see `Plane::wp`).
                 unsafe {
-                    let d: [__m512; V] =
-                        std::array::from_fn(|v| _mm512_loadu_ps(dyt.add(q * ct + co0 + v * LANES)));
+                    let d: [S::V; V] =
+                        std::array::from_fn(|v| S::load(dyt.add(q * ct + co0 + v * S::LANES)));
                     for (r, ar) in acc.iter_mut().enumerate() {
                         let xs = xrow[r].add(oy * wp + ox);
                         for (kx, akx) in ar.iter_mut().enumerate() {
-                            let xv = _mm512_set1_ps(*xs.add(kx));
+                            let xv = S::splat(*xs.add(kx));
                             for (a, &dv) in akx.iter_mut().zip(&d) {
-                                *a = _mm512_fmadd_ps(xv, dv, *a);
+                                *a = S::fmadd(xv, dv, *a);
                             }
                         }
                     }
@@ -280,8 +280,63 @@ impl Block<'_> {
             for (kx, akx) in ar.iter().enumerate() {
                 for (v, a) in akx.iter().enumerate() {
                     // SAFETY: as for the loads above.
-                    unsafe { _mm512_storeu_ps(dwt.as_mut_ptr().add(out(r, kx, v)), *a) };
+                    unsafe { S::store(dwt.as_mut_ptr().add(out(r, kx, v)), *a) };
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv_direct::tests::values;
+
+    #[test]
+    fn every_instruction_set_sums_each_chain_in_the_same_order() {
+        for k in [3, 5] {
+            // 32 filters: two vectors of AVX-512, four of AVX2; 5 input channels: rows in
+            // blocks and a remainder.
+            let p = Plane {
+                cin: 5,
+                cout_tiles: 32,
+                k,
+                ih: 7,
+                iw: 9,
+                pad: k / 2,
+                pad_end: k / 2,
+            };
+            let (ct, rows) = (p.cout_tiles, p.cin * k);
+            let xp = values(p.padded_len(), 4);
+            let dyt = values(p.oh() * p.ow() * ct, 5);
+            let start = values(rows * k * ct, 6);
+            // Each weight's chain: from what dwt held, one fused multiply-add per position.
+            let mut want = start.clone();
+            for row in 0..rows {
+                let (ci, ky) = (row / k, row % k);
+                for kx in 0..k {
+                    for co in 0..ct {
+                        let w = &mut want[(row * k + kx) * ct + co];
+                        for oy in 0..p.oh() {
+                            for ox in 0..p.ow() {
+                                let x = xp[ci * p.hp() * p.wp() + (oy + ky) * p.wp() + ox + kx];
+                                *w = x.mul_add(dyt[(oy * p.ow() + ox) * ct + co], *w);
+                            }
+                        }
+                    }
+                }
+            }
+            for isa in [Isa::Avx2, Isa::Avx512]
+                .into_iter()
+                .filter(|&i| i <= Isa::best())
+            {
+                let mut got = start.clone();
+                dispatch!(@isa isa, sample_sums::<_>(&p, &xp, &dyt, &mut got));
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa}, k {k}: other bits than the chains in order");
             }
         }
     }

@@ -1,11 +1,9 @@
 //! Fully connected layer: `y = x · wᵀ + b` with `x: [n, inputs]`, `w: [outputs, inputs]`,
 //! `b: [outputs]`, `y: [n, outputs]`.
 
-#[cfg(target_arch = "x86_64")]
 use super::fc_stream;
-use crate::tensor::{Real, avx512_f32};
-#[cfg(target_arch = "x86_64")]
-use crate::tensor::{as_f32, as_f32_mut};
+use super::simd::dispatch;
+use crate::tensor::{Real, as_f32, as_f32_mut, vector_f32};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -229,17 +227,16 @@ pub fn forward<T: Real>(g: &FcGeom, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     }
     // Per block of outputs, every sample's dot product with each weight row: `[outputs][n]`.
     let mut yt = vec![T::zero(); g.outputs * g.n];
-    let fast = avx512_f32::<T>();
+    let fast = vector_f32::<T>();
     yt.par_chunks_mut(OUTPUT_BLOCK * g.n)
         .enumerate()
         .for_each(|(blk, out)| {
             let rows = &w[blk * OUTPUT_BLOCK * g.inputs..];
-            #[cfg(target_arch = "x86_64")]
             if let (true, Some(rows), Some(x), Some(out)) =
                 (fast, as_f32(rows), as_f32(x), as_f32_mut(out))
             {
-                // SAFETY: the CPU has AVX-512F (`avx512_f32`).
-                return unsafe { fc_stream::dot_rows(g.inputs, g.n, rows, x, out) };
+                // SAFETY: `dispatch` enters the kernel through the active set's entry point.
+                return unsafe { dispatch!(fc_stream::dot_rows::<_>(g.inputs, g.n, rows, x, out)) };
             }
             dot_block(g, w, x, blk * OUTPUT_BLOCK, out)
         });
@@ -279,7 +276,7 @@ pub fn backward_data<T: Real>(g: &FcGeom, dy: &[T], w: &[T], dx: &mut [T]) {
         return;
     }
     // Per block of inputs, every sample's slice of dx, `[n][width]`, then copied into place.
-    let fast = avx512_f32::<T>();
+    let fast = vector_f32::<T>();
     let block = if fast { DATA_COLUMNS } else { INPUT_BLOCK };
     let blocks: Vec<(usize, Vec<T>)> = (0..g.inputs.div_ceil(block))
         .into_par_iter()
@@ -287,12 +284,12 @@ pub fn backward_data<T: Real>(g: &FcGeom, dy: &[T], w: &[T], dx: &mut [T]) {
             let i0 = blk * block;
             let width = block.min(g.inputs - i0);
             let mut acc = vec![T::zero(); g.n * width];
-            #[cfg(target_arch = "x86_64")]
             if let (true, Some(dy), Some(w), Some(a)) =
                 (fast, as_f32(dy), as_f32(w), as_f32_mut(&mut acc))
             {
-                // SAFETY: the CPU has AVX-512F (`avx512_f32`).
-                unsafe { fc_stream::accumulate_columns(g.inputs, g.outputs, dy, w, i0, a) };
+                let (i, o) = (g.inputs, g.outputs);
+                // SAFETY: `dispatch` enters the kernel through the active set's entry point.
+                unsafe { dispatch!(fc_stream::accumulate_columns::<_>(i, o, dy, w, i0, a)) };
                 return (i0, acc);
             }
             accumulate_rows(g, dy, w, i0, &mut acc);
@@ -307,14 +304,10 @@ pub fn backward_data<T: Real>(g: &FcGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     }
 }
 
-/// Whether `backward_filter_sgd` takes `g` in `T` on this CPU: f32 with AVX-512, a batch of at
-/// most 8 (one register block of samples).
+/// Whether `backward_filter_sgd` takes `g` in `T` on this CPU: f32 with vectors (AVX2 or
+/// AVX-512), a batch of at most 8 (one register block of samples).
 pub fn sgd_fuses<T: Real>(g: &FcGeom) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    let block = fc_stream::SAMPLES;
-    #[cfg(not(target_arch = "x86_64"))]
-    let block = 0;
-    avx512_f32::<T>() && (1..=block).contains(&g.n) && g.inputs > 0 && g.outputs > 0
+    vector_f32::<T>() && (1..=fc_stream::SAMPLES).contains(&g.n) && g.inputs > 0 && g.outputs > 0
 }
 
 /// The filter gradient and the weights' SGD step in one pass over the weights, where
@@ -341,7 +334,6 @@ pub fn backward_filter_sgd<T: Real>(
         "fc: {g:?} does not fuse its update"
     );
     bias_gradient(g, dy, db);
-    #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(dy), Some(w), Some(v)) =
         (as_f32(x), as_f32(dy), as_f32_mut(w), as_f32_mut(v))
     {
@@ -360,11 +352,12 @@ pub fn backward_filter_sgd<T: Real>(
                 let width = cols.len();
                 let (w, v, dx) = columns.pointers();
                 let mut acc = (!dx.is_null()).then(|| vec![0.0; g.n * width]);
-                // SAFETY: the CPU has AVX-512F (`sgd_fuses`); `w`, `v` are `outputs × inputs`
-                // and `dx` `n × inputs` (checked above), and the tasks' columns are disjoint.
+                // SAFETY: `dispatch` enters the kernel through the active set's entry point;
+                // `w`, `v` are `outputs × inputs` and `dx` `n × inputs` (checked above), and the
+                // tasks' columns are disjoint.
                 unsafe {
                     let a = acc.as_deref_mut();
-                    fc_stream::columns_sgd(
+                    dispatch!(fc_stream::columns_sgd::<_>(
                         g.inputs,
                         g.outputs,
                         dy,
@@ -373,7 +366,7 @@ pub fn backward_filter_sgd<T: Real>(
                         cols.clone(),
                         (w, v),
                         a,
-                    );
+                    ));
                     if let Some(acc) = acc {
                         for (j, a) in acc.chunks_exact(width).enumerate() {
                             let to = dx.add(j * g.inputs + cols.start);
@@ -385,12 +378,11 @@ pub fn backward_filter_sgd<T: Real>(
         return;
     }
     let _ = (x, dy, step, w, v, dx);
-    unreachable!("sgd_fuses holds only for f32 on x86-64")
+    unreachable!("sgd_fuses holds only for f32")
 }
 
 /// The weights, velocities and input gradient (null where not wanted) that the tasks of
 /// `backward_filter_sgd` write, each its own columns of them.
-#[cfg(target_arch = "x86_64")]
 struct SharedColumns {
     w: *mut f32,
     v: *mut f32,
@@ -399,10 +391,8 @@ struct SharedColumns {
 
 // SAFETY: the tasks that share it write disjoint columns, and the slices it points into outlive
 // them (borrowed mutably for the whole parallel loop).
-#[cfg(target_arch = "x86_64")]
 unsafe impl Sync for SharedColumns {}
 
-#[cfg(target_arch = "x86_64")]
 impl SharedColumns {
     /// `(w, v, dx)`; a task takes them through this, so that it shares the whole (`Sync`)
     /// struct rather than its pointer fields one by one.
@@ -448,18 +438,16 @@ pub fn backward_filter<T: Real>(g: &FcGeom, x: &[T], dy: &[T], dw: &mut [T], db:
                 );
             });
     } else {
-        let fast = avx512_f32::<T>();
+        let fast = vector_f32::<T>();
         dw.par_chunks_mut(OUTPUT_BLOCK * g.inputs)
             .enumerate()
             .for_each(|(blk, rows)| {
-                #[cfg(target_arch = "x86_64")]
                 if let (true, Some(dy), Some(x), Some(rows)) =
                     (fast, as_f32(dy), as_f32(x), as_f32_mut(rows))
                 {
-                    // SAFETY: the CPU has AVX-512F (`avx512_f32`).
-                    return unsafe {
-                        fc_stream::outer_rows(g.inputs, g.outputs, dy, x, blk * OUTPUT_BLOCK, rows)
-                    };
+                    let (i, o, o0) = (g.inputs, g.outputs, blk * OUTPUT_BLOCK);
+                    // SAFETY: `dispatch` enters the kernel through the active set's entry point.
+                    return unsafe { dispatch!(fc_stream::outer_rows::<_>(i, o, dy, x, o0, rows)) };
                 }
                 outer_rows(g, dy, x, blk * OUTPUT_BLOCK, rows)
             });

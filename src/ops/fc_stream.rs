@@ -1,37 +1,44 @@
-//! The fully connected layers' streaming kernels in AVX-512, for f32 at the batches up to 16
-//! that the CPU trains the paper's net with (`fc` dispatches here; the portable kernels beside
-//! it serve other CPUs and f64).
+//! The fully connected layers' streaming kernels, for f32 at the batches up to 16 that the CPU
+//! trains the paper's net with, written once over `simd::Simd` (`fc` dispatches here on AVX-512
+//! and AVX2; the portable kernels beside it serve other CPUs and f64).
 //!
 //! At those batches the weights are the traffic (fc6's are 75 MB a tower) and each weight meets
 //! only `n` samples, so a kernel keeps up only if its sums stay in registers: the portable loops,
 //! whose sample count is known only at run time, kept their partial sums in memory (a load and a
 //! store around every multiply-add) and reached a quarter of the memory's rate. Here the sample
-//! count is a compile-time `S` (a block of up to 8 samples) and two weight rows share each load
-//! of a sample's inputs: per 128 bytes of weights, `2·S` fused multiply-adds and `S + 2` loads.
+//! count is a compile-time `S` (a block of up to 8 samples where there are 32 registers, 6 where
+//! there are 16) and two weight rows share each load of a sample's inputs: per two vectors of
+//! weights, `2·S` fused multiply-adds and `S + 2` loads.
 //!
 //! Every sum runs in a fixed order (the same bits on every run and every thread count): dot
-//! products in 16 interleaved lane partials added in lane order, then the tail past the last
-//! whole vector; the gradients' sums over outputs or samples in increasing order.
+//! products in interleaved lane partials (one per lane of the vector) added in lane order, then
+//! the tail past the last whole vector; the gradients' sums over outputs or samples in
+//! increasing order. The dot products' partials follow the vector's width, so AVX2's bits differ
+//! from AVX-512's there (each set's are the same on every run).
 
-use std::arch::x86_64::*;
+use super::simd::Simd;
 
-/// f32 lanes of an AVX-512 register.
-const LANES: usize = 16;
-/// Samples a register block holds.
+/// Samples a register block holds at most (the fused SGD step takes a whole batch up to this).
 pub(super) const SAMPLES: usize = 8;
 
-/// Calls `$f::<S>($args)` for the run-time sample count `$s` in `1..=SAMPLES`.
+/// Samples a register block of `I` holds: with 16 registers, two rows' sums of 8 samples and
+/// the operands would not fit.
+fn block_samples<I: Simd>() -> usize {
+    if I::REGISTERS >= 32 { SAMPLES } else { 6 }
+}
+
+/// Calls `$f::<I, S>($args)` for the run-time sample count `$s` in `1..=SAMPLES`.
 macro_rules! by_samples {
-    ($s:expr, $f:ident($($arg:expr),*)) => {
+    ($i:ty, $s:expr, $f:ident($($arg:expr),*)) => {
         match $s {
-            1 => $f::<1>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            4 => $f::<4>($($arg),*),
-            5 => $f::<5>($($arg),*),
-            6 => $f::<6>($($arg),*),
-            7 => $f::<7>($($arg),*),
-            8 => $f::<8>($($arg),*),
+            1 => $f::<$i, 1>($($arg),*),
+            2 => $f::<$i, 2>($($arg),*),
+            3 => $f::<$i, 3>($($arg),*),
+            4 => $f::<$i, 4>($($arg),*),
+            5 => $f::<$i, 5>($($arg),*),
+            6 => $f::<$i, 6>($($arg),*),
+            7 => $f::<$i, 7>($($arg),*),
+            8 => $f::<$i, 8>($($arg),*),
             s => unreachable!("{s} samples in a block of at most {SAMPLES}"),
         }
     };
@@ -44,11 +51,12 @@ macro_rules! by_samples {
 /// gives 40. The address may lie past the weights' end (the last pair), so it is formed
 /// without `add` and never read: a prefetch does not fault.
 #[inline(always)]
-fn prefetch_next_pair(r0: *const f32, r1: *const f32, pitch: usize, c: usize) {
-    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+fn prefetch_next_pair<I: Simd>(r0: *const f32, r1: *const f32, pitch: usize, c: usize) {
+    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault (the set's instructions:
+    // the callers' contract).
     unsafe {
-        _mm_prefetch::<_MM_HINT_T0>(r0.wrapping_add(2 * pitch + c).cast());
-        _mm_prefetch::<_MM_HINT_T0>(r1.wrapping_add(2 * pitch + c).cast());
+        I::prefetch(r0.wrapping_add(2 * pitch + c));
+        I::prefetch(r1.wrapping_add(2 * pitch + c));
     }
 }
 
@@ -60,24 +68,31 @@ const FORWARD_INPUTS: usize = 1024;
 /// and the `n` samples `x`.
 ///
 /// # Safety
-/// The CPU has AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn dot_rows(inputs: usize, n: usize, w: &[f32], x: &[f32], out: &mut [f32]) {
+/// The set's instructions are available (the caller's entry point).
+#[inline(always)]
+pub(super) unsafe fn dot_rows<I: Simd>(
+    inputs: usize,
+    n: usize,
+    w: &[f32],
+    x: &[f32],
+    out: &mut [f32],
+) {
     let rows = out.len() / n;
     assert!(w.len() >= rows * inputs && x.len() >= n * inputs && out.len() == rows * n);
-    let body = inputs / LANES * LANES;
+    let body = inputs / I::LANES * I::LANES;
     // Each (row, sample)'s 16 lane partials, carried from one input block to the next.
-    let mut part = vec![_mm512_setzero_ps(); rows * n];
+    // SAFETY: the set's instructions (the caller's contract).
+    let mut part = vec![unsafe { I::zero() }; rows * n];
     for i0 in (0..body).step_by(FORWARD_INPUTS) {
         let i1 = (i0 + FORWARD_INPUTS).min(body);
-        for j0 in (0..n).step_by(SAMPLES) {
-            let s = SAMPLES.min(n - j0);
+        for j0 in (0..n).step_by(block_samples::<I>()) {
+            let s = block_samples::<I>().min(n - j0);
             let xs = &x[j0 * inputs..];
             let mut r = 0;
             while r < rows {
                 let pair = rows - r >= 2;
                 let at = |row: usize| row * n + j0;
-                // SAFETY: AVX-512F (the caller's contract); rows r, r + 1 and samples
+                // SAFETY: the set's instructions (the caller's contract); rows r, r + 1 and samples
                 // j0..j0 + s are inside the slices asserted above.
                 unsafe {
                     let (w0, w1) = (
@@ -85,14 +100,14 @@ pub(super) unsafe fn dot_rows(inputs: usize, n: usize, w: &[f32], x: &[f32], out
                         w.as_ptr().add((r + pair as usize) * inputs),
                     );
                     // An odd last row runs as a pair with itself, its twin's sums dropped.
-                    let mut spare = [_mm512_setzero_ps(); SAMPLES];
+                    let mut spare = [I::zero(); SAMPLES];
                     let (p0, p1) = if pair {
                         let (p0, p1) = part[at(r)..].split_at_mut(n);
                         (&mut p0[..s], &mut p1[..s])
                     } else {
                         (&mut part[at(r)..][..s], &mut spare[..s])
                     };
-                    by_samples!(s, dot_pair(w0, w1, xs.as_ptr(), inputs, i0..i1, p0, p1));
+                    by_samples!(I, s, dot_pair(w0, w1, xs.as_ptr(), inputs, i0..i1, p0, p1));
                 }
                 r += 1 + pair as usize;
             }
@@ -101,10 +116,10 @@ pub(super) unsafe fn dot_rows(inputs: usize, n: usize, w: &[f32], x: &[f32], out
     for r in 0..rows {
         let wr = &w[r * inputs..][..inputs];
         for j in 0..n {
-            let mut lanes = [0f32; LANES];
-            // SAFETY: `lanes` holds 16 f32s.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), part[r * n + j]) };
-            let mut sum = lanes.iter().fold(0.0, |s, &v| s + v);
+            let mut lanes = [0f32; 16];
+            // SAFETY: `lanes` holds 16 f32s, at least a vector's; the set's instructions.
+            unsafe { I::store(lanes.as_mut_ptr(), part[r * n + j]) };
+            let mut sum = lanes[..I::LANES].iter().fold(0.0, |s, &v| s + v);
             for (i, &wv) in wr.iter().enumerate().skip(body) {
                 sum += wv * x[j * inputs + i];
             }
@@ -117,28 +132,28 @@ pub(super) unsafe fn dot_rows(inputs: usize, n: usize, w: &[f32], x: &[f32], out
 /// of `range`, for the `S` samples `x_j = x + j·inputs`.
 ///
 /// # Safety
-/// AVX-512F; `range` within the rows `w0`, `w1` and each sample's `inputs`.
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_pair<const S: usize>(
+/// The set's instructions; `range` within the rows `w0`, `w1` and each sample's `inputs`.
+#[inline(always)]
+unsafe fn dot_pair<I: Simd, const S: usize>(
     w0: *const f32,
     w1: *const f32,
     x: *const f32,
     inputs: usize,
     range: std::ops::Range<usize>,
-    p0: &mut [__m512],
-    p1: &mut [__m512],
+    p0: &mut [I::V],
+    p1: &mut [I::V],
 ) {
-    let mut a0: [__m512; S] = std::array::from_fn(|j| p0[j]);
-    let mut a1: [__m512; S] = std::array::from_fn(|j| p1[j]);
-    for c in range.step_by(LANES) {
+    let mut a0: [I::V; S] = std::array::from_fn(|j| p0[j]);
+    let mut a1: [I::V; S] = std::array::from_fn(|j| p1[j]);
+    for c in range.step_by(I::LANES) {
         // SAFETY: the caller's contract.
         unsafe {
-            let (v0, v1) = (_mm512_loadu_ps(w0.add(c)), _mm512_loadu_ps(w1.add(c)));
-            prefetch_next_pair(w0, w1, inputs, c);
+            let (v0, v1) = (I::load(w0.add(c)), I::load(w1.add(c)));
+            prefetch_next_pair::<I>(w0, w1, inputs, c);
             for j in 0..S {
-                let xv = _mm512_loadu_ps(x.add(j * inputs + c));
-                a0[j] = _mm512_fmadd_ps(v0, xv, a0[j]);
-                a1[j] = _mm512_fmadd_ps(v1, xv, a1[j]);
+                let xv = I::load(x.add(j * inputs + c));
+                a0[j] = I::fmadd(v0, xv, a0[j]);
+                a1[j] = I::fmadd(v1, xv, a1[j]);
             }
         }
     }
@@ -150,9 +165,9 @@ unsafe fn dot_pair<const S: usize>(
 /// columns from `i0`, summed over the outputs in increasing order.
 ///
 /// # Safety
-/// The CPU has AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn accumulate_columns(
+/// The set's instructions are available (the caller's entry point).
+#[inline(always)]
+pub(super) unsafe fn accumulate_columns<I: Simd>(
     inputs: usize,
     outputs: usize,
     dy: &[f32],
@@ -164,13 +179,13 @@ pub(super) unsafe fn accumulate_columns(
     let width = acc.len() / n;
     assert!(w.len() >= outputs * inputs && i0 + width <= inputs && acc.len() == n * width);
     acc.fill(0.0);
-    let body = width / LANES * LANES;
-    for j0 in (0..n).step_by(SAMPLES) {
-        let s = SAMPLES.min(n - j0);
+    let body = width / I::LANES * I::LANES;
+    for j0 in (0..n).step_by(block_samples::<I>()) {
+        let s = block_samples::<I>().min(n - j0);
         let mut o = 0;
         while o < outputs {
             let pair = outputs - o >= 2;
-            // SAFETY: AVX-512F; rows o, o + 1 and columns i0..i0 + width are inside `w`,
+            // SAFETY: the set's instructions; rows o, o + 1 and columns i0..i0 + width are inside `w`,
             // samples j0..j0 + s inside `dy` and `acc`.
             unsafe {
                 let w0 = w.as_ptr().add(o * inputs + i0);
@@ -190,7 +205,11 @@ pub(super) unsafe fn accumulate_columns(
                     }
                 });
                 let a = acc.as_mut_ptr().add(j0 * width);
-                by_samples!(s, add_pair(w0, w1, inputs, pair, &d0, &d1, a, width, body));
+                by_samples!(
+                    I,
+                    s,
+                    add_pair(w0, w1, inputs, pair, &d0, &d1, a, width, body)
+                );
             }
             o += 1 + pair as usize;
         }
@@ -201,10 +220,10 @@ pub(super) unsafe fn accumulate_columns(
 /// j·width`: the whole vectors `c < body` in registers, the tail one element at a time.
 ///
 /// # Safety
-/// AVX-512F; `width` elements readable at `w0`, `w1` and writable at each `a_j`.
+/// The set's instructions; `width` elements readable at `w0`, `w1` and writable at each `a_j`.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn add_pair<const S: usize>(
+#[inline(always)]
+unsafe fn add_pair<I: Simd, const S: usize>(
     w0: *const f32,
     w1: *const f32,
     inputs: usize,
@@ -215,20 +234,21 @@ unsafe fn add_pair<const S: usize>(
     width: usize,
     body: usize,
 ) {
-    let b0: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d0[j]));
-    let b1: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d1[j]));
+    // SAFETY: the set's instructions (the caller's contract).
+    let b0: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d0[j]) });
+    let b1: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d1[j]) });
     // SAFETY: the caller's contract.
     unsafe {
-        for c in (0..body).step_by(LANES) {
-            let (v0, v1) = (_mm512_loadu_ps(w0.add(c)), _mm512_loadu_ps(w1.add(c)));
-            prefetch_next_pair(w0, w1, inputs, c);
+        for c in (0..body).step_by(I::LANES) {
+            let (v0, v1) = (I::load(w0.add(c)), I::load(w1.add(c)));
+            prefetch_next_pair::<I>(w0, w1, inputs, c);
             for j in 0..S {
                 let p = a.add(j * width + c);
-                let mut v = _mm512_fmadd_ps(b0[j], v0, _mm512_loadu_ps(p));
+                let mut v = I::fmadd(b0[j], v0, I::load(p));
                 if pair {
-                    v = _mm512_fmadd_ps(b1[j], v1, v);
+                    v = I::fmadd(b1[j], v1, v);
                 }
-                _mm512_storeu_ps(p, v);
+                I::store(p, v);
             }
         }
         for c in body..width {
@@ -250,9 +270,9 @@ const FILTER_INPUTS: usize = 1024;
 /// rows from output `o0`, `inputs` long).
 ///
 /// # Safety
-/// The CPU has AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn outer_rows(
+/// The set's instructions are available (the caller's entry point).
+#[inline(always)]
+pub(super) unsafe fn outer_rows<I: Simd>(
     inputs: usize,
     outputs: usize,
     dy: &[f32],
@@ -263,7 +283,7 @@ pub(super) unsafe fn outer_rows(
     let n = dy.len() / outputs;
     let rows = dw.len() / inputs;
     assert!(x.len() >= n * inputs && o0 + rows <= outputs && n > 0);
-    let body = inputs / LANES * LANES;
+    let body = inputs / I::LANES * I::LANES;
     let grad = |row: usize, j: usize| dy[j * outputs + o0 + row];
     for i0 in (0..body).step_by(FILTER_INPUTS) {
         let cols = i0..(i0 + FILTER_INPUTS).min(body);
@@ -271,12 +291,12 @@ pub(super) unsafe fn outer_rows(
         while r < rows {
             let pair = rows - r >= 2;
             let r1 = r + pair as usize;
-            for j0 in (0..n).step_by(SAMPLES) {
-                let s = SAMPLES.min(n - j0);
+            for j0 in (0..n).step_by(block_samples::<I>()) {
+                let s = block_samples::<I>().min(n - j0);
                 let d = |row: usize| -> [f32; SAMPLES] {
                     std::array::from_fn(|j| if j < s { grad(row, j0 + j) } else { 0.0 })
                 };
-                // SAFETY: AVX-512F; rows r, r1 of `dw`, the columns `cols` and samples
+                // SAFETY: the set's instructions; rows r, r1 of `dw`, the columns `cols` and samples
                 // j0..j0 + s are inside the slices asserted above.
                 unsafe {
                     let out0 = dw.as_mut_ptr().add(r * inputs);
@@ -284,6 +304,7 @@ pub(super) unsafe fn outer_rows(
                     let xs = x.as_ptr().add(j0 * inputs);
                     let first = j0 == 0;
                     by_samples!(
+                        I,
                         s,
                         outer_pair(xs, inputs, cols.clone(), &d(r), &d(r1), first, out0, out1)
                     );
@@ -313,11 +334,11 @@ pub(super) unsafe fn outer_rows(
 /// gradient's write, the update's three reads and two writes) over fc6's 75 MB a tower.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `w` and `v` point at `outputs × inputs` floats each, whose columns
+/// The set's instructions are available; `w` and `v` point at `outputs × inputs` floats each, whose columns
 /// `cols` no other thread reads or writes meanwhile.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn columns_sgd(
+#[inline(always)]
+pub(super) unsafe fn columns_sgd<I: Simd>(
     inputs: usize,
     outputs: usize,
     dy: &[f32],
@@ -334,7 +355,7 @@ pub(super) unsafe fn columns_sgd(
     if let Some(a) = acc.as_deref_mut() {
         a.fill(0.0);
     }
-    let body = cols.start + width / LANES * LANES;
+    let body = cols.start + width / I::LANES * I::LANES;
     let coefficients = step.coefficients::<f32>();
     let grads = |o: usize| -> [f32; SAMPLES] {
         std::array::from_fn(|j| if j < n { dy[j * outputs + o] } else { 0.0 })
@@ -344,7 +365,7 @@ pub(super) unsafe fn columns_sgd(
         let pair = outputs - o >= 2;
         let o1 = o + pair as usize;
         let (d0, d1) = (grads(o), grads(o1));
-        // SAFETY: AVX-512F; rows o, o1 of `w` and `v` and the columns `cols` are inside what
+        // SAFETY: the set's instructions; rows o, o1 of `w` and `v` and the columns `cols` are inside what
         // the caller gave, and no one else touches those columns.
         unsafe {
             let rows = SgdRows {
@@ -363,9 +384,14 @@ pub(super) unsafe fn columns_sgd(
                 let (w0, w1) = (rows.w0.add(cols.start), rows.w1.add(cols.start));
                 let a = a.as_mut_ptr();
                 let whole = body - cols.start;
-                by_samples!(n, add_pair(w0, w1, inputs, pair, &d0, &d1, a, width, whole));
+                by_samples!(
+                    I,
+                    n,
+                    add_pair(w0, w1, inputs, pair, &d0, &d1, a, width, whole)
+                );
             }
             by_samples!(
+                I,
                 n,
                 outer_pair_sgd(x.as_ptr(), inputs, cols.start..body, &d0, &d1, &rows)
             );
@@ -402,9 +428,9 @@ struct SgdRows {
 /// into its row of `rows` at once.
 ///
 /// # Safety
-/// AVX-512F; `range` within each sample's `inputs` and the rows of `rows`.
-#[target_feature(enable = "avx512f")]
-unsafe fn outer_pair_sgd<const S: usize>(
+/// The set's instructions; `range` within each sample's `inputs` and the rows of `rows`.
+#[inline(always)]
+unsafe fn outer_pair_sgd<I: Simd, const S: usize>(
     x: *const f32,
     inputs: usize,
     range: std::ops::Range<usize>,
@@ -412,31 +438,29 @@ unsafe fn outer_pair_sgd<const S: usize>(
     d1: &[f32; SAMPLES],
     rows: &SgdRows,
 ) {
-    let b0: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d0[j]));
-    let b1: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d1[j]));
+    // SAFETY: the set's instructions (the caller's contract).
+    let b0: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d0[j]) });
+    let b1: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d1[j]) });
     let (mu, decay, lr) = rows.coefficients;
-    let (mu, decay, lr) = (
-        _mm512_set1_ps(mu),
-        _mm512_set1_ps(decay),
-        _mm512_set1_ps(lr),
-    );
+    // SAFETY: the set's instructions (the caller's contract).
+    let (mu, decay, lr) = unsafe { (I::splat(mu), I::splat(decay), I::splat(lr)) };
     // `v ← μ·v − λ·ε·w − ε·g;  w ← w + v`, rounded step by step as `sgd::update_naive`.
-    let step = |w: *mut f32, v: *mut f32, g: __m512| {
+    let step = |w: *mut f32, v: *mut f32, g: I::V| {
         // SAFETY: the caller's contract: `w`, `v` point at 16 floats of the rows.
         unsafe {
-            let (wv, vv) = (_mm512_loadu_ps(w), _mm512_loadu_ps(v));
-            let m = _mm512_sub_ps(_mm512_mul_ps(mu, vv), _mm512_mul_ps(decay, wv));
-            let nv = _mm512_sub_ps(m, _mm512_mul_ps(lr, g));
-            _mm512_storeu_ps(v, nv);
-            _mm512_storeu_ps(w, _mm512_add_ps(wv, nv));
+            let (wv, vv) = (I::load(w), I::load(v));
+            let m = I::sub(I::mul(mu, vv), I::mul(decay, wv));
+            let nv = I::sub(m, I::mul(lr, g));
+            I::store(v, nv);
+            I::store(w, I::add(wv, nv));
         }
     };
     // SAFETY: the caller's contract.
     unsafe {
-        for c in range.step_by(LANES) {
-            prefetch_next_pair(rows.w0.cast_const(), rows.w1.cast_const(), inputs, c);
-            prefetch_next_pair(rows.v0.cast_const(), rows.v1.cast_const(), inputs, c);
-            let (a0, a1) = pair_sums(x, inputs, c, &b0, &b1, None);
+        for c in range.step_by(I::LANES) {
+            prefetch_next_pair::<I>(rows.w0.cast_const(), rows.w1.cast_const(), inputs, c);
+            prefetch_next_pair::<I>(rows.v0.cast_const(), rows.v1.cast_const(), inputs, c);
+            let (a0, a1) = pair_sums::<I, S>(x, inputs, c, &b0, &b1, None);
             step(rows.w0.add(c), rows.v0.add(c), a0);
             if rows.pair {
                 step(rows.w1.add(c), rows.v1.add(c), a1);
@@ -451,10 +475,10 @@ unsafe fn outer_pair_sgd<const S: usize>(
 /// multiply-adds.
 ///
 /// # Safety
-/// AVX-512F; `range` within each sample's `inputs` and the rows `out0`, `out1`.
+/// The set's instructions; `range` within each sample's `inputs` and the rows `out0`, `out1`.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn outer_pair<const S: usize>(
+#[inline(always)]
+unsafe fn outer_pair<I: Simd, const S: usize>(
     x: *const f32,
     inputs: usize,
     range: std::ops::Range<usize>,
@@ -464,18 +488,18 @@ unsafe fn outer_pair<const S: usize>(
     out0: *mut f32,
     out1: *mut f32,
 ) {
-    let b0: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d0[j]));
-    let b1: [__m512; S] = std::array::from_fn(|j| _mm512_set1_ps(d1[j]));
+    // SAFETY: the set's instructions (the caller's contract).
+    let b0: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d0[j]) });
+    let b1: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d1[j]) });
     // SAFETY: the caller's contract.
     unsafe {
-        for c in range.step_by(LANES) {
-            prefetch_next_pair(out0.cast_const(), out1.cast_const(), inputs, c);
-            let so_far =
-                (!first).then(|| (_mm512_loadu_ps(out0.add(c)), _mm512_loadu_ps(out1.add(c))));
-            let (a0, a1) = pair_sums(x, inputs, c, &b0, &b1, so_far);
+        for c in range.step_by(I::LANES) {
+            prefetch_next_pair::<I>(out0.cast_const(), out1.cast_const(), inputs, c);
+            let so_far = (!first).then(|| (I::load(out0.add(c)), I::load(out1.add(c))));
+            let (a0, a1) = pair_sums::<I, S>(x, inputs, c, &b0, &b1, so_far);
             // Where the rows are one (an odd last row), both stores write the same value.
-            _mm512_storeu_ps(out1.add(c), a1);
-            _mm512_storeu_ps(out0.add(c), a0);
+            I::store(out1.add(c), a1);
+            I::store(out0.add(c), a0);
         }
     }
 }
@@ -485,30 +509,29 @@ unsafe fn outer_pair<const S: usize>(
 /// block of samples), or else from the first sample's product.
 ///
 /// # Safety
-/// AVX-512F; 16 floats readable at `x_j + c` for each `j < S`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn pair_sums<const S: usize>(
+/// The set's instructions; 16 floats readable at `x_j + c` for each `j < S`.
+#[inline(always)]
+unsafe fn pair_sums<I: Simd, const S: usize>(
     x: *const f32,
     inputs: usize,
     c: usize,
-    b0: &[__m512; S],
-    b1: &[__m512; S],
-    so_far: Option<(__m512, __m512)>,
-) -> (__m512, __m512) {
+    b0: &[I::V; S],
+    b1: &[I::V; S],
+    so_far: Option<(I::V, I::V)>,
+) -> (I::V, I::V) {
     // SAFETY: the caller's contract.
     unsafe {
         let (mut a0, mut a1, from) = match so_far {
             Some((a0, a1)) => (a0, a1, 0),
             None => {
-                let xv = _mm512_loadu_ps(x.add(c));
-                (_mm512_mul_ps(b0[0], xv), _mm512_mul_ps(b1[0], xv), 1)
+                let xv = I::load(x.add(c));
+                (I::mul(b0[0], xv), I::mul(b1[0], xv), 1)
             }
         };
         for j in from..S {
-            let xv = _mm512_loadu_ps(x.add(j * inputs + c));
-            a0 = _mm512_fmadd_ps(b0[j], xv, a0);
-            a1 = _mm512_fmadd_ps(b1[j], xv, a1);
+            let xv = I::load(x.add(j * inputs + c));
+            a0 = I::fmadd(b0[j], xv, a0);
+            a1 = I::fmadd(b1[j], xv, a1);
         }
         (a0, a1)
     }
@@ -518,4 +541,64 @@ unsafe fn pair_sums<const S: usize>(
 /// `n` samples, summed as the vectors sum it (the first product, then fused multiply-adds).
 fn tail_gradient(x: &[f32], inputs: usize, n: usize, i: usize, d: impl Fn(usize) -> f32) -> f32 {
     (1..n).fold(d(0) * x[i], |sum, j| d(j).mul_add(x[j * inputs + i], sum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv_direct::tests::values;
+    use crate::ops::simd::{Isa, dispatch};
+
+    fn sets() -> Vec<Isa> {
+        [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i <= Isa::best())
+            .collect()
+    }
+
+    #[test]
+    fn every_instruction_set_streams_the_same_sums() {
+        // 7 samples (a block and a remainder under AVX2's 6), 5 rows (pairs and an odd one),
+        // 83 inputs (whole vectors and a tail).
+        let (n, rows, inputs) = (7, 5, 83);
+        let (w, x) = (values(rows * inputs, 7), values(n * inputs, 8));
+        let dy = values(n * rows, 9);
+        for isa in sets() {
+            // Dot products: each set's lane partials, so within f32 rounding of the f64 sums.
+            let mut out = vec![0f32; rows * n];
+            unsafe { dispatch!(@isa isa, dot_rows::<_>(inputs, n, &w, &x, &mut out)) };
+            for r in 0..rows {
+                for j in 0..n {
+                    let exact: f64 = (0..inputs)
+                        .map(|i| w[r * inputs + i] as f64 * x[j * inputs + i] as f64)
+                        .sum();
+                    let got = out[r * n + j] as f64;
+                    assert!(
+                        (got - exact).abs() < 1e-5 * inputs as f64,
+                        "{isa} ({r}, {j})"
+                    );
+                }
+            }
+            // Sums over outputs and over samples: one chain in order, the same bits everywhere.
+            let mut acc = vec![0f32; n * inputs];
+            unsafe {
+                dispatch!(@isa isa, accumulate_columns::<_>(inputs, rows, &dy, &w, 0, &mut acc))
+            };
+            for j in 0..n {
+                for c in 0..inputs {
+                    let want =
+                        (0..rows).fold(0f32, |s, o| dy[j * rows + o].mul_add(w[o * inputs + c], s));
+                    assert_eq!(acc[j * inputs + c].to_bits(), want.to_bits(), "{isa}");
+                }
+            }
+            let mut dw = vec![0f32; rows * inputs];
+            unsafe { dispatch!(@isa isa, outer_rows::<_>(inputs, rows, &dy, &x, 0, &mut dw)) };
+            for r in 0..rows {
+                for i in 0..inputs {
+                    let want = tail_gradient(&x, inputs, n, i, |j| dy[j * rows + r]);
+                    assert_eq!(dw[r * inputs + i].to_bits(), want.to_bits(), "{isa}");
+                }
+            }
+        }
+    }
 }

@@ -14,12 +14,12 @@ pub mod conv_geom;
 pub mod conv_strided;
 pub mod dropout;
 pub mod fc;
-#[cfg(target_arch = "x86_64")]
 mod fc_stream;
 pub mod lrn;
 pub mod philox;
 pub mod pool;
 pub mod precision;
 pub mod sgd;
+pub mod simd;
 pub mod softmax;
 pub mod spatial_norm;
