@@ -229,15 +229,18 @@ impl TileArgs<'_> {
         let first = ci.start == 0;
         // SAFETY (every block below): the caller's contract; `out(c, v) + LANES <= ct·nq <=
         // yq.len()`.
-        let mut acc: [[S::V; V]; C] = std::array::from_fn(|c| {
-            std::array::from_fn(|v| unsafe {
-                if first {
-                    S::splat(self.bias[co0 + c])
-                } else {
-                    S::load(yq.as_ptr().add(out(c, v)))
-                }
-            })
-        });
+        let mut acc = [[unsafe { S::zero() }; V]; C];
+        for (c, ac) in acc.iter_mut().enumerate() {
+            for (v, a) in ac.iter_mut().enumerate() {
+                *a = unsafe {
+                    if first {
+                        S::splat(self.bias[co0 + c])
+                    } else {
+                        S::load(yq.as_ptr().add(out(c, v)))
+                    }
+                };
+            }
+        }
         // This block's weights: `taps()` runs of 8, one per tap (`Plane::weight_at`), of which
         // the block reads `C` from `co0 % 8`.
         let block_start = (co0 / BLOCK_CO) * p.taps() * BLOCK_CO + co0 % BLOCK_CO;
@@ -251,8 +254,10 @@ impl TileArgs<'_> {
                     // reads of the last positions stay in the buffer) and `block_start + tap +
                     // C <= wt.len()`.
                     unsafe {
-                        let xv: [S::V; V] =
-                            std::array::from_fn(|v| S::load(xp.add(at + v * S::LANES)));
+                        let mut xv = [S::zero(); V];
+                        for (v, x) in xv.iter_mut().enumerate() {
+                            *x = S::load(xp.add(at + v * S::LANES));
+                        }
                         for (c, ac) in acc.iter_mut().enumerate() {
                             let wv = S::splat(*wt.add(tap + c));
                             for (a, &x) in ac.iter_mut().zip(&xv) {

@@ -248,11 +248,15 @@ impl Block<'_> {
         });
         let out = |r: usize, kx: usize, v: usize| ((row + r) * K + kx) * ct + co0 + v * S::LANES;
         // SAFETY: `out(..) + LANES <= dwt.len()` (caller's assertions).
-        let mut acc: [[[S::V; V]; K]; R] = std::array::from_fn(|r| {
-            std::array::from_fn(|kx| {
-                std::array::from_fn(|v| unsafe { S::load(dwt.as_ptr().add(out(r, kx, v))) })
-            })
-        });
+        // SAFETY: `out(..) + LANES <= dwt.len()` (caller's assertions).
+        let mut acc = [[[unsafe { S::zero() }; V]; K]; R];
+        for (r, ar) in acc.iter_mut().enumerate() {
+            for (kx, akx) in ar.iter_mut().enumerate() {
+                for (v, a) in akx.iter_mut().enumerate() {
+                    *a = unsafe { S::load(dwt.as_ptr().add(out(r, kx, v))) };
+                }
+            }
+        }
         let dyt = self.dyt.as_ptr();
         for oy in 0..oh {
             for ox in 0..ow {
@@ -262,8 +266,10 @@ impl Block<'_> {
                 // `padded_len()` (past a row's pitch it reads the next row's leading zeros,
                 // see `Plane::wp`).
                 unsafe {
-                    let d: [S::V; V] =
-                        std::array::from_fn(|v| S::load(dyt.add(q * ct + co0 + v * S::LANES)));
+                    let mut d = [S::zero(); V];
+                    for (v, dv) in d.iter_mut().enumerate() {
+                        *dv = S::load(dyt.add(q * ct + co0 + v * S::LANES));
+                    }
                     for (r, ar) in acc.iter_mut().enumerate() {
                         let xs = xrow[r].add(oy * wp + ox);
                         for (kx, akx) in ar.iter_mut().enumerate() {

@@ -143,8 +143,10 @@ unsafe fn dot_pair<I: Simd, const S: usize>(
     p0: &mut [I::V],
     p1: &mut [I::V],
 ) {
-    let mut a0: [I::V; S] = std::array::from_fn(|j| p0[j]);
-    let mut a1: [I::V; S] = std::array::from_fn(|j| p1[j]);
+    // SAFETY (every block here): the caller's contract.
+    let (mut a0, mut a1) = unsafe { ([I::zero(); S], [I::zero(); S]) };
+    a0.copy_from_slice(&p0[..S]);
+    a1.copy_from_slice(&p1[..S]);
     for c in range.step_by(I::LANES) {
         // SAFETY: the caller's contract.
         unsafe {
@@ -235,8 +237,7 @@ unsafe fn add_pair<I: Simd, const S: usize>(
     body: usize,
 ) {
     // SAFETY: the set's instructions (the caller's contract).
-    let b0: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d0[j]) });
-    let b1: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d1[j]) });
+    let (b0, b1) = unsafe { (broadcasts::<I, S>(d0), broadcasts::<I, S>(d1)) };
     // SAFETY: the caller's contract.
     unsafe {
         for c in (0..body).step_by(I::LANES) {
@@ -439,33 +440,61 @@ unsafe fn outer_pair_sgd<I: Simd, const S: usize>(
     rows: &SgdRows,
 ) {
     // SAFETY: the set's instructions (the caller's contract).
-    let b0: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d0[j]) });
-    let b1: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d1[j]) });
+    let (b0, b1) = unsafe { (broadcasts::<I, S>(d0), broadcasts::<I, S>(d1)) };
     let (mu, decay, lr) = rows.coefficients;
     // SAFETY: the set's instructions (the caller's contract).
     let (mu, decay, lr) = unsafe { (I::splat(mu), I::splat(decay), I::splat(lr)) };
-    // `v ← μ·v − λ·ε·w − ε·g;  w ← w + v`, rounded step by step as `sgd::update_naive`.
-    let step = |w: *mut f32, v: *mut f32, g: I::V| {
-        // SAFETY: the caller's contract: `w`, `v` point at 16 floats of the rows.
-        unsafe {
-            let (wv, vv) = (I::load(w), I::load(v));
-            let m = I::sub(I::mul(mu, vv), I::mul(decay, wv));
-            let nv = I::sub(m, I::mul(lr, g));
-            I::store(v, nv);
-            I::store(w, I::add(wv, nv));
-        }
-    };
     // SAFETY: the caller's contract.
     unsafe {
         for c in range.step_by(I::LANES) {
             prefetch_next_pair::<I>(rows.w0.cast_const(), rows.w1.cast_const(), inputs, c);
             prefetch_next_pair::<I>(rows.v0.cast_const(), rows.v1.cast_const(), inputs, c);
             let (a0, a1) = pair_sums::<I, S>(x, inputs, c, &b0, &b1, None);
-            step(rows.w0.add(c), rows.v0.add(c), a0);
+            sgd_step::<I>(rows.w0.add(c), rows.v0.add(c), a0, (mu, decay, lr));
             if rows.pair {
-                step(rows.w1.add(c), rows.v1.add(c), a1);
+                sgd_step::<I>(rows.w1.add(c), rows.v1.add(c), a1, (mu, decay, lr));
             }
         }
+    }
+}
+
+/// `[splat(d[0]), .., splat(d[S - 1])]`. (A loop, not `array::from_fn`: a closure is compiled
+/// as a function of its own, without the set's features, and the vector operations in it would
+/// stay calls.)
+///
+/// # Safety
+/// The set's instructions.
+#[inline(always)]
+unsafe fn broadcasts<I: Simd, const S: usize>(d: &[f32; SAMPLES]) -> [I::V; S] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut b = [I::zero(); S];
+        for (b, &d) in b.iter_mut().zip(d) {
+            *b = I::splat(d);
+        }
+        b
+    }
+}
+
+/// `v ← μ·v − λ·ε·w − ε·g;  w ← w + v` on one vector of a row, rounded step by step as
+/// `sgd::update_naive`; `(mu, decay, lr)` are `(μ, λ·ε, ε)` broadcast.
+///
+/// # Safety
+/// The set's instructions; `w`, `v` point at a vector's floats of the rows.
+#[inline(always)]
+unsafe fn sgd_step<I: Simd>(
+    w: *mut f32,
+    v: *mut f32,
+    g: I::V,
+    (mu, decay, lr): (I::V, I::V, I::V),
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (wv, vv) = (I::load(w), I::load(v));
+        let m = I::sub(I::mul(mu, vv), I::mul(decay, wv));
+        let nv = I::sub(m, I::mul(lr, g));
+        I::store(v, nv);
+        I::store(w, I::add(wv, nv));
     }
 }
 
@@ -489,8 +518,7 @@ unsafe fn outer_pair<I: Simd, const S: usize>(
     out1: *mut f32,
 ) {
     // SAFETY: the set's instructions (the caller's contract).
-    let b0: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d0[j]) });
-    let b1: [I::V; S] = std::array::from_fn(|j| unsafe { I::splat(d1[j]) });
+    let (b0, b1) = unsafe { (broadcasts::<I, S>(d0), broadcasts::<I, S>(d1)) };
     // SAFETY: the caller's contract.
     unsafe {
         for c in range.step_by(I::LANES) {

@@ -4,7 +4,10 @@
 //!
 //! A kernel is a generic `#[inline(always)]` function; each instruction set's entry point is a
 //! `#[target_feature]` function that calls it with that set's type, so the whole kernel is
-//! compiled for those instructions (see [`dispatch!`]). The vector's width (`LANES`) and the
+//! compiled for those instructions (see [`dispatch!`]). Inside a kernel the vector operations
+//! go in loops, not in closures (`array::from_fn(|i| S::load(..))`): a closure is a function of
+//! its own, compiled without the set's features, and the operations in it stay calls (that made
+//! a cifar step ten times slower). The vector's width (`LANES`) and the
 //! register file's size (`REGISTERS`) are constants of the type, and the kernels choose their
 //! tile shapes from them. A NEON type (4 lanes, 32 registers) would be one more implementation.
 //!
@@ -158,9 +161,9 @@ macro_rules! dispatch {
             let out = match isa {
                 // SAFETY: not above what the CPU has (asserted).
                 $crate::ops::simd::Isa::Avx512 => unsafe {
-                    avx512(|| $($kernel)::+::<Avx512>($($arg),*))
+                    avx512(#[inline(always)] || $($kernel)::+::<Avx512>($($arg),*))
                 },
-                $crate::ops::simd::Isa::Avx2 => unsafe { avx2(|| $($kernel)::+::<Avx2>($($arg),*)) },
+                $crate::ops::simd::Isa::Avx2 => unsafe { avx2(#[inline(always)] || $($kernel)::+::<Avx2>($($arg),*)) },
                 $crate::ops::simd::Isa::Portable => {
                     $($kernel)::+::<$crate::ops::simd::Portable>($($arg),*)
                 }
