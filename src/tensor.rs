@@ -105,13 +105,6 @@ pub fn as_f32<T: Real>(v: &[T]) -> Option<&[f32]> {
     })
 }
 
-/// Whether the vector kernels (written once over `ops::simd`, for f32) serve `T` here: `T` is
-/// f32 and the active instruction set has vectors with fused multiply-adds (AVX2 or AVX-512).
-pub fn vector_f32<T: Real>() -> bool {
-    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && crate::ops::simd::Isa::active() >= crate::ops::simd::Isa::Avx2
-}
-
 /// [`as_f32`] for a mutable slice.
 pub fn as_f32_mut<T: Real>(v: &mut [T]) -> Option<&mut [f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {

@@ -110,6 +110,25 @@ pub struct FiltersArgs {
     pub zoom: u32,
 }
 
+impl CheckpointArgs {
+    /// How images become the network's input for this checkpoint: as evaluation renders them,
+    /// centre crop or (`--ten-crop`) the ten, files past `--max-image-bytes` skipped.
+    pub(super) fn rendering<'a>(
+        &self,
+        stats: &'a Stats,
+        g: Geometry,
+        ck: &Checkpoint,
+    ) -> Rendering<'a> {
+        Rendering {
+            stats,
+            geometry: g,
+            views: EvalViews::from_ten_crop(self.ten_crop),
+            augment: ck.spec.augment,
+            max_image_bytes: self.limits.max_image_bytes(),
+        }
+    }
+}
+
 fn load_checkpoint(path: &Path) -> Result<(PathBuf, Checkpoint)> {
     let file = if path.is_dir() {
         checkpoint_path(path)
@@ -394,13 +413,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let views = EvalViews::from_ten_crop(args.ck.ten_crop);
     let classes = plan.classes;
     let (images, unlisted) = expand_images(&args.images);
-    let rendering = Rendering {
-        stats: &stats,
-        geometry,
-        views,
-        augment: ck.spec.augment,
-        max_image_bytes: args.ck.limits.max_image_bytes(),
-    };
+    let rendering = args.ck.rendering(&stats, geometry, &ck);
     let top = args.top.clamp(1, classes);
     let described = |c: usize| -> (String, Option<String>) {
         let folder = stats

@@ -5,7 +5,7 @@ use super::eval::{CheckpointArgs, expand_images, open_model};
 use crate::data::EvalViews;
 use crate::dist::dispatch::{choose, dispatch};
 use crate::features::file::FeatureWriter;
-use crate::features::{Extraction, Extractor, Rendering, class_folder, layer_index};
+use crate::features::{Extraction, Extractor, class_folder, layer_index};
 use crate::progress::Progress;
 use crate::train::run::interrupt_flag;
 use anyhow::{Result, bail};
@@ -72,18 +72,13 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
     .interruptible(interrupt_flag());
     let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
     let t = std::time::Instant::now();
+    let render = args.ck.rendering(&stats, geometry, &ck);
     let job = Extraction {
         plan: plan.clone(),
         params: ck.params,
         extractor: Extractor {
             layer,
-            render: Rendering {
-                stats: &stats,
-                geometry,
-                views,
-                augment: ck.spec.augment,
-                max_image_bytes: args.ck.limits.max_image_bytes(),
-            },
+            render,
             batch: args.batch,
         },
         images: labelled,

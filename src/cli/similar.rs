@@ -3,12 +3,11 @@
 
 use super::eval::{CheckpointArgs, expand_images, open_model};
 use super::figures;
-use crate::data::EvalViews;
 use crate::dist::dispatch::{choose, dispatch};
 use crate::features::file::{FeatureReader, Format};
 use crate::features::search::default_block_rows;
 use crate::features::similar::{Found, GallerySource, Similar, Watch};
-use crate::features::{Extractor, Rendering, class_folder, layer_index};
+use crate::features::{Extractor, class_folder, layer_index};
 use crate::model::Plan;
 use crate::train::run::interrupt_flag;
 use anyhow::{Result, bail, ensure};
@@ -71,18 +70,13 @@ pub fn similar(args: SimilarArgs) -> Result<()> {
             (p, label)
         })
         .collect();
+    let render = args.ck.rendering(&stats, geometry, &ck);
     let job = Similar {
         plan: plan.clone(),
         params: ck.params,
         extractor: Extractor {
             layer,
-            render: Rendering {
-                stats: &stats,
-                geometry,
-                views: EvalViews::from_ten_crop(args.ck.ten_crop),
-                augment: ck.spec.augment,
-                max_image_bytes: args.ck.limits.max_image_bytes(),
-            },
+            render,
             batch: args.batch,
         },
         queries,

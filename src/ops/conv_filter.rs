@@ -18,7 +18,7 @@
 
 use super::conv_direct::{Plane, pad_into};
 use super::conv_geom::ConvGeom;
-use super::simd::{Isa, Simd, dispatch};
+use super::simd::{Simd, dispatch, vector_f32};
 use crate::tensor::{Real, as_f32, as_f32_mut};
 use rayon::prelude::*;
 
@@ -30,10 +30,7 @@ const LANES: usize = 16;
 /// the direct forward takes, a kernel size the register blocks are built for (3 and 5, every
 /// stride-1 layer of the presets), f32, vectors with fused multiply-adds (AVX2 or AVX-512).
 pub fn applies<T: Real>(g: &ConvGeom) -> bool {
-    super::conv_direct::applies(g)
-        && matches!(g.k, 3 | 5)
-        && as_f32::<T>(&[]).is_some()
-        && Isa::active() >= Isa::Avx2
+    super::conv_direct::applies(g) && matches!(g.k, 3 | 5) && vector_f32::<T>()
 }
 
 /// `dw = ∂L/∂w`, `db = ∂L/∂b` as `conv::backward_filter_naive` defines them, the batch cut into
@@ -297,6 +294,7 @@ impl Block<'_> {
 mod tests {
     use super::*;
     use crate::ops::conv_direct::tests::values;
+    use crate::ops::simd::Isa;
 
     #[test]
     fn every_instruction_set_sums_each_chain_in_the_same_order() {

@@ -2,8 +2,8 @@
 //! `b: [outputs]`, `y: [n, outputs]`.
 
 use super::fc_stream;
-use super::simd::dispatch;
-use crate::tensor::{Real, as_f32, as_f32_mut, vector_f32};
+use super::simd::{dispatch, vector_f32};
+use crate::tensor::{Real, as_f32, as_f32_mut};
 use multiversion::multiversion;
 use rayon::prelude::*;
 

@@ -129,6 +129,12 @@ impl Isa {
     }
 }
 
+/// Whether the vector kernels (written for f32) serve `T` here: `T` is f32 and the active set
+/// has vectors with fused multiply-adds (AVX2 or AVX-512).
+pub fn vector_f32<T: crate::tensor::Real>() -> bool {
+    crate::tensor::as_f32::<T>(&[]).is_some() && Isa::active() >= Isa::Avx2
+}
+
 impl std::fmt::Display for Isa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
