@@ -377,7 +377,7 @@ fn draw_predictions(
             }
         })
         .collect::<Vec<_>>();
-    super::figures::save(png, &super::figures::predictions(cells, max_bytes))?;
+    crate::viz::save_png(png, &super::figures::predictions(cells, max_bytes))?;
     eprintln!("wrote {}", png.display());
     Ok(())
 }

@@ -19,16 +19,6 @@ pub fn check_png_name(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `img` as a PNG: the whole file or, on an error, the file as it was.
-pub fn save(path: &Path, img: &RgbImage) -> Result<()> {
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )?;
-    crate::files::write_atomic(path, &bytes)
-}
-
 /// The image at `path` (up to `max_bytes`), or a grey square where it cannot be read (a
 /// gallery file's paths may be relative to where it was made, or gone since).
 pub fn picture(path: &str, max_bytes: u64) -> RgbImage {

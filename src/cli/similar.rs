@@ -97,7 +97,7 @@ pub fn similar(args: SimilarArgs) -> Result<()> {
         eprintln!("skipped {}: {why}", path.display());
     }
     if let Some(png) = &args.figure {
-        figures::save(
+        crate::viz::save_png(
             png,
             &figures::neighbours(&found, args.ck.limits.max_image_bytes()),
         )?;
@@ -110,7 +110,7 @@ pub fn similar(args: SimilarArgs) -> Result<()> {
         let n = found.queries.len();
         eprintln!(
             "searched {} rows of {layer_name} features for {n} quer{} in {secs:.1} s",
-            found.gallery_rows,
+            found.gallery.len(),
             if n == 1 { "y" } else { "ies" }
         );
         super::print_out(&report_text(&found))
@@ -229,7 +229,7 @@ fn report_json(
     serde_json::json!({
         "checkpoint": args.ck.checkpoint.display().to_string(),
         "layer": layer,
-        "gallery_rows": found.gallery_rows,
+        "gallery_rows": found.gallery.len(),
         "seconds": secs,
         "queries": queries,
         "unreadable": unreadable.iter().map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e})).collect::<Vec<_>>(),

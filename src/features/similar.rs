@@ -50,12 +50,12 @@ pub struct Similar<'a> {
 }
 
 /// What a search found: per query that could be read, its path and label and its nearest
-/// rows; every gallery row's path and label; the images that could not be read, with why.
+/// rows; every gallery row's path and label (one per row); the images that could not be read,
+/// with why.
 pub struct Found {
     pub queries: Vec<(String, String)>,
     pub hits: Vec<Vec<Hit>>,
     pub gallery: Vec<(String, String)>,
-    pub gallery_rows: usize,
     pub unreadable: Vec<(PathBuf, String)>,
 }
 
@@ -109,7 +109,6 @@ impl Job for Similar<'_> {
         Ok(Found {
             queries: queries.listed,
             hits,
-            gallery_rows: gallery.rows(),
             gallery: listed,
             unreadable,
         })

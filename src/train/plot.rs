@@ -1,6 +1,6 @@
 //! The loss and error curves of a run, drawn from its metrics log.
 
-use crate::viz::chart::{Panel, Series, save_png};
+use crate::viz::chart::{Panel, Series, save_panels};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -58,7 +58,7 @@ pub fn plot_metrics(metrics: &Path, png: &Path, log_loss: bool) -> Result<()> {
         err_panel.push(series("validation top-1 error", val1));
         err_panel.push(series("validation top-5 error", val5));
     }
-    save_png(
+    save_panels(
         png,
         &[
             Panel {
@@ -109,7 +109,7 @@ pub fn plot_training_error(
         label: format!("{:.0}%", 100.0 * goal),
         points: vec![(1.0, 100.0 * goal), (last_epoch, 100.0 * goal)],
     });
-    save_png(
+    save_panels(
         png,
         &[Panel {
             title: "training top-1 error %".into(),

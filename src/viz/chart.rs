@@ -2,7 +2,7 @@
 //! drawn with plotters.
 
 use super::{Canvas, FONT, draw_on, pixel};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use image::RgbImage;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
@@ -193,10 +193,9 @@ pub fn render(panels: &[Panel]) -> RgbImage {
     img
 }
 
-pub fn save_png(path: &Path, panels: &[Panel]) -> Result<()> {
-    render(panels)
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))
+/// The panels side by side, written to `path` as a PNG.
+pub fn save_panels(path: &Path, panels: &[Panel]) -> Result<()> {
+    super::save_png(path, &render(panels))
 }
 
 #[cfg(test)]

@@ -78,6 +78,17 @@ pub(crate) fn fit(
     Ok(shown)
 }
 
+/// Writes `img` as a PNG: the whole file or, on an error, the file as it was (every picture
+/// the engine draws goes through here).
+pub fn save_png(path: &std::path::Path, img: &RgbImage) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    crate::files::write_atomic(path, &bytes)
+}
+
 /// The centre square of `img`, resized to `side` x `side` (Catmull-Rom: sharp when shrinking
 /// photographs, smooth when enlarging small ones).
 pub fn thumbnail(img: &RgbImage, side: u32) -> RgbImage {

@@ -3,11 +3,9 @@
 //! caption under it.
 
 use super::{FONT, draw_on, fit, pixel, thumbnail, write};
-use anyhow::{Context, Result};
 use image::RgbImage;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use std::path::Path;
 
 pub struct Neighbours {
     pub query: RgbImage,
@@ -79,12 +77,6 @@ pub fn render_neighbours(rows: &[Neighbours]) -> RgbImage {
     img
 }
 
-pub fn save_neighbours(path: &Path, rows: &[Neighbours]) -> Result<()> {
-    render_neighbours(rows)
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +108,7 @@ mod tests {
         assert_eq!(img.dimensions(), (NEIGHBOURS_LEFT + 6 * CELL_W, 3 * CELL_H));
         let dir = tempfile::tempdir().unwrap();
         let png = dir.path().join("neighbours.png");
-        save_neighbours(&png, &rows[2..]).unwrap();
+        crate::viz::save_png(&png, &render_neighbours(&rows[2..])).unwrap();
         let read = image::open(&png).unwrap().to_rgb8();
         assert_eq!(read.dimensions(), (NEIGHBOURS_LEFT + 2 * CELL_W, CELL_H));
     }

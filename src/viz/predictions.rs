@@ -3,10 +3,9 @@
 //! named under the image when it is not among the bars.
 
 use super::{Canvas, FONT, draw_on, fit, pixel, thumbnail, write};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use image::RgbImage;
 use plotters::prelude::*;
-use std::path::Path;
 
 pub struct Prediction {
     /// Any size: its centre square is shown as a `THUMB`-pixel thumbnail.
@@ -119,12 +118,6 @@ pub fn render_predictions(cells: &[Prediction], columns: usize) -> RgbImage {
     img
 }
 
-pub fn save_predictions(path: &Path, cells: &[Prediction], columns: usize) -> Result<()> {
-    render_predictions(cells, columns)
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,7 +169,7 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let png = dir.path().join("predictions.png");
-        save_predictions(&png, &cells[..5], 2).unwrap();
+        crate::viz::save_png(&png, &render_predictions(&cells[..5], 2)).unwrap();
         let read = image::open(&png).unwrap().to_rgb8();
         assert_eq!(read.dimensions(), (2 * CELL_W, 3 * CELL_H));
     }
