@@ -549,7 +549,8 @@ fn pool_ragged_and_paper() {
 /// The tie rule and special values: inputs from a handful of levels (so windows hold equal
 /// maxima in several rows and columns, where only row-major order decides), with NaN and -inf
 /// among them (a NaN at a window's first tap wins in the reference, one anywhere else never
-/// does). The fast forward scans rows and columns separately; it must pick the same tap.
+/// does). The fast forward scans a row's windows side by side in vector lanes; it must pick the
+/// same tap.
 #[test]
 fn pool_ties_and_special_values() {
     let levels = [f32::NAN, f32::NEG_INFINITY, -1.0, 0.0, 0.5, 1.0, 1.0, 1.0];

@@ -6,7 +6,7 @@
 //! copies that again into its panels; with the cifar net's 16 maps a tower, each copied value
 //! feeds only 16 multiply-adds, so the copies cost more than the arithmetic. Here the input is
 //! copied once, zero-padded, and a block of output positions × output channels is summed in
-//! registers (48 × 8 in AVX-512, 24 × 4 in AVX2: `tiles_simd`): per filter tap, vector loads of
+//! registers (48 × 8 in AVX-512, 48 × 2 in AVX2: `tiles_simd`): per filter tap, vector loads of
 //! input and fused multiply-adds against the tap's weights of those channels, broadcast.
 //!
 //! Output positions are numbered along the padded input's rows (`q = oy·wp + ox`, `wp` the padded
@@ -146,13 +146,17 @@ fn tiles<T: Real>(p: &Plane, xp: &[T], wt: &[T], bias: &[T], yq: &mut [T]) {
     tiles_scalar(p, xp, wt, bias, yq)
 }
 
-/// `tiles` in register blocks of `V` vectors of positions × `C` channels (`V·C` accumulators:
-/// 3 × 8 of 16 lanes where there are 32 registers, AVX-512; 3 × 4 of 8 lanes where there are
-/// 16, AVX2): per tap, `V` loads of inputs and `C` weights broadcast for `V·C` fused
-/// multiply-adds. (A block of one vector × 16 channels took 17 loads for 16 multiply-adds, and
-/// the two load ports, not the two FMA ports, set its pace.) The positions left past the last
-/// whole block go in blocks of fewer vectors. The input channels are taken `CI_BLOCK` at a time
-/// over every block, so that block's weights and inputs stay in L1 while all blocks use them;
+/// `tiles` in register blocks of `V` vectors of positions × `C` channels (`V·C` accumulators),
+/// shaped by the register file: 3 × 8 of 16 lanes where there are 32 registers (AVX-512), per
+/// tap 3 loads of inputs and 8 weights broadcast for 24 fused multiply-adds; 6 × 2 of 8 lanes
+/// where there are 16 (AVX2), per tap 2 weights broadcast and held while 6 loads of inputs
+/// stream past them, 12 multiply-adds in 15 registers. (A block of 3 × 4 there needed all 16
+/// registers with the loaded inputs, and the compiler spilled one accumulator to the stack
+/// every tap: its store and reload sat on that accumulator's chain, and the AVX2 step took 1.4x
+/// as long. A block of one vector × 16 channels took 17 loads for 16 multiply-adds, and the two
+/// load ports, not the two FMA ports, set its pace.) The positions left past the last whole
+/// block go in blocks of fewer vectors. The input channels are taken `CI_BLOCK` at a time over
+/// every block, so that block's weights and inputs stay in L1 while all blocks use them;
 /// between passes the accumulators wait in `yq`. Each output's sum keeps the order of
 /// `tiles_scalar`, so the same bits on every instruction set.
 #[inline(always)]
@@ -168,13 +172,14 @@ fn tiles_simd<S: Simd>(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut
     );
     let t = TileArgs { p, xp, wt, bias };
     let wide = S::REGISTERS >= 32;
-    let channels = if wide { 8 } else { 4 };
+    let channels = if wide { WIDE_BLOCK.1 } else { NARROW_BLOCK.1 };
     for co0 in (0..ct).step_by(channels) {
         for ci0 in (0..cin.max(1)).step_by(CI_BLOCK) {
             let ci = ci0..(ci0 + CI_BLOCK).min(cin);
             let mut q0 = 0;
             while q0 < nq {
-                let vectors = ((nq - q0) / S::LANES).min(TILE_VECTORS);
+                let most = if wide { WIDE_BLOCK.0 } else { NARROW_BLOCK.0 };
+                let vectors = ((nq - q0) / S::LANES).min(most);
                 // SAFETY: the set's instructions (the caller's entry point); positions
                 // q0 + LANES·vectors <= nq and channels co0 + channels <= ct, inside the
                 // slices asserted above.
@@ -183,9 +188,9 @@ fn tiles_simd<S: Simd>(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut
                         (true, 3) => t.block::<S, 3, 8>(q0, co0, ci.clone(), yq),
                         (true, 2) => t.block::<S, 2, 8>(q0, co0, ci.clone(), yq),
                         (true, _) => t.block::<S, 1, 8>(q0, co0, ci.clone(), yq),
-                        (false, 3) => t.block::<S, 3, 4>(q0, co0, ci.clone(), yq),
-                        (false, 2) => t.block::<S, 2, 4>(q0, co0, ci.clone(), yq),
-                        (false, _) => t.block::<S, 1, 4>(q0, co0, ci.clone(), yq),
+                        (false, 6) => t.block::<S, 6, 2>(q0, co0, ci.clone(), yq),
+                        (false, 4) => t.block::<S, 4, 2>(q0, co0, ci.clone(), yq),
+                        (false, _) => t.block::<S, 2, 2>(q0, co0, ci.clone(), yq),
                     }
                 }
                 q0 += vectors * S::LANES;
@@ -194,10 +199,12 @@ fn tiles_simd<S: Simd>(p: &Plane, xp: &[f32], wt: &[f32], bias: &[f32], yq: &mut
     }
 }
 
-/// Vectors of positions per register block of `tiles_simd`.
-const TILE_VECTORS: usize = 3;
+/// `tiles_simd`'s largest register blocks, vectors of positions × channels, with 32 registers
+/// and with 16. The match on them spells the shapes out (the blocks are instantiated there).
+const WIDE_BLOCK: (usize, usize) = (3, 8);
+const NARROW_BLOCK: (usize, usize) = (6, 2);
 /// Output channels per block of the weights' layout (`Plane::weight_at`); a register block of
-/// `tiles_simd` takes all or half of them.
+/// `tiles_simd` takes all of them or a part that divides them.
 const BLOCK_CO: usize = 8;
 
 /// What every register block of one plane reads.
@@ -254,14 +261,30 @@ impl TileArgs<'_> {
                     // reads of the last positions stay in the buffer) and `block_start + tap +
                     // C <= wt.len()`.
                     unsafe {
-                        let mut xv = [S::zero(); V];
-                        for (v, x) in xv.iter_mut().enumerate() {
-                            *x = S::load(xp.add(at + v * S::LANES));
-                        }
-                        for (c, ac) in acc.iter_mut().enumerate() {
-                            let wv = S::splat(*wt.add(tap + c));
-                            for (a, &x) in ac.iter_mut().zip(&xv) {
-                                *a = S::fmadd(wv, x, *a);
+                        if C < V {
+                            // Fewer weights than inputs: hold the weights, stream the inputs
+                            // (`C + 1` registers beside the accumulators).
+                            let mut wv = [S::zero(); C];
+                            for (c, w) in wv.iter_mut().enumerate() {
+                                *w = S::splat(*wt.add(tap + c));
+                            }
+                            for v in 0..V {
+                                let x = S::load(xp.add(at + v * S::LANES));
+                                for (ac, &w) in acc.iter_mut().zip(&wv) {
+                                    ac[v] = S::fmadd(w, x, ac[v]);
+                                }
+                            }
+                        } else {
+                            // Hold the inputs, stream the weights (`V + 1` registers).
+                            let mut xv = [S::zero(); V];
+                            for (v, x) in xv.iter_mut().enumerate() {
+                                *x = S::load(xp.add(at + v * S::LANES));
+                            }
+                            for (c, ac) in acc.iter_mut().enumerate() {
+                                let wv = S::splat(*wt.add(tap + c));
+                                for (a, &x) in ac.iter_mut().zip(&xv) {
+                                    *a = S::fmadd(wv, x, *a);
+                                }
                             }
                         }
                     }
@@ -487,20 +510,23 @@ pub(crate) mod tests {
     #[test]
     fn every_instruction_set_gives_the_scalar_loops_bits() {
         // 11 input channels: two passes over the tiles (CI_BLOCK 8); 16 channels: two register
-        // blocks of 8 (AVX-512) or four of 4 (AVX2, portable); positions in blocks of 3, 2, 1.
-        for (k, pad, pad_end) in [(3, 1, 2), (5, 2, 2)] {
+        // blocks of 8 (AVX-512) or eight of 2 (AVX2, portable). Positions: 160 (k 3: vectors
+        // in blocks of 3, 3, 3, 1 of 16 lanes, or 6, 6, 6, 2 of 8) and 176 (k 5: 3, 3, 3, 2,
+        // or 6, 6, 6, 4): every block shape.
+        for (k, pad, pad_end, iw) in [(3, 1, 2, 13), (5, 2, 2, 16)] {
             let p = Plane {
                 cin: 11,
                 cout_tiles: 16,
                 k,
                 ih: 9,
-                iw: 13,
+                iw,
                 pad,
                 pad_end,
             };
             let xp = values(p.padded_len(), 1);
             let wt = values(p.taps() * p.cout_tiles, 2);
             let bias = values(p.cout_tiles, 3);
+            assert_eq!(p.positions(), if k == 3 { 160 } else { 176 });
             let mut want = vec![0f32; p.cout_tiles * p.positions()];
             tiles_scalar(&p, &xp, &wt, &bias, &mut want);
             for isa in Isa::ALL.into_iter().filter(|&i| i <= Isa::best()) {

@@ -5,7 +5,8 @@
 //! (runs of zeros) are common, so this rule is part of the op's definition and every
 //! implementation, CPU or GPU, follows it exactly.
 
-use crate::tensor::Real;
+use super::simd::{Simd, dispatch};
+use crate::tensor::{Real, as_f32, as_f32_mut};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,41 +90,139 @@ pub fn backward_naive<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
 // match them bit for bit.
 
 /// Fast forward (same `y` as `forward_naive`); `argmax[o]` gets output `o`'s window position of
-/// its maximum, `ky·size + kx` (exact in any float type), for [`backward`]. The window is scanned
-/// in the references' order with the same strict `>`, so the first maximum wins here too; only
-/// the indexing differs (one bounds check per window row instead of per tap).
+/// its maximum, `ky·size + kx` (exact in any float type), for [`backward`]. Each window is
+/// scanned in the references' order with the same strict `>`, so the first maximum wins here
+/// too. In f32 at stride 1 or 2 (every pooling layer of the presets) a row's windows run side
+/// by side in vector lanes ([`map_maxima`]); otherwise, and in f64 (the gradient checks), one
+/// window at a time.
 pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [T]) {
     g.check(x.len(), y.len());
     assert_eq!(argmax.len(), y.len(), "pool: argmax length for {g:?}");
-    let (hw, ow, size, stride) = (g.h * g.w, g.out_w(), g.size, g.stride);
+    let (hw, ohw) = (g.h * g.w, g.out_h() * g.out_w());
     if y.is_empty() {
         return;
     }
-    let offsets: Vec<T> = (0..size * size)
-        .map(|o| T::from_f64_lossy(o as f64))
-        .collect();
-    y.par_chunks_mut(g.out_h() * ow)
-        .zip(argmax.par_chunks_mut(g.out_h() * ow))
-        .zip(x.par_chunks(hw))
-        .for_each(|((ym, am), map)| {
-            for (oy, (row, arow)) in ym.chunks_mut(ow).zip(am.chunks_mut(ow)).enumerate() {
-                let top = &map[oy * stride * g.w..];
-                for (ox, (y, a)) in row.iter_mut().zip(arow).enumerate() {
-                    let (mut best, mut at) = (top[ox * stride], 0);
-                    for ky in 0..size {
-                        let line = &top[ky * g.w + ox * stride..][..size];
-                        for (kx, &v) in line.iter().enumerate() {
-                            // Selects, not a branch: which tap wins is data, and unpredictable.
-                            let gt = v > best;
-                            best = if gt { v } else { best };
-                            at = if gt { ky * size + kx } else { at };
+    let vectors = as_f32(x).is_some() && matches!(g.stride, 1 | 2);
+    let maps = y
+        .par_chunks_mut(ohw)
+        .zip(argmax.par_chunks_mut(ohw))
+        .zip(x.par_chunks(hw));
+    if vectors {
+        return maps.for_each_init(
+            || vec![0f32; tail_len(g)],
+            |tail, ((ym, am), map)| {
+                let f32s = (as_f32_mut(ym), as_f32_mut(am), as_f32(map));
+                let (Some(ym), Some(am), Some(map)) = f32s else {
+                    unreachable!("T is f32")
+                };
+                dispatch!(map_maxima::<_>(g, map, tail, ym, am))
+            },
+        );
+    }
+    let (ow, stride, size) = (g.out_w(), g.stride, g.size);
+    maps.for_each(|((ym, am), map)| {
+        for (oy, (row, arow)) in ym.chunks_mut(ow).zip(am.chunks_mut(ow)).enumerate() {
+            let top = &map[oy * stride * g.w..];
+            for (ox, (y, a)) in row.iter_mut().zip(arow).enumerate() {
+                let (mut best, mut at) = (top[ox * stride], 0);
+                for ky in 0..size {
+                    let line = &top[ky * g.w + ox * stride..][..size];
+                    for (kx, &v) in line.iter().enumerate() {
+                        if v > best {
+                            (best, at) = (v, ky * size + kx);
                         }
                     }
-                    *y = best;
-                    *a = offsets[at];
                 }
+                *y = best;
+                *a = T::from_f64_lossy(at as f64);
             }
-        });
+        }
+    });
+}
+
+/// The floats [`map_maxima`] reads from one window row's start for a vector of windows at
+/// stride `s` (at most 2): `s·16` (the widest vector's windows) and the window's width.
+fn tail_len(g: &PoolGeom) -> usize {
+    g.stride * 16 + g.size
+}
+
+/// One map's window maxima, `LANES` consecutive windows of an output row at a time: per tap, one
+/// vector of inputs (at stride 2, dealt from two loads) and two selects, the maximum and where it
+/// was, for `LANES` windows, where one window's scan alone is a chain of dependent selects.
+/// The windows past the row's end read on into the next row and are dropped; where a read
+/// would pass the map's end, that row's inputs are first copied into `tail`, zeros after.
+#[inline(always)]
+fn map_maxima<S: Simd>(
+    g: &PoolGeom,
+    map: &[f32],
+    tail: &mut [f32],
+    ym: &mut [f32],
+    am: &mut [f32],
+) {
+    match g.stride {
+        1 => map_maxima_at::<S, 1>(g, map, tail, ym, am),
+        _ => map_maxima_at::<S, 2>(g, map, tail, ym, am),
+    }
+}
+
+/// [`map_maxima`] at stride `STRIDE`.
+#[inline(always)]
+fn map_maxima_at<S: Simd, const STRIDE: usize>(
+    g: &PoolGeom,
+    map: &[f32],
+    tail: &mut [f32],
+    ym: &mut [f32],
+    am: &mut [f32],
+) {
+    let (ow, size, w) = (g.out_w(), g.size, g.w);
+    let reach = STRIDE * S::LANES + size;
+    assert!(g.stride == STRIDE && tail.len() >= reach && map.len() == g.h * w);
+    let (mut best, mut at) = ([0f32; 16], [0f32; 16]);
+    for (oy, (ys, ats)) in ym
+        .chunks_exact_mut(ow)
+        .zip(am.chunks_exact_mut(ow))
+        .enumerate()
+    {
+        for j in (0..ow).step_by(S::LANES) {
+            // SAFETY: the set's instructions (the caller's entry point). Every read lies within
+            // `reach` floats of its row's start `src`, and those lie within `map` or `tail`.
+            unsafe {
+                let (mut b, mut a) = (S::zero(), S::zero());
+                for ky in 0..size {
+                    let start = (oy * STRIDE + ky) * w + j * STRIDE;
+                    let src = if start + reach <= map.len() {
+                        map.as_ptr().add(start)
+                    } else {
+                        let (inside, zeros) = tail.split_at_mut(map.len() - start);
+                        inside.copy_from_slice(&map[start..]);
+                        zeros.fill(0.0);
+                        tail.as_ptr()
+                    };
+                    for kx in 0..size {
+                        let v = match STRIDE {
+                            1 => S::load(src.add(kx)),
+                            _ => {
+                                let (even, odd) = S::load_even_odd(src.add(kx & !1));
+                                if kx % 2 == 0 { even } else { odd }
+                            }
+                        };
+                        if ky == 0 && kx == 0 {
+                            b = v;
+                            continue;
+                        }
+                        let here = S::splat((ky * size + kx) as f32);
+                        a = S::select_gt(v, b, here, a);
+                        b = S::select_gt(v, b, v, b);
+                    }
+                }
+                S::store(best.as_mut_ptr(), b);
+                S::store(at.as_mut_ptr(), a);
+            }
+            let n = S::LANES.min(ow - j);
+            ys[j..j + n].copy_from_slice(&best[..n]);
+            ats[j..j + n].copy_from_slice(&at[..n]);
+        }
+    }
 }
 
 /// Fast backward from the forward pass's `argmax`: each window's gradient to its first maximum,

@@ -52,6 +52,17 @@ pub trait Simd: Copy {
     /// # Safety
     /// The instruction set is available.
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane by lane `if x > y { a } else { b }`: false where either is NaN, as Rust's `>`.
+    ///
+    /// # Safety
+    /// The instruction set is available.
+    unsafe fn select_gt(x: Self::V, y: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// The `2·LANES` floats at `p`, dealt into two vectors: those at even offsets and those at
+    /// odd ones, each in order (a stride-2 load, as the pooling windows read).
+    ///
+    /// # Safety
+    /// The instruction set is available; `2·LANES` floats are readable at `p`.
+    unsafe fn load_even_odd(p: *const f32) -> (Self::V, Self::V);
     /// Asks for the cache line holding `p` (a hint: `p` need not be readable).
     ///
     /// # Safety
@@ -255,6 +266,26 @@ impl Simd for Avx512 {
         unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
+    unsafe fn select_gt(x: Self::V, y: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        use std::arch::x86_64::{_CMP_GT_OQ, _mm512_cmp_ps_mask, _mm512_mask_blend_ps};
+        // The blend takes its second operand where the mask is set.
+        unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, y), b, a) }
+    }
+    #[inline(always)]
+    unsafe fn load_even_odd(p: *const f32) -> (Self::V, Self::V) {
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32};
+        // Indices 0..15 pick from the first operand, 16..31 from the second.
+        unsafe {
+            let (lo, hi) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (
+                _mm512_permutex2var_ps(lo, even, hi),
+                _mm512_permutex2var_ps(lo, odd, hi),
+            )
+        }
+    }
+    #[inline(always)]
     unsafe fn prefetch(p: *const f32) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
@@ -303,6 +334,29 @@ impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn select_gt(x: Self::V, y: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        use std::arch::x86_64::{_CMP_GT_OQ, _mm256_blendv_ps, _mm256_cmp_ps};
+        // The blend takes its second operand where the mask is set.
+        unsafe { _mm256_blendv_ps(b, a, _mm256_cmp_ps::<_CMP_GT_OQ>(x, y)) }
+    }
+    #[inline(always)]
+    unsafe fn load_even_odd(p: *const f32) -> (Self::V, Self::V) {
+        use std::arch::x86_64::{
+            _mm256_castpd_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm256_permute4x64_pd,
+            _mm256_shuffle_ps,
+        };
+        unsafe {
+            let (lo, hi) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            // Within each 128-bit half: [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] (and the odd ones);
+            // then the 64-bit pairs in the order 0, 2, 1, 3.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+            let order =
+                |v| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+            (order(even), order(odd))
+        }
     }
     #[inline(always)]
     unsafe fn prefetch(p: *const f32) {
@@ -354,6 +408,18 @@ impl Simd for Portable {
         std::array::from_fn(|l| a[l].mul_add(b[l], c[l]))
     }
     #[inline(always)]
+    unsafe fn select_gt(x: Self::V, y: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|l| if x[l] > y[l] { a[l] } else { b[l] })
+    }
+    #[inline(always)]
+    unsafe fn load_even_odd(p: *const f32) -> (Self::V, Self::V) {
+        let both = unsafe { p.cast::<[f32; 16]>().read_unaligned() };
+        (
+            std::array::from_fn(|l| both[2 * l]),
+            std::array::from_fn(|l| both[2 * l + 1]),
+        )
+    }
+    #[inline(always)]
     unsafe fn prefetch(_p: *const f32) {}
 }
 
@@ -362,10 +428,16 @@ mod tests {
     use super::*;
 
     /// Each operation of `S` on two vectors of distinct values, lane by lane: zero, splat, load,
-    /// add, sub, mul, fmadd, stored back.
+    /// add, sub, mul, fmadd, select_gt, load_even_odd (of a then b), stored back.
     #[inline(always)]
-    fn each_op<S: Simd>(a: &[f32; 16], b: &[f32; 16], c: &[f32; 16]) -> Vec<[f32; 16]> {
-        let mut out = vec![[0f32; 16]; 7];
+    fn each_op<S: Simd>(
+        a: &[f32; 16],
+        b: &[f32; 16],
+        c: &[f32; 16],
+        d: &[f32; 16],
+    ) -> Vec<[f32; 16]> {
+        let ab: Vec<f32> = a.iter().chain(b).copied().collect();
+        let mut out = vec![[0f32; 16]; 10];
         // SAFETY: called through `dispatch!`'s entry points; 16 floats at every pointer.
         unsafe {
             let (va, vb, vc) = (
@@ -381,6 +453,9 @@ mod tests {
                 S::sub(va, vb),
                 S::mul(va, vb),
                 S::fmadd(va, vb, vc),
+                S::select_gt(S::load(d.as_ptr()), vb, va, vb),
+                S::load_even_odd(ab.as_ptr()).0,
+                S::load_even_odd(ab.as_ptr()).1,
             ];
             for (o, r) in out.iter_mut().zip(results) {
                 S::store(o.as_mut_ptr(), r);
@@ -395,14 +470,18 @@ mod tests {
         let a: [f32; 16] = std::array::from_fn(|i| 1.0 + i as f32 / 3.0);
         let b: [f32; 16] = std::array::from_fn(|i| 0.5 - i as f32 / 7.0);
         let c: [f32; 16] = std::array::from_fn(|i| (i as f32).sqrt() - 2.0);
+        // For select_gt against b: a tie in lane 2 (keeps b) and a NaN in lane 5 (never greater).
+        let mut d = c;
+        (d[2], d[5]) = (b[2], f32::NAN);
         let ran: Vec<Isa> = Isa::ALL.into_iter().filter(|&i| i <= Isa::best()).collect();
         for isa in &ran {
-            let got = dispatch!(@isa *isa, each_op::<_>(&a, &b, &c));
+            let got = dispatch!(@isa *isa, each_op::<_>(&a, &b, &c, &d));
             let lanes = match isa {
                 Isa::Avx512 => 16,
                 _ => 8,
             };
-            let want: [Box<dyn Fn(usize) -> f32>; 7] = [
+            let ab: Vec<f32> = a.iter().chain(&b).copied().collect();
+            let want: [Box<dyn Fn(usize) -> f32>; 10] = [
                 Box::new(|_| 0.0),
                 Box::new(|_| a[3]),
                 Box::new(|l| a[l]),
@@ -410,6 +489,9 @@ mod tests {
                 Box::new(|l| a[l] - b[l]),
                 Box::new(|l| a[l] * b[l]),
                 Box::new(|l| a[l].mul_add(b[l], c[l])),
+                Box::new(|l| if d[l] > b[l] { a[l] } else { b[l] }),
+                Box::new(|l| ab[2 * l]),
+                Box::new(|l| ab[2 * l + 1]),
             ];
             for (op, (g, w)) in got.iter().zip(&want).enumerate() {
                 for l in 0..16 {
