@@ -83,18 +83,18 @@ pub fn backward_naive<T: Real>(g: &PoolGeom, x: &[T], dy: &[T], dx: &mut [T]) {
     }
 }
 
-// Fast CPU paths, parallel over maps. The forward pass finds each window's maximum with the same
-// `argmax_in_window` as the references, so the tie rule cannot drift, and records where it was;
-// the backward pass routes each window's gradient there without looking at the input again,
-// accumulating a map's gradient in the same (row-major window) order as the references, so both
-// match them bit for bit.
+// Fast CPU paths, parallel over maps. The forward pass scans each window's taps in the
+// references' row-major order with the same strict `>` (the tie rule; the tests hold it to ties
+// and NaNs), and records where the maximum was; the backward pass routes each window's gradient
+// there without looking at the input again, accumulating a map's gradient in the same
+// (row-major window) order as the references, so both match them bit for bit.
 
 /// Fast forward (same `y` as `forward_naive`); `argmax[o]` gets output `o`'s window position of
 /// its maximum, `ky·size + kx` (exact in any float type), for [`backward`]. Each window is
 /// scanned in the references' order with the same strict `>`, so the first maximum wins here
 /// too. In f32 at stride 1 or 2 (every pooling layer of the presets) a row's windows run side
-/// by side in vector lanes ([`map_maxima`]); otherwise, and in f64 (the gradient checks), one
-/// window at a time.
+/// by side in vector lanes ([`map_maxima`]); otherwise, and in f64 (the gradient checks), each
+/// window by the references' own `argmax_in_window`.
 pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [T]) {
     g.check(x.len(), y.len());
     assert_eq!(argmax.len(), y.len(), "pool: argmax length for {g:?}");
@@ -119,23 +119,14 @@ pub fn forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mut [T]) {
             },
         );
     }
-    let (ow, stride, size) = (g.out_w(), g.stride, g.size);
+    let ow = g.out_w();
     maps.for_each(|((ym, am), map)| {
-        for (oy, (row, arow)) in ym.chunks_mut(ow).zip(am.chunks_mut(ow)).enumerate() {
-            let top = &map[oy * stride * g.w..];
-            for (ox, (y, a)) in row.iter_mut().zip(arow).enumerate() {
-                let (mut best, mut at) = (top[ox * stride], 0);
-                for ky in 0..size {
-                    let line = &top[ky * g.w + ox * stride..][..size];
-                    for (kx, &v) in line.iter().enumerate() {
-                        if v > best {
-                            (best, at) = (v, ky * size + kx);
-                        }
-                    }
-                }
-                *y = best;
-                *a = T::from_f64_lossy(at as f64);
-            }
+        for (o, (y, a)) in ym.iter_mut().zip(am.iter_mut()).enumerate() {
+            let (oy, ox) = (o / ow, o % ow);
+            let i = argmax_in_window(g, map, oy, ox);
+            let (ky, kx) = (i / g.w - oy * g.stride, i % g.w - ox * g.stride);
+            *y = map[i];
+            *a = T::from_f64_lossy((ky * g.size + kx) as f64);
         }
     });
 }
