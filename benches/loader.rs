@@ -20,30 +20,19 @@
 //! `../shared/data/imagenet-samples` beside the repository; without it the bench says so and
 //! stops. The baseline script: `ALEXNET_LOADER_BASELINE`, default `scripts/loader_baseline.py`.
 
+mod common;
+
 use alexnet::data::augment::{self, Augment, Geometry, Pixels};
 use alexnet::data::{Dataset, Loader, LoaderConfig, PackOptions, Stats, pack_split, prepare};
 use alexnet::progress::Progress;
 use anyhow::{Context, Result, bail};
+use common::{bench_dir, env_usize, median};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
 const BATCH: usize = 20;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v} is not a count")),
-        Err(_) => Ok(default),
-    }
-}
 
 /// Images per second of the loader over `passes` epochs (after one untimed).
 fn time_loader(
@@ -72,7 +61,7 @@ fn time_loader(
             rates.push(images as f64 / t.elapsed().as_secs_f64());
         }
     }
-    Ok(median(rates))
+    Ok(median(&rates))
 }
 
 /// The loader's steps as it made them before this change: the image crate's decoder and its
@@ -103,7 +92,7 @@ fn time_before(ds: &Dataset, stats: &Stats, passes: usize) -> Result<f64> {
         }
     }
     std::hint::black_box(&out);
-    Ok(median(rates))
+    Ok(median(&rates))
 }
 
 /// `scripts/loader_baseline.py` on `list`: its JSON, or why it did not run.
@@ -181,11 +170,7 @@ fn main() -> Result<()> {
         Err(_) if cores > 1 => vec![1, cores],
         Err(_) => vec![1],
     };
-    let bench_dir = PathBuf::from(
-        std::env::var("CARGO_TARGET_DIR")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
-    )
-    .join("bench");
+    let bench_dir = bench_dir()?;
     let work = bench_dir.join("loader");
     std::fs::create_dir_all(&work)?;
     let raw = Arc::new(Dataset::open(&data)?);

@@ -15,6 +15,8 @@
 //! (a comma list of fp32, tf32, bf16, or `all`; default all three on a GPU, fp32 on the CPU),
 //! each against the large GEMM's rate at the same precision.
 
+mod common;
+
 use alexnet::cuda::{CudaDevice, CudaLauncher};
 use alexnet::device::cpu::CpuDevice;
 use alexnet::device::kernels::KernelDevice;
@@ -24,6 +26,7 @@ use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::precision::Precision;
 use alexnet::ops::{dropout::DropoutGeom, fc::FcGeom, philox, sgd::SgdStep};
 use anyhow::{Result, bail};
+use common::{bench_dir, env_usize};
 use std::time::Instant;
 
 /// How one run of an op is timed on a device.
@@ -396,14 +399,8 @@ fn bench_precisions(default: &[Precision]) -> Result<Vec<Precision>> {
 }
 
 fn main() -> Result<()> {
-    let repeats: usize = std::env::var("ALEXNET_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let n: usize = std::env::var("ALEXNET_BENCH_BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128);
+    let repeats = env_usize("ALEXNET_BENCH_REPEATS", 5)?;
+    let n = env_usize("ALEXNET_BENCH_BATCH", 128)?;
     let plan = Plan::new(&preset("paper", &Ablations::default())?)?;
     let (cpu, gpu) = (
         bench_precisions(&[Precision::Fp32])?,
@@ -507,12 +504,7 @@ fn run<D: Timed>(
         "ceiling_copy_gbs": peak_gbs,
         "peak_device_bytes": peak_bytes, "ops": json,
     });
-    let dir = std::path::Path::new(
-        &std::env::var("CARGO_TARGET_DIR")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
-    )
-    .join("bench");
-    std::fs::create_dir_all(&dir)?;
+    let dir = bench_dir()?;
     std::fs::write(dir.join("ops.json"), serde_json::to_string_pretty(&out)?)?;
     println!("wrote {}", dir.join("ops.json").display());
     Ok(())

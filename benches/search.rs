@@ -11,41 +11,25 @@
 //! `ALEXNET_BENCH_QUERIES` (5) the queries; `ALEXNET_BENCH_DEVICE=cpu|cuda` the device (default:
 //! a GPU where one is usable, else the CPU). Writes `target/bench/search.json`.
 
+mod common;
+
 use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::device::kernels::KernelDevice;
 use alexnet::features::file::{FeatureReader, FeatureWriter};
 use alexnet::features::search::{Gallery, Matrix, default_block_rows, search};
 use alexnet::progress::Progress;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use common::{bench_dir, env_usize, median};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
 
 const TOP: usize = 6;
 
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v} is not a count")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn bench_dir() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
-        .join("bench")
-}
-
 /// The gallery file, written once per size (random values, fixed seed).
 fn gallery_file(rows: usize, cols: usize) -> Result<PathBuf> {
-    let dir = bench_dir().join("search");
+    let dir = bench_dir()?.join("search");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("gallery-{rows}x{cols}.npy"));
     if path.exists() {
@@ -78,7 +62,7 @@ fn time_search<D: Device>(
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(median(times))
+    Ok(median(&times))
 }
 
 fn main() -> Result<()> {
@@ -130,7 +114,7 @@ fn main() -> Result<()> {
         let m = time_search(&CpuDevice, &queries, &mut memory, repeats)?;
         time_both("cpu", f, m);
     }
-    let out = bench_dir().join("search.json");
+    let out = bench_dir()?.join("search.json");
     std::fs::write(&out, serde_json::to_string_pretty(&table)?)?;
     println!("wrote {}", out.display());
     Ok(())

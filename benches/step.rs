@@ -21,6 +21,8 @@
 //! alternating, so the ratio comes from one run on one machine state. `ALEXNET_BENCH_PEER=0`
 //! skips the peer; it is skipped with one line where `python3` cannot import torch.
 
+mod common;
+
 use alexnet::device::Device;
 use alexnet::device::cpu::CpuDevice;
 use alexnet::engine::Network;
@@ -29,13 +31,11 @@ use alexnet::model::{Ablations, Plan, preset};
 use alexnet::ops::philox;
 use alexnet::ops::precision::Precision;
 use anyhow::{Result, bail};
+use common::{bench_dir, env_usize, median};
 use std::time::Instant;
 
 fn main() -> Result<()> {
-    let repeats: usize = std::env::var("ALEXNET_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let repeats = env_usize("ALEXNET_BENCH_REPEATS", 5)?;
     let gpus = alexnet::cuda::placement::parse_devices(
         &std::env::var("ALEXNET_BENCH_GPUS").unwrap_or_else(|_| "0".into()),
     )?;
@@ -94,17 +94,9 @@ fn main() -> Result<()> {
             rows.extend(case_rows);
         }
     }
-    let dir = std::path::Path::new(
-        &std::env::var("CARGO_TARGET_DIR")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
-    )
-    .join("bench");
-    std::fs::create_dir_all(&dir)?;
+    let dir = bench_dir()?;
     if !use_gpu {
-        let rounds = std::env::var("ALEXNET_BENCH_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3);
+        let rounds = env_usize("ALEXNET_BENCH_ROUNDS", 3)?;
         let table = cpu_side_by_side(&cases, repeats, rounds)?;
         let path = dir.join("step-cpu-vs-pytorch.json");
         std::fs::write(&path, serde_json::to_string_pretty(&table)?)?;
@@ -176,7 +168,7 @@ fn row(
     described: &[String],
 ) -> serde_json::Value {
     ms.sort_by(f64::total_cmp);
-    let median = ms[ms.len() / 2];
+    let median = median(ms);
     // Training costs about three forward passes: forward, data gradient, filter gradient.
     let flops = 3.0 * 2.0 * plan.macs() as f64 * batch as f64;
     let images_per_s = batch as f64 / median * 1e3;
@@ -310,11 +302,6 @@ fn cpu_side_by_side(
             }
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     println!(
         "{:<8} {:>6} {:>10} {:>12} {:>16} {:>24} {:>9}",
         "preset", "batch", "ours ms", "PyTorch ms", "PyTorch/ours", "per round", "% peak"
