@@ -390,6 +390,52 @@ fn short_name((folder, description): (String, Option<String>)) -> String {
     })
 }
 
+/// One image's `best` classes as `predict --json` lists them, with their mean probabilities.
+fn image_json(
+    path: &Path,
+    best: &[usize],
+    mean: &[f32],
+    described: &dyn Fn(usize) -> (String, Option<String>),
+) -> serde_json::Value {
+    let top = best.iter().map(|&c| {
+        let (name, desc) = described(c);
+        serde_json::json!({"class": c, "name": name, "description": desc, "probability": mean[c]})
+    });
+    serde_json::json!({"path": path.display().to_string(), "top": top.collect::<Vec<_>>()})
+}
+
+/// One image's `best` classes as `predict` prints them: the path, then a line per class.
+fn image_text(
+    path: &Path,
+    best: &[usize],
+    mean: &[f32],
+    described: &dyn Fn(usize) -> (String, Option<String>),
+) -> String {
+    let mut lines = format!("{}\n", path.display());
+    for &c in best {
+        let (name, desc) = described(c);
+        let name = desc.map_or(name.clone(), |d| format!("{name} {d}"));
+        lines += &format!("  {:6.2}%  {name}\n", 100.0 * mean[c]);
+    }
+    lines
+}
+
+/// An image's true class for the figure: from `--labels` by its file name, else its class
+/// folder (none where it lies in no folder of the net's classes).
+fn true_class(
+    path: &Path,
+    labels: Option<&std::collections::HashMap<String, String>>,
+    classes: &[String],
+) -> Option<String> {
+    match labels {
+        Some(t) => path
+            .file_name()
+            .and_then(|n| t.get(n.to_string_lossy().as_ref()))
+            .cloned(),
+        None => Some(crate::features::class_folder(path, classes)).filter(|c| !c.is_empty()),
+    }
+}
+
 /// One image's most likely classes, most likely first: (class, probability).
 type Scored = (PathBuf, Vec<(usize, f32)>);
 
@@ -440,25 +486,13 @@ pub fn predict(args: PredictArgs) -> Result<()> {
             let best = crate::ops::softmax::top_k(&mean, top);
             ranked.push((path.clone(), best.iter().map(|&c| (c, mean[c])).collect()));
             if json {
-                let mut item = serde_json::json!({
-                    "path": path.display().to_string(),
-                    "top": best.iter().map(|&c| {
-                        let (name, desc) = described(c);
-                        serde_json::json!({"class": c, "name": name, "description": desc, "probability": mean[c]})
-                    }).collect::<Vec<_>>(),
-                });
+                let mut item = image_json(path, &best, &mean, &described);
                 if with_logits {
                     item["logits"] = serde_json::json!(mean_over_views(&logits, classes));
                 }
                 scored.push(item);
             } else {
-                let mut lines = format!("{}\n", path.display());
-                for c in best {
-                    let (name, desc) = described(c);
-                    let name = desc.map_or(name.clone(), |d| format!("{name} {d}"));
-                    lines += &format!("  {:6.2}%  {name}\n", 100.0 * mean[c]);
-                }
-                super::print_out(&lines)?;
+                super::print_out(&image_text(path, &best, &mean, &described))?;
             }
         }
         Ok((scored, ranked, failed))
@@ -478,15 +512,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         eprintln!("skipped {}: {why}", path.display());
     }
     if let Some(png) = &args.figure {
-        let truth = |path: &Path| match &truths {
-            Some(t) => path
-                .file_name()
-                .and_then(|n| t.get(n.to_string_lossy().as_ref()))
-                .cloned(),
-            None => {
-                Some(crate::features::class_folder(path, &stats.classes)).filter(|c| !c.is_empty())
-            }
-        };
+        let truth = |path: &Path| true_class(path, truths.as_ref(), &stats.classes);
         let max_bytes = args.ck.limits.max_image_bytes();
         draw_predictions(png, &ranked, &stats.classes, &described, &truth, max_bytes)?;
     }
