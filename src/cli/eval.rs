@@ -456,10 +456,10 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         Some(p) => Some(read_labels(p)?),
         None => None,
     };
-    let views = EvalViews::from_ten_crop(args.ck.ten_crop);
     let classes = plan.classes;
     let (images, unlisted) = expand_images(&args.images);
     let rendering = args.ck.rendering(&stats, geometry, &ck);
+    let views = rendering.views;
     let top = args.top.clamp(1, classes);
     let described = |c: usize| -> (String, Option<String>) {
         let folder = stats

@@ -2,7 +2,6 @@
 //! images, written as `.npy` (with a `.rows.tsv` beside it) or `.safetensors`.
 
 use super::eval::{CheckpointArgs, expand_images, open_model};
-use crate::data::EvalViews;
 use crate::dist::dispatch::{choose, dispatch};
 use crate::features::file::FeatureWriter;
 use crate::features::{Extraction, Extractor, class_folder, layer_index};
@@ -51,7 +50,8 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
             (p, label)
         })
         .collect();
-    let views = EvalViews::from_ten_crop(args.ck.ten_crop);
+    let render = args.ck.rendering(&stats, geometry, &ck);
+    let views = render.views;
     let about = vec![
         ("layer".to_string(), args.layer.clone()),
         ("network".to_string(), plan.spec.name.clone()),
@@ -72,7 +72,6 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
     .interruptible(interrupt_flag());
     let (device, gpus) = choose(args.ck.device, args.ck.devices.as_deref(), plan.spec.towers)?;
     let t = std::time::Instant::now();
-    let render = args.ck.rendering(&stats, geometry, &ck);
     let job = Extraction {
         plan: plan.clone(),
         params: ck.params,
