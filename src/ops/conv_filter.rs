@@ -2,10 +2,10 @@
 //!
 //! `dw[co][ci][ky][kx] = Σ_n Σ_{oy,ox} dy[n][co][oy][ox] · xp[n][ci][oy + ky][ox + kx]`, with `xp`
 //! the zero-padded input. A sample's output gradient is first laid out filter-fastest
-//! (`dyt[oy·ow + ox][co]`), so one vector load holds a vector's width of filters' gradients at one
-//! position. A register block then holds the partial sums of `V` vectors of filters × `R` rows of `K` taps (a row is
-//! one input channel and filter row `(ci, ky)`, its `K` taps the filter columns `kx`), and per
-//! output position costs `V` loads, `R·K` input values broadcast from memory and `V·R·K` fused
+//! (`dyt[oy·ow + ox][co]`), so one vector load holds a vector's width of filters' gradients at
+//! one position. A register block then holds the partial sums of `V` vectors of filters × `R`
+//! rows of `K` taps (a row is one input channel and filter row `(ci, ky)`, its `K` taps the
+//! filter columns `kx`), and per output position costs `V` loads, `R·K` input values broadcast from memory and `V·R·K` fused
 //! multiply-adds. The im2col path this replaces wrote every input value `K²` times into a
 //! column matrix that the GEMM then copied again into its panels: at the cifar net's 16 filters
 //! a tower each copy fed 16 multiply-adds, and the copies cost more than the arithmetic.
@@ -244,7 +244,6 @@ impl Block<'_> {
             unsafe { self.xp.as_ptr().add(ci * plane + ky * wp) }
         });
         let out = |r: usize, kx: usize, v: usize| ((row + r) * K + kx) * ct + co0 + v * S::LANES;
-        // SAFETY: `out(..) + LANES <= dwt.len()` (caller's assertions).
         // SAFETY: `out(..) + LANES <= dwt.len()` (caller's assertions).
         let mut acc = [[[unsafe { S::zero() }; V]; K]; R];
         for (r, ar) in acc.iter_mut().enumerate() {

@@ -188,9 +188,9 @@ fn outer_rows<T: Real>(g: &FcGeom, dy: &[T], x: &[T], o0: usize, dw: &mut [T]) {
     }
 }
 
-/// Columns per task of the vector data gradient (`fc_stream`): its `[n][512]` sums (16 KB at batch 8) stay in
-/// L1 while the weight rows stream past, and fc6's 9,216 inputs make 18 tasks, which two
-/// threads share evenly (1024 made 9).
+/// Columns per task of the vector data gradient (`fc_stream`): its `[n][512]` sums (16 KB at
+/// batch 8) stay in L1 while the weight rows stream past, and fc6's 9,216 inputs make 18 tasks,
+/// which two threads share evenly (1024 made 9).
 const DATA_COLUMNS: usize = 512;
 
 /// Fast forward: `y = x · wᵀ + b`.

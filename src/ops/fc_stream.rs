@@ -80,7 +80,7 @@ pub(super) unsafe fn dot_rows<I: Simd>(
     let rows = out.len() / n;
     assert!(w.len() >= rows * inputs && x.len() >= n * inputs && out.len() == rows * n);
     let body = inputs / I::LANES * I::LANES;
-    // Each (row, sample)'s 16 lane partials, carried from one input block to the next.
+    // Each (row, sample)'s lane partials, carried from one input block to the next.
     // SAFETY: the set's instructions (the caller's contract).
     let mut part = vec![unsafe { I::zero() }; rows * n];
     for i0 in (0..body).step_by(FORWARD_INPUTS) {
@@ -187,8 +187,8 @@ pub(super) unsafe fn accumulate_columns<I: Simd>(
         let mut o = 0;
         while o < outputs {
             let pair = outputs - o >= 2;
-            // SAFETY: the set's instructions; rows o, o + 1 and columns i0..i0 + width are inside `w`,
-            // samples j0..j0 + s inside `dy` and `acc`.
+            // SAFETY: the set's instructions; rows o, o + 1 and columns i0..i0 + width are inside
+            // `w`, samples j0..j0 + s inside `dy` and `acc`.
             unsafe {
                 let w0 = w.as_ptr().add(o * inputs + i0);
                 let w1 = if pair { w0.add(inputs) } else { w0 };
@@ -297,8 +297,8 @@ pub(super) unsafe fn outer_rows<I: Simd>(
                 let d = |row: usize| -> [f32; SAMPLES] {
                     std::array::from_fn(|j| if j < s { grad(row, j0 + j) } else { 0.0 })
                 };
-                // SAFETY: the set's instructions; rows r, r1 of `dw`, the columns `cols` and samples
-                // j0..j0 + s are inside the slices asserted above.
+                // SAFETY: the set's instructions; rows r, r1 of `dw`, the columns `cols` and
+                // samples j0..j0 + s are inside the slices asserted above.
                 unsafe {
                     let out0 = dw.as_mut_ptr().add(r * inputs);
                     let out1 = dw.as_mut_ptr().add(r1 * inputs);
@@ -335,8 +335,8 @@ pub(super) unsafe fn outer_rows<I: Simd>(
 /// gradient's write, the update's three reads and two writes) over fc6's 75 MB a tower.
 ///
 /// # Safety
-/// The set's instructions are available; `w` and `v` point at `outputs × inputs` floats each, whose columns
-/// `cols` no other thread reads or writes meanwhile.
+/// The set's instructions are available; `w` and `v` point at `outputs × inputs` floats each,
+/// whose columns `cols` no other thread reads or writes meanwhile.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) unsafe fn columns_sgd<I: Simd>(
@@ -366,8 +366,8 @@ pub(super) unsafe fn columns_sgd<I: Simd>(
         let pair = outputs - o >= 2;
         let o1 = o + pair as usize;
         let (d0, d1) = (grads(o), grads(o1));
-        // SAFETY: the set's instructions; rows o, o1 of `w` and `v` and the columns `cols` are inside what
-        // the caller gave, and no one else touches those columns.
+        // SAFETY: the set's instructions; rows o, o1 of `w` and `v` and the columns `cols` are
+        // inside what the caller gave, and no one else touches those columns.
         unsafe {
             let rows = SgdRows {
                 w0: w.add(o * inputs),
@@ -537,7 +537,7 @@ unsafe fn outer_pair<I: Simd, const S: usize>(
 /// block of samples), or else from the first sample's product.
 ///
 /// # Safety
-/// The set's instructions; 16 floats readable at `x_j + c` for each `j < S`.
+/// The set's instructions; a vector's floats readable at `x_j + c` for each `j < S`.
 #[inline(always)]
 unsafe fn pair_sums<I: Simd, const S: usize>(
     x: *const f32,
